@@ -1,0 +1,23 @@
+//! pam_twofactor: a PAM module that asks for a TOTP code or a one-time
+//! backup code after the password, and the library behind the `twofactor`
+//! admin command.
+//!
+//! Layout (see README "Design"): `pam_module` is the only door to PAM;
+//! `auth` runs one login over a `Conversation` trait; `policy` and `otp` are
+//! pure functions of `now`; `store` is the only code that touches files;
+//! `admin` is the CLI's second door over the same core and store.
+
+pub mod admin;
+pub mod auth;
+pub mod backup;
+pub mod clock;
+pub mod config;
+pub mod input;
+pub mod log;
+pub mod otp;
+pub mod pam_module;
+pub mod policy;
+pub mod record;
+pub mod store;
+pub mod timefmt;
+pub mod username;

@@ -1,0 +1,69 @@
+//! Best-effort syslog (facility authpriv, ident `pam_twofactor`).
+//!
+//! We write the datagram ourselves instead of calling openlog(3)/syslog(3):
+//! openlog changes the host process's (sshd's, sudo's) own ident, and the
+//! socket is non-blocking so a full or missing syslog never delays or
+//! changes a login (../shared/SECURITY.md, "Inside the host process").
+
+use std::os::unix::net::UnixDatagram;
+
+/// Where syslog listens.
+const SOCKET: &str = "/dev/log";
+const IDENT: &str = "pam_twofactor";
+const AUTHPRIV: u8 = 10;
+
+/// Message severities we use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Something is misconfigured or broken: the admin must act.
+    Error,
+    /// An authentication failure or a lockout.
+    Warning,
+    /// A success or an expected skip.
+    Info,
+    /// Extra detail, only with the `debug` module argument.
+    Debug,
+}
+
+impl Severity {
+    fn code(self) -> u8 {
+        match self {
+            Severity::Error => 3,
+            Severity::Warning => 4,
+            Severity::Info => 6,
+            Severity::Debug => 7,
+        }
+    }
+}
+
+/// Formats one syslog line: `<PRI>pam_twofactor[PID]: message`.
+pub fn format_line(severity: Severity, message: &str) -> String {
+    format!(
+        "<{}>{IDENT}[{}]: {message}",
+        u16::from(AUTHPRIV) * 8 + u16::from(severity.code()),
+        std::process::id()
+    )
+}
+
+/// Sends one message; every error is ignored (logging is best effort).
+pub fn send(severity: Severity, message: &str) {
+    let line = format_line(severity, message);
+    if let Ok(socket) = UnixDatagram::unbound() {
+        if socket.set_nonblocking(true).is_ok() {
+            let _ = socket.send_to(line.as_bytes(), SOCKET);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The priority is authpriv (10) * 8 + severity, as syslog(3) encodes it.
+    #[test]
+    fn line_carries_authpriv_priority_and_ident() {
+        let line = format_line(Severity::Warning, "hello");
+        assert_eq!(line, format!("<84>pam_twofactor[{}]: hello", std::process::id()));
+        assert!(format_line(Severity::Info, "x").starts_with("<86>"));
+    }
+}

@@ -1,0 +1,304 @@
+//! TOTP (RFC 6238) over HOTP (RFC 4226): pure functions of secret, parameters
+//! and time. totp-rs computes each code; the window, replay and
+//! constant-time comparison rules are ours.
+
+use std::fmt;
+
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, Zeroizing};
+
+/// The HMAC hash behind the codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// HMAC-SHA1: what every app supports.
+    Sha1,
+    /// HMAC-SHA256.
+    Sha256,
+    /// HMAC-SHA512.
+    Sha512,
+}
+
+impl Algorithm {
+    /// Parses the name used in config files, records and otpauth URIs.
+    pub fn parse(name: &str) -> Option<Algorithm> {
+        match name {
+            "SHA1" => Some(Algorithm::Sha1),
+            "SHA256" => Some(Algorithm::Sha256),
+            "SHA512" => Some(Algorithm::Sha512),
+            _ => None,
+        }
+    }
+
+    /// The canonical name (`SHA1`, `SHA256`, `SHA512`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha1 => "SHA1",
+            Algorithm::Sha256 => "SHA256",
+            Algorithm::Sha512 => "SHA512",
+        }
+    }
+
+    fn to_totp_rs(self) -> totp_rs::Algorithm {
+        match self {
+            Algorithm::Sha1 => totp_rs::Algorithm::SHA1,
+            Algorithm::Sha256 => totp_rs::Algorithm::SHA256,
+            Algorithm::Sha512 => totp_rs::Algorithm::SHA512,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Digits: RFC 4226 §5.3 allows 6 to 8.
+pub const DIGITS: std::ops::RangeInclusive<u8> = 6..=8;
+/// Periods we accept, in seconds.
+pub const PERIODS: std::ops::RangeInclusive<u32> = 10..=300;
+/// Secret sizes in bytes: at least 128 bits (RFC 4226 §4), at most 512.
+pub const SECRET_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// How codes are made for one device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TotpParams {
+    pub algorithm: Algorithm,
+    pub digits: u8,
+    pub period: u32,
+}
+
+/// The shared secret. Never printed by `Debug`; wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey(Zeroizing<Vec<u8>>);
+
+impl SecretKey {
+    /// Wraps raw secret bytes (length is checked by `from_base32`/records).
+    pub fn new(bytes: Vec<u8>) -> SecretKey {
+        SecretKey(Zeroizing::new(bytes))
+    }
+
+    /// Decodes base32 (RFC 4648, case-insensitive, spaces and padding
+    /// ignored), requiring 128 to 512 bits.
+    pub fn from_base32(text: &str) -> Result<SecretKey, SecretError> {
+        let mut clean: Zeroizing<String> = Zeroizing::new(
+            text.chars()
+                .filter(|c| !matches!(c, ' ' | '-' | '='))
+                .map(|c| c.to_ascii_uppercase())
+                .collect(),
+        );
+        let decoded = totp_rs::Secret::try_from_base32(clean.as_str())
+            .map_err(|_| SecretError::NotBase32)?;
+        clean.zeroize();
+        let bytes = decoded.as_bytes().to_vec();
+        if !SECRET_BYTES.contains(&bytes.len()) {
+            return Err(SecretError::BadLength(bytes.len() * 8));
+        }
+        Ok(SecretKey::new(bytes))
+    }
+
+    /// The canonical base32 form (upper case, no padding).
+    pub fn to_base32(&self) -> Zeroizing<String> {
+        Zeroizing::new(totp_rs::Secret::from(self.0.to_vec()).to_base32())
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey([redacted])")
+    }
+}
+
+/// Why a secret was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SecretError {
+    /// Not valid RFC 4648 base32.
+    NotBase32,
+    /// Decoded to this many bits; 128 to 512 are allowed.
+    BadLength(usize),
+}
+
+impl fmt::Display for SecretError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretError::NotBase32 => f.write_str("the secret is not valid base32 (A-Z, 2-7)"),
+            SecretError::BadLength(bits) => write!(
+                f,
+                "the secret has {bits} bits; 128 to 512 are required (160 is usual)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SecretError {}
+
+/// The code for time step `step` (RFC 6238 T), zero-padded to `digits`.
+pub fn code_at_step(secret: &SecretKey, params: TotpParams, step: u64) -> Option<Zeroizing<String>> {
+    // build() re-checks digits (6..=8), step > 0 and secret >= 128 bits, so
+    // generate() below cannot hit totp-rs's panics.
+    let totp = totp_rs::Builder::new()
+        .with_algorithm(params.algorithm.to_totp_rs())
+        .with_digits(params.digits)
+        .with_step_duration(u64::from(params.period))
+        .with_secret(secret.as_bytes().to_vec())
+        .build()
+        .ok()?;
+    let time = step.checked_mul(u64::from(params.period))?;
+    Some(Zeroizing::new(totp.generate(time).to_string()))
+}
+
+/// The time step that contains `now`.
+pub fn step_at(now: u64, period: u32) -> u64 {
+    now / u64::from(period.max(1))
+}
+
+/// What a typed code matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeMatch {
+    /// A step inside the window newer than the last accepted one.
+    Fresh(u64),
+    /// Only steps at or before the last accepted one (RFC 6238 §5.2 replay).
+    Replayed(u64),
+    /// No step in the window.
+    None,
+}
+
+/// Looks for `code` among the steps `now ± window`. Every candidate is
+/// computed and compared in constant time; the oldest fresh step wins.
+pub fn match_code(
+    secret: &SecretKey,
+    params: TotpParams,
+    code: &str,
+    now: u64,
+    window: u32,
+    last_accepted_step: Option<u64>,
+) -> CodeMatch {
+    let current = step_at(now, params.period);
+    let first = current.saturating_sub(u64::from(window));
+    let last = current.saturating_add(u64::from(window));
+    let mut fresh = None;
+    let mut replayed = None;
+    for step in first..=last {
+        let Some(expected) = code_at_step(secret, params, step) else {
+            return CodeMatch::None;
+        };
+        let equal: bool = expected.as_bytes().ct_eq(code.as_bytes()).into();
+        if equal {
+            if last_accepted_step.is_some_and(|seen| step <= seen) {
+                replayed.get_or_insert(step);
+            } else {
+                fresh.get_or_insert(step);
+            }
+        }
+    }
+    match (fresh, replayed) {
+        (Some(step), _) => CodeMatch::Fresh(step),
+        (None, Some(step)) => CodeMatch::Replayed(step),
+        (None, None) => CodeMatch::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED20: &[u8] = b"12345678901234567890";
+    const SEED32: &[u8] = b"12345678901234567890123456789012";
+    const SEED64: &[u8] =
+        b"1234567890123456789012345678901234567890123456789012345678901234";
+
+    fn params(algorithm: Algorithm, digits: u8) -> TotpParams {
+        TotpParams {
+            algorithm,
+            digits,
+            period: 30,
+        }
+    }
+
+    fn code_at_time(seed: &[u8], algorithm: Algorithm, time: u64) -> String {
+        let secret = SecretKey::new(seed.to_vec());
+        code_at_step(&secret, params(algorithm, 8), time / 30)
+            .unwrap()
+            .to_string()
+    }
+
+    /// RFC 6238 Appendix B, every row, all three algorithms (8 digits).
+    #[test]
+    fn rfc6238_appendix_b_vectors() {
+        let table: [(u64, &str, &str, &str); 6] = [
+            (59, "94287082", "46119246", "90693936"),
+            (1_111_111_109, "07081804", "68084774", "25091201"),
+            (1_111_111_111, "14050471", "67062674", "99943326"),
+            (1_234_567_890, "89005924", "91819424", "93441116"),
+            (2_000_000_000, "69279037", "90698825", "38618901"),
+            (20_000_000_000, "65353130", "77737706", "47863826"),
+        ];
+        for (time, sha1, sha256, sha512) in table {
+            assert_eq!(code_at_time(SEED20, Algorithm::Sha1, time), sha1, "SHA1 {time}");
+            assert_eq!(code_at_time(SEED32, Algorithm::Sha256, time), sha256, "SHA256 {time}");
+            assert_eq!(code_at_time(SEED64, Algorithm::Sha512, time), sha512, "SHA512 {time}");
+        }
+    }
+
+    /// RFC 4226 Appendix D: HOTP values for counters 0..9 (6 digits).
+    #[test]
+    fn rfc4226_appendix_d_vectors() {
+        let expected = [
+            "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583",
+            "399871", "520489",
+        ];
+        let secret = SecretKey::new(SEED20.to_vec());
+        for (counter, want) in expected.iter().enumerate() {
+            let got = code_at_step(&secret, params(Algorithm::Sha1, 6), counter as u64).unwrap();
+            assert_eq!(got.as_str(), *want, "counter {counter}");
+        }
+    }
+
+    /// Codes one step either side match with window 1; two steps away do not.
+    #[test]
+    fn window_edges_are_exact() {
+        let secret = SecretKey::new(SEED20.to_vec());
+        let p = params(Algorithm::Sha1, 6);
+        let now = 1_000_000_020; // step 33_333_334
+        let step = step_at(now, 30);
+        for (offset, expect_match) in [(-2i64, false), (-1, true), (0, true), (1, true), (2, false)] {
+            let target = step.checked_add_signed(offset).unwrap();
+            let code = code_at_step(&secret, p, target).unwrap();
+            let got = match_code(&secret, p, &code, now, 1, None);
+            if expect_match {
+                assert_eq!(got, CodeMatch::Fresh(target), "offset {offset}");
+            } else {
+                assert_eq!(got, CodeMatch::None, "offset {offset}");
+            }
+        }
+    }
+
+    /// A code whose step is not newer than the last accepted one is a replay.
+    #[test]
+    fn step_not_newer_than_last_accepted_is_replayed() {
+        let secret = SecretKey::new(SEED20.to_vec());
+        let p = params(Algorithm::Sha1, 6);
+        let now = 1_000_000_020;
+        let step = step_at(now, 30);
+        let code = code_at_step(&secret, p, step).unwrap();
+        assert_eq!(match_code(&secret, p, &code, now, 1, Some(step)), CodeMatch::Replayed(step));
+        assert_eq!(match_code(&secret, p, &code, now, 1, Some(step + 5)), CodeMatch::Replayed(step));
+        assert_eq!(match_code(&secret, p, &code, now, 1, Some(step - 1)), CodeMatch::Fresh(step));
+    }
+
+    /// Secrets shorter than 128 bits or not base32 are refused.
+    #[test]
+    fn short_or_invalid_secrets_are_refused() {
+        assert_eq!(SecretKey::from_base32("JBSWY3DPEHPK3PXP"), Err(SecretError::BadLength(80)));
+        assert_eq!(SecretKey::from_base32("not base32!"), Err(SecretError::NotBase32));
+        let ok = SecretKey::from_base32("gezd gnbv gy3t qojq gezd gnbv gy3t qojq").unwrap();
+        assert_eq!(ok.as_bytes(), SEED20);
+        assert_eq!(ok.to_base32().as_str(), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+        assert_eq!(format!("{ok:?}"), "SecretKey([redacted])");
+    }
+}

@@ -1,0 +1,225 @@
+//! The one door to PAM. It reads the arguments, the user, the service, the
+//! remote host and the clock once, calls `auth::authenticate`, logs, and maps
+//! the core's answer to a PAM code in exactly one function (`pam_code`).
+//!
+//! The `pam_hooks!` macro generates the six `extern "C"` entry points with a
+//! `catch_unwind` around each; our own code has no panicking paths (clippy
+//! denies unwrap/expect/panic), so that net is a last resort, not a plan.
+#![allow(unsafe_code)] // only the pam_hooks! expansion below
+
+use std::ffi::CStr;
+use std::path::PathBuf;
+
+use pam::constants::{PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_SILENT, PAM_TEXT_INFO, PamFlag, PamResultCode};
+use pam::conv::Conv;
+use pam::items::{RHost, Service};
+use pam::module::{PamHandle, PamHooks};
+use zeroize::Zeroizing;
+
+use crate::auth::{self, AuthError, ConvError, Conversation, Outcome};
+use crate::clock;
+use crate::config::{self, Config};
+use crate::log::{self, Severity};
+use crate::username::escape;
+
+/// The module type the entry points dispatch to.
+pub struct TwoFactor;
+
+pam::pam_hooks!(TwoFactor);
+
+/// Parsed module arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ModuleArgs {
+    pub config: PathBuf,
+    pub debug: bool,
+}
+
+impl ModuleArgs {
+    /// Accepts `config=/absolute/path` and `debug`; anything else is an
+    /// error, never ignored (../shared/SECURITY.md, "Fail closed").
+    pub fn parse(args: &[&CStr]) -> Result<ModuleArgs, String> {
+        let mut parsed = ModuleArgs {
+            config: PathBuf::from(config::DEFAULT_PATH),
+            debug: false,
+        };
+        for arg in args {
+            let Ok(arg) = arg.to_str() else {
+                return Err(format!("module argument {:?} is not UTF-8", escape(&arg.to_string_lossy())));
+            };
+            if arg == "debug" {
+                parsed.debug = true;
+            } else if let Some(path) = arg.strip_prefix("config=") {
+                let path = PathBuf::from(path);
+                if !path.is_absolute() {
+                    return Err(format!("config={} must be an absolute path", escape(&path.to_string_lossy())));
+                }
+                parsed.config = path;
+            } else {
+                return Err(format!("unknown module argument {:?}", escape(arg)));
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// The conversation through PAM; PAM_SILENT hides info and error lines.
+struct PamConversation<'a> {
+    conv: Option<Conv<'a>>,
+    silent: bool,
+}
+
+impl Conversation for PamConversation<'_> {
+    fn ask_code(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, ConvError> {
+        let conv = self.conv.as_ref().ok_or(ConvError)?;
+        match conv.send(PAM_PROMPT_ECHO_OFF, prompt) {
+            Ok(Some(answer)) => Ok(Zeroizing::new(answer.as_bytes().to_vec())),
+            _ => Err(ConvError),
+        }
+    }
+
+    fn show_info(&mut self, message: &str) {
+        if let (Some(conv), false) = (&self.conv, self.silent) {
+            let _ = conv.send(PAM_TEXT_INFO, message);
+        }
+    }
+
+    fn show_error(&mut self, message: &str) {
+        if let (Some(conv), false) = (&self.conv, self.silent) {
+            let _ = conv.send(PAM_ERROR_MSG, message);
+        }
+    }
+}
+
+/// The single mapping from the core's answer to a PAM code. Only an
+/// admin's explicit `unenrolled = "skip"` yields PAM_IGNORE.
+pub fn pam_code(result: &Result<Outcome, AuthError>) -> PamResultCode {
+    match result {
+        Ok(Outcome::Allow(_)) => PamResultCode::PAM_SUCCESS,
+        Ok(Outcome::Skip) => PamResultCode::PAM_IGNORE,
+        Ok(Outcome::Deny(_)) => PamResultCode::PAM_AUTH_ERR,
+        Err(AuthError::Conversation) => PamResultCode::PAM_CONV_ERR,
+        Err(AuthError::Store(_) | AuthError::Record { .. }) => PamResultCode::PAM_AUTHINFO_UNAVAIL,
+        Err(AuthError::Kdf) => PamResultCode::PAM_SYSTEM_ERR,
+    }
+}
+
+fn item_text(item: Option<&CStr>) -> String {
+    item.map_or_else(|| "-".to_string(), |s| escape(&s.to_string_lossy()))
+}
+
+fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
+    let now = clock::now();
+    let args = match ModuleArgs::parse(args) {
+        Ok(a) => a,
+        Err(message) => {
+            log::send(Severity::Error, &format!("configuration error: {message}"));
+            return PamResultCode::PAM_SERVICE_ERR;
+        }
+    };
+    let user = match pamh.get_user(None) {
+        Ok(user) => user,
+        Err(code) => {
+            log::send(Severity::Error, "could not get the user name from PAM");
+            // Never pass PAM_IGNORE-like codes through: the user is unknown.
+            return if code == PamResultCode::PAM_CONV_ERR {
+                PamResultCode::PAM_CONV_ERR
+            } else {
+                PamResultCode::PAM_USER_UNKNOWN
+            };
+        }
+    };
+    let service = item_text(pamh.get_item::<Service>().ok().flatten().map(|s| s.0));
+    let rhost = item_text(pamh.get_item::<RHost>().ok().flatten().map(|s| s.0));
+    let who = format!("user={} service={service} rhost={rhost}", escape(&user));
+
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            log::send(Severity::Error, &format!("configuration error: {e}; denying {who}"));
+            return PamResultCode::PAM_SERVICE_ERR;
+        }
+    };
+    if args.debug {
+        log::send(Severity::Debug, &format!("using {} for {who}", args.config.display()));
+    }
+    let mut conv = PamConversation {
+        conv: pamh.get_item::<Conv>().ok().flatten(),
+        silent: flags & PAM_SILENT != 0,
+    };
+    let result = auth::authenticate(&config, &user, &mut conv, now);
+    let code = pam_code(&result);
+    match &result {
+        Ok(outcome @ Outcome::Allow(_)) | Ok(outcome @ Outcome::Skip) => {
+            log::send(Severity::Info, &format!("{} {who}", outcome.describe()));
+        }
+        Ok(outcome) => log::send(Severity::Warning, &format!("{} {who}", outcome.describe())),
+        Err(AuthError::Conversation) => {
+            log::send(Severity::Warning, &format!("denied: conversation failed or was interrupted {who}"));
+        }
+        Err(e) => log::send(Severity::Error, &format!("error: {e}; denying {who}")),
+    }
+    code
+}
+
+impl PamHooks for TwoFactor {
+    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
+        authenticate(pamh, &args, flags)
+    }
+
+    /// There are no credentials to set; PAM_SUCCESS keeps `required` stacks happy.
+    fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Failure;
+    use crate::store::StoreError;
+
+    /// Only `config=/abs` and `debug` are accepted.
+    #[test]
+    fn module_arguments_are_strict() {
+        let parsed = ModuleArgs::parse(&[c"config=/etc/x.toml", c"debug"]).unwrap();
+        assert_eq!(parsed, ModuleArgs { config: PathBuf::from("/etc/x.toml"), debug: true });
+        assert_eq!(ModuleArgs::parse(&[]).unwrap().config, PathBuf::from(config::DEFAULT_PATH));
+        assert!(ModuleArgs::parse(&[c"nullok"]).unwrap_err().contains("unknown module argument"));
+        assert!(ModuleArgs::parse(&[c"config=rel.toml"]).unwrap_err().contains("absolute"));
+    }
+
+    /// Every outcome and error maps to exactly one code; only Skip ignores.
+    #[test]
+    fn every_outcome_maps_to_one_code() {
+        use crate::auth::{DenyReason, Method};
+        let cases: Vec<(Result<Outcome, AuthError>, PamResultCode)> = vec![
+            (Ok(Outcome::Allow(Method::Totp { device: "d".into() })), PamResultCode::PAM_SUCCESS),
+            (Ok(Outcome::Allow(Method::Backup { remaining: 0 })), PamResultCode::PAM_SUCCESS),
+            (Ok(Outcome::Skip), PamResultCode::PAM_IGNORE),
+            (Ok(Outcome::Deny(DenyReason::Unenrolled)), PamResultCode::PAM_AUTH_ERR),
+            (Ok(Outcome::Deny(DenyReason::BadUsername("x".into()))), PamResultCode::PAM_AUTH_ERR),
+            (
+                Ok(Outcome::Deny(DenyReason::Failed { failure: Failure::WrongCode, locked_until: None })),
+                PamResultCode::PAM_AUTH_ERR,
+            ),
+            (Ok(Outcome::Deny(DenyReason::LockedOut { until: 1 })), PamResultCode::PAM_AUTH_ERR),
+            (Ok(Outcome::Deny(DenyReason::RateLimited { until: 1 })), PamResultCode::PAM_AUTH_ERR),
+            (Err(AuthError::Conversation), PamResultCode::PAM_CONV_ERR),
+            (
+                Err(AuthError::Store(StoreError::BadPath { path: "x".into() })),
+                PamResultCode::PAM_AUTHINFO_UNAVAIL,
+            ),
+            (
+                Err(AuthError::Record {
+                    path: "x".into(),
+                    error: crate::record::RecordError::Version(9),
+                }),
+                PamResultCode::PAM_AUTHINFO_UNAVAIL,
+            ),
+            (Err(AuthError::Kdf), PamResultCode::PAM_SYSTEM_ERR),
+        ];
+        for (result, want) in cases {
+            assert_eq!(pam_code(&result), want, "{result:?}");
+        }
+    }
+}

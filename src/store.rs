@@ -1,0 +1,548 @@
+//! The only module that touches the filesystem: trusted directories, secure
+//! reads, per-user locks and atomic, durable replacement of files.
+//!
+//! Every rule here comes from ../shared/SECURITY.md: each path component is
+//! opened with `O_NOFOLLOW` relative to its parent and checked (owner root or
+//! the calling uid, not group/world writable); files are opened with
+//! `O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC` and checked on the open fd
+//! (CVE-2024-22365: a FIFO must not hang us; CVE-2024-47191: no symlinks).
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, Flock, FlockArg, OFlag, openat, renameat};
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
+use zeroize::Zeroizing;
+
+/// How long a login waits for another process holding the same user's lock.
+/// Bounded so a stuck process can never hang sshd (LoginGraceTime).
+const LOCK_ATTEMPTS: u32 = 300;
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
+/// What went wrong in the store, with the path, so an admin can act on it.
+#[derive(Debug)]
+pub enum StoreError {
+    /// A system call failed on this path.
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        errno: Errno,
+    },
+    /// The path exists but is not safe to trust (owner, mode, type, links).
+    Insecure { path: PathBuf, reason: String },
+    /// The file is larger than any valid record could be.
+    TooLarge { path: PathBuf, limit: u64 },
+    /// Another process held the lock for longer than we wait.
+    LockTimeout { path: PathBuf },
+    /// The path is not absolute or has `..`/`.` components.
+    BadPath { path: PathBuf },
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { path, op, errno } => {
+                write!(f, "{}: {op} failed: {}", path.display(), errno.desc())
+            }
+            StoreError::Insecure { path, reason } => write!(f, "{}: {reason}", path.display()),
+            StoreError::TooLarge { path, limit } => write!(
+                f,
+                "{} is larger than {limit} bytes; it cannot be a valid file",
+                path.display()
+            ),
+            StoreError::LockTimeout { path } => write!(
+                f,
+                "{} is locked by another process; gave up after {} ms",
+                path.display(),
+                u128::from(LOCK_ATTEMPTS) * LOCK_RETRY.as_millis()
+            ),
+            StoreError::BadPath { path } => write!(
+                f,
+                "{} must be an absolute path without '.' or '..' components",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Which permission rule a file must meet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Secrets and state: no permission bits for group or others (0600).
+    Private,
+    /// Configuration: may be world-readable, never group/world-writable.
+    Public,
+}
+
+/// The owner we trust: root, or the uid this process runs as (which lets
+/// non-root callers such as tests use their own files, and nothing more).
+fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+fn io_err(path: &Path, op: &'static str, errno: Errno) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        op,
+        errno,
+    }
+}
+
+fn insecure(path: &Path, reason: String) -> StoreError {
+    StoreError::Insecure {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// Checks one directory's metadata: a directory, trusted owner, not
+/// group/world writable; `private` also forbids any group/other access.
+fn check_dir(path: &Path, meta: &std::fs::Metadata, private: bool) -> Result<(), StoreError> {
+    if !meta.is_dir() {
+        return Err(insecure(path, "is not a directory".into()));
+    }
+    if !trusted_owner(meta.uid()) {
+        return Err(insecure(
+            path,
+            format!(
+                "is owned by uid {}; expected root (fix: chown root:root {})",
+                meta.uid(),
+                path.display()
+            ),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(insecure(
+            path,
+            format!(
+                "is group- or world-writable (mode {mode:04o}); fix: chmod go-w {}",
+                path.display()
+            ),
+        ));
+    }
+    if private && mode & 0o077 != 0 {
+        return Err(insecure(
+            path,
+            format!(
+                "is accessible by group or others (mode {mode:04o}); expected 0700 (fix: chmod 0700 {})",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn fd_metadata(fd: &OwnedFd, path: &Path) -> Result<std::fs::Metadata, StoreError> {
+    let file = File::from(fd.try_clone().map_err(|e| {
+        io_err(
+            path,
+            "dup",
+            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        )
+    })?);
+    file.metadata().map_err(|e| {
+        io_err(
+            path,
+            "fstat",
+            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        )
+    })
+}
+
+/// A directory we walked to from `/` without following links, every
+/// component checked. Files are only ever reached relative to its fd.
+#[derive(Debug)]
+pub struct TrustedDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl TrustedDir {
+    /// Opens `path`; `private` requires the last component to be 0700-like.
+    pub fn open(path: &Path, private: bool) -> Result<TrustedDir, StoreError> {
+        if !path.is_absolute() {
+            return Err(StoreError::BadPath {
+                path: path.to_path_buf(),
+            });
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let root = Path::new("/");
+        let mut fd = openat(AT_FDCWD, root, flags, Mode::empty())
+            .map_err(|e| io_err(root, "open", e))?;
+        let mut walked = PathBuf::from("/");
+        let components: Vec<Component> = path.components().collect();
+        let last = components.len().saturating_sub(1);
+        for (i, component) in components.iter().enumerate() {
+            match component {
+                Component::RootDir => {}
+                Component::Normal(name) => {
+                    check_dir(&walked, &fd_metadata(&fd, &walked)?, false)?;
+                    walked.push(name);
+                    fd = openat(&fd, *name, flags, Mode::empty()).map_err(|e| match e {
+                        Errno::ELOOP | Errno::ENOTDIR => {
+                            insecure(&walked, "is a symbolic link or not a directory".into())
+                        }
+                        other => io_err(&walked, "open", other),
+                    })?;
+                    if i == last {
+                        check_dir(&walked, &fd_metadata(&fd, &walked)?, private)?;
+                    }
+                }
+                _ => {
+                    return Err(StoreError::BadPath {
+                        path: path.to_path_buf(),
+                    });
+                }
+            }
+        }
+        if walked == root {
+            check_dir(&walked, &fd_metadata(&fd, &walked)?, private)?;
+        }
+        Ok(TrustedDir { fd, path: walked })
+    }
+
+    /// The directory's path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn child(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Reads `name` if it exists. The open fd must be a regular file with a
+    /// trusted owner, one link, the `access` mode rule and at most `limit` bytes.
+    pub fn read(
+        &self,
+        name: &str,
+        access: Access,
+        limit: u64,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let path = self.child(name);
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let fd = match openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ELOOP) => return Err(insecure(&path, "is a symbolic link".into())),
+            Err(e) => return Err(io_err(&path, "open", e)),
+        };
+        let meta = fd_metadata(&fd, &path)?;
+        check_file(&path, &meta, access)?;
+        if meta.len() > limit {
+            return Err(StoreError::TooLarge { path, limit });
+        }
+        let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+        // Read at most limit + 1 bytes: a file that grew after fstat is refused.
+        let mut file = File::from(fd).take(limit + 1);
+        file.read_to_end(&mut buf).map_err(|e| {
+            io_err(
+                &path,
+                "read",
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
+        if buf.len() as u64 > limit {
+            return Err(StoreError::TooLarge { path, limit });
+        }
+        Ok(Some(buf))
+    }
+
+    /// Takes the exclusive lock `name` (created 0600 if missing, never
+    /// unlinked so every process locks the same inode), waiting a bounded time.
+    pub fn lock(&self, name: &str) -> Result<LockGuard, StoreError> {
+        let path = self.child(name);
+        let flags = OFlag::O_RDWR
+            | OFlag::O_CREAT
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC;
+        let fd = openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| {
+            match e {
+                Errno::ELOOP => insecure(&path, "is a symbolic link".into()),
+                other => io_err(&path, "open", other),
+            }
+        })?;
+        check_file(&path, &fd_metadata(&fd, &path)?, Access::Private)?;
+        let mut fd = fd;
+        for _ in 0..LOCK_ATTEMPTS {
+            match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(LockGuard { _lock: lock }),
+                Err((back, Errno::EWOULDBLOCK | Errno::EINTR)) => {
+                    fd = back;
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err((_, e)) => return Err(io_err(&path, "flock", e)),
+            }
+        }
+        Err(StoreError::LockTimeout { path })
+    }
+
+    /// Atomically replaces `name` with `contents` and makes it durable:
+    /// temp file (O_EXCL, 0600) in this directory, fsync, rename, fsync dir.
+    /// On any failure the old file is intact and the temp file is removed.
+    pub fn replace(&self, name: &str, contents: &[u8]) -> Result<(), StoreError> {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|_| io_err(&self.path, "getrandom", Errno::EIO))?;
+        let tmp_name = format!(
+            ".{name}.tmp-{}-{}",
+            std::process::id(),
+            random.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let tmp_path = self.child(&tmp_name);
+        let flags = OFlag::O_WRONLY
+            | OFlag::O_CREAT
+            | OFlag::O_EXCL
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC;
+        let fd = openat(&self.fd, tmp_name.as_str(), flags, Mode::from_bits_truncate(0o600))
+            .map_err(|e| io_err(&tmp_path, "create", e))?;
+        let result = self.finish_replace(fd, &tmp_name, &tmp_path, name, contents);
+        if result.is_err() {
+            let _ = unlinkat(&self.fd, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        result
+    }
+
+    fn finish_replace(
+        &self,
+        fd: OwnedFd,
+        tmp_name: &str,
+        tmp_path: &Path,
+        name: &str,
+        contents: &[u8],
+    ) -> Result<(), StoreError> {
+        let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let mut file = File::from(fd);
+        // The umask may have removed bits, never added; make the mode exact.
+        nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(0o600))
+            .map_err(|e| io_err(tmp_path, "chmod", e))?;
+        file.write_all(contents)
+            .map_err(|e| io_err(tmp_path, "write", errno(e)))?;
+        fsync(&file).map_err(|e| io_err(tmp_path, "fsync", e))?;
+        drop(file);
+        renameat(&self.fd, tmp_name, &self.fd, name)
+            .map_err(|e| io_err(&self.child(name), "rename", e))?;
+        fsync(&self.fd).map_err(|e| io_err(&self.path, "fsync", e))
+    }
+
+    /// Removes `name` (missing is fine) and makes the removal durable.
+    pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(io_err(&self.child(name), "unlink", e)),
+        }
+        fsync(&self.fd).map_err(|e| io_err(&self.path, "fsync", e))
+    }
+
+    /// Names of the entries in the directory (for `twofactor check`).
+    pub fn entries(&self) -> Result<Vec<String>, StoreError> {
+        let read = std::fs::read_dir(&self.path).map_err(|e| {
+            io_err(
+                &self.path,
+                "readdir",
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
+        let mut names: Vec<String> = read
+            .filter_map(|entry| entry.ok())
+            .map(|entry| lossy(entry.file_name().as_os_str()))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn lossy(name: &OsStr) -> String {
+    String::from_utf8_lossy(name.as_bytes()).into_owned()
+}
+
+/// Checks an opened file: regular, trusted owner, one link, mode rule.
+fn check_file(path: &Path, meta: &std::fs::Metadata, access: Access) -> Result<(), StoreError> {
+    if !meta.file_type().is_file() {
+        return Err(insecure(
+            path,
+            "is not a regular file (FIFO, device, directory or socket)".into(),
+        ));
+    }
+    if !trusted_owner(meta.uid()) {
+        return Err(insecure(
+            path,
+            format!(
+                "is owned by uid {}; expected root (fix: chown root:root {})",
+                meta.uid(),
+                path.display()
+            ),
+        ));
+    }
+    if meta.nlink() != 1 {
+        return Err(insecure(
+            path,
+            format!("has {} hard links; expected exactly 1", meta.nlink()),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    let (forbidden, want) = match access {
+        Access::Private => (0o077, "0600"),
+        Access::Public => (0o022, "0644 or stricter"),
+    };
+    if mode & forbidden != 0 {
+        return Err(insecure(
+            path,
+            format!(
+                "has mode {mode:04o}; expected {want} (fix: chmod {} {})",
+                if access == Access::Private {
+                    "0600"
+                } else {
+                    "go-w"
+                },
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a file given by absolute path (the config file): its directory is
+/// walked and checked like the state directory, minus the 0700 rule.
+pub fn read_path(
+    path: &Path,
+    access: Access,
+    limit: u64,
+) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(StoreError::BadPath {
+            path: path.to_path_buf(),
+        });
+    };
+    let Some(name) = name.to_str() else {
+        return Err(StoreError::BadPath {
+            path: path.to_path_buf(),
+        });
+    };
+    let dir = match TrustedDir::open(parent, false) {
+        Ok(dir) => dir,
+        // A missing parent means a missing file; anything else is an error.
+        Err(StoreError::Io {
+            errno: Errno::ENOENT,
+            ..
+        }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    dir.read(name, access, limit)
+}
+
+/// A held exclusive lock; released when dropped (the fd is closed).
+#[derive(Debug)]
+pub struct LockGuard {
+    _lock: Flock<OwnedFd>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A private scratch directory whose ancestors pass the checks.
+    fn scratch(name: &str) -> PathBuf {
+        let base = if nix::unistd::geteuid().is_root() {
+            PathBuf::from("/run/pam-twofactor-unit")
+        } else {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/pam-twofactor-unit")
+        };
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = base.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
+    /// A replaced file has the new contents, mode 0600 and no temp file beside it.
+    #[test]
+    fn replace_writes_new_contents_with_private_mode_and_no_temp_file() {
+        let path = scratch("replace");
+        let dir = TrustedDir::open(&path, true).unwrap();
+        dir.replace("alice.state", b"one").unwrap();
+        dir.replace("alice.state", b"two").unwrap();
+        let read = dir.read("alice.state", Access::Private, 100).unwrap().unwrap();
+        assert_eq!(read.as_slice(), b"two");
+        let meta = std::fs::metadata(path.join("alice.state")).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        assert_eq!(dir.entries().unwrap(), vec!["alice.state".to_string()]);
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    /// A symlink where a record should be is refused, not followed.
+    #[test]
+    fn symlinked_file_is_refused() {
+        let path = scratch("symlink");
+        std::os::unix::fs::symlink("/etc/passwd", path.join("bob.secret")).unwrap();
+        let dir = TrustedDir::open(&path, true).unwrap();
+        let err = dir.read("bob.secret", Access::Private, 1 << 16).unwrap_err();
+        assert!(matches!(err, StoreError::Insecure { .. }), "{err}");
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    /// A group-readable record is refused with a message naming the fix.
+    #[test]
+    fn group_readable_file_is_refused() {
+        let path = scratch("mode");
+        std::fs::write(path.join("carol.secret"), "x").unwrap();
+        std::fs::set_permissions(
+            path.join("carol.secret"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        let dir = TrustedDir::open(&path, true).unwrap();
+        let err = dir
+            .read("carol.secret", Access::Private, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode 0640") && err.contains("chmod 0600"), "{err}");
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    /// A state directory under the world-writable /tmp is refused.
+    #[test]
+    fn directory_under_tmp_is_refused() {
+        let dir = std::env::temp_dir().join(format!("tf-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = TrustedDir::open(&dir, true).unwrap_err().to_string();
+        assert!(err.contains("/tmp: is group- or world-writable"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A file larger than the limit is refused before it is read.
+    #[test]
+    fn oversized_file_is_refused() {
+        let path = scratch("large");
+        let dir = TrustedDir::open(&path, true).unwrap();
+        dir.replace("dave.state", &[b'a'; 200]).unwrap();
+        let err = dir.read("dave.state", Access::Private, 100).unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge { limit: 100, .. }));
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    /// A missing file reads as None, not as an error.
+    #[test]
+    fn missing_file_reads_as_none() {
+        let path = scratch("missing");
+        let dir = TrustedDir::open(&path, true).unwrap();
+        assert!(dir.read("nobody.state", Access::Private, 10).unwrap().is_none());
+        std::fs::remove_dir_all(path).unwrap();
+    }
+}
