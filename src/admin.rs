@@ -1,1 +1,585 @@
+//! The admin operations behind `twofactor`: a second door over the same
+//! config, store, records and policy as the module, never a copy of them.
+//! Every change to a user's files happens under that user's lock, so an
+//! admin command never races a login.
 
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::auth::{self, AuthError};
+use crate::backup::{self, BackupCode, KdfParams, SALT_BYTES};
+use crate::config::{self, Config, ConfigError};
+use crate::otp::{self, Algorithm, SecretError, SecretKey, TotpParams};
+use crate::policy;
+use crate::record::{
+    self, BackupSet, DEFAULT_DEVICE, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
+};
+use crate::store::{Access, StoreError, TrustedDir};
+use crate::username::{Username, UsernameError, escape};
+
+/// Why an admin command failed; `exit_code` is documented in twofactor(8).
+#[derive(Debug)]
+pub enum AdminError {
+    /// The default config is root's: run as root (or pass --config).
+    NotRoot,
+    /// The user name is not acceptable.
+    BadUser(String, UsernameError),
+    /// The user is not in the passwd database.
+    NoSuchUser(String),
+    /// The configuration cannot be used.
+    Config(ConfigError),
+    /// A file or directory is unsafe or an I/O call failed.
+    Store(StoreError),
+    /// A record exists but is damaged.
+    Record { path: PathBuf, error: RecordError },
+    /// `enroll` without `--force` for an enrolled user.
+    AlreadyEnrolled(String),
+    /// The command needs an enrolled user.
+    NotEnrolled(String),
+    /// `--secret` is not usable.
+    BadSecret(SecretError),
+    /// An option has a value outside its range.
+    BadOption(String),
+    /// The OS random generator or the KDF failed.
+    Crypto,
+}
+
+impl AdminError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AdminError::NotRoot => 3,
+            AdminError::BadUser(..) | AdminError::NoSuchUser(_) => 4,
+            AdminError::AlreadyEnrolled(_) | AdminError::NotEnrolled(_) => 5,
+            AdminError::Config(_) | AdminError::Store(_) | AdminError::Record { .. } => 6,
+            AdminError::BadSecret(_) | AdminError::BadOption(_) => 7,
+            AdminError::Crypto => 1,
+        }
+    }
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminError::NotRoot => f.write_str(
+                "twofactor must run as root (try: sudo twofactor ...); it manages root-only files",
+            ),
+            AdminError::BadUser(name, e) => write!(f, "user {:?}: {e}", escape(name)),
+            AdminError::NoSuchUser(name) => {
+                write!(
+                    f,
+                    "user {:?} does not exist in the passwd database",
+                    escape(name)
+                )
+            }
+            AdminError::Config(e) => write!(f, "{e}"),
+            AdminError::Store(e) => write!(f, "{e}"),
+            AdminError::Record { path, error } => write!(f, "{}: {error}", path.display()),
+            AdminError::AlreadyEnrolled(u) => write!(
+                f,
+                "{u} is already enrolled; use --force to replace the secret (the old app entry and backup codes stop working)"
+            ),
+            AdminError::NotEnrolled(u) => {
+                write!(f, "{u} is not enrolled (run: twofactor enroll {u})")
+            }
+            AdminError::BadSecret(e) => write!(f, "--secret: {e}"),
+            AdminError::BadOption(m) => f.write_str(m),
+            AdminError::Crypto => f.write_str("the OS random generator or argon2 failed"),
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> AdminError {
+        AdminError::Store(e)
+    }
+}
+
+impl From<AuthError> for AdminError {
+    fn from(e: AuthError) -> AdminError {
+        match e {
+            AuthError::Store(e) => AdminError::Store(e),
+            AuthError::Record { path, error } => AdminError::Record { path, error },
+            AuthError::Conversation | AuthError::Kdf => AdminError::Crypto,
+        }
+    }
+}
+
+/// Options of `twofactor enroll`.
+#[derive(Debug, Default)]
+pub struct EnrollOptions {
+    pub secret: Option<String>,
+    pub algorithm: Option<String>,
+    pub digits: Option<u8>,
+    pub period: Option<u32>,
+    pub force: bool,
+}
+
+/// What `enroll` made, to show once.
+pub struct Enrollment {
+    pub user: Username,
+    pub params: TotpParams,
+    pub secret: SecretKey,
+    pub uri: String,
+    pub backup_codes: Vec<BackupCode>,
+}
+
+/// What `status` reports.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Status {
+    pub enrolled: bool,
+    pub params: Option<TotpParams>,
+    pub backup_codes_remaining: Option<usize>,
+    pub failed_attempts: u32,
+    pub locked_until: Option<u64>,
+}
+
+/// One finding of `twofactor check`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+/// The admin's view of one configuration.
+pub struct Admin {
+    pub config: Config,
+    pub config_path: PathBuf,
+}
+
+impl Admin {
+    /// Loads the config; only root may use the default (root-owned) one.
+    pub fn open(config_path: Option<&Path>) -> Result<Admin, AdminError> {
+        let path = match config_path {
+            Some(p) => p.to_path_buf(),
+            None => {
+                if !nix::unistd::geteuid().is_root() {
+                    return Err(AdminError::NotRoot);
+                }
+                PathBuf::from(config::DEFAULT_PATH)
+            }
+        };
+        let path = if path.is_absolute() {
+            path
+        } else {
+            std::env::current_dir()
+                .map_err(|_| AdminError::BadOption("cannot resolve the config path".into()))?
+                .join(path)
+        };
+        let config = Config::load(&path).map_err(AdminError::Config)?;
+        Ok(Admin {
+            config,
+            config_path: path,
+        })
+    }
+
+    fn dir(&self) -> Result<TrustedDir, AdminError> {
+        Ok(TrustedDir::open(&self.config.state_dir, true)?)
+    }
+
+    fn read_record(
+        &self,
+        dir: &TrustedDir,
+        user: &Username,
+    ) -> Result<Option<SecretRecord>, AdminError> {
+        let name = user.secret_file();
+        match dir.read(&name, Access::Private, MAX_RECORD_BYTES)? {
+            None => Ok(None),
+            Some(bytes) => {
+                SecretRecord::parse(&bytes)
+                    .map(Some)
+                    .map_err(|error| AdminError::Record {
+                        path: dir.path().join(name),
+                        error,
+                    })
+            }
+        }
+    }
+
+    fn write_state(dir: &TrustedDir, user: &Username, state: &State) -> Result<(), AdminError> {
+        Ok(dir.replace(&user.state_file(), state.to_toml().as_bytes())?)
+    }
+
+    /// Enrolls `raw_user`: new secret (or `--secret`), new backup codes.
+    pub fn enroll(
+        &self,
+        raw_user: &str,
+        opts: &EnrollOptions,
+        now: u64,
+    ) -> Result<Enrollment, AdminError> {
+        let user = existing_user(raw_user)?;
+        let mut params = self.config.totp;
+        if let Some(name) = &opts.algorithm {
+            params.algorithm = Algorithm::parse(&name.to_ascii_uppercase()).ok_or_else(|| {
+                AdminError::BadOption(format!("--algorithm {name:?}: use SHA1, SHA256 or SHA512"))
+            })?;
+        }
+        if let Some(digits) = opts.digits {
+            if !otp::DIGITS.contains(&digits) {
+                return Err(AdminError::BadOption(format!(
+                    "--digits {digits}: use 6, 7 or 8"
+                )));
+            }
+            params.digits = digits;
+        }
+        if let Some(period) = opts.period {
+            if !otp::PERIODS.contains(&period) {
+                return Err(AdminError::BadOption(format!(
+                    "--period {period}: use 10 to 300 seconds"
+                )));
+            }
+            params.period = period;
+        }
+        let secret = match &opts.secret {
+            Some(text) => SecretKey::from_base32(text).map_err(AdminError::BadSecret)?,
+            None => SecretKey::new(
+                backup::random_bytes::<20>()
+                    .ok_or(AdminError::Crypto)?
+                    .to_vec(),
+            ),
+        };
+        let dir = self.dir()?;
+        let _lock = dir.lock(&user.lock_file())?;
+        if !opts.force && self.read_record_lenient(&dir, &user)? {
+            return Err(AdminError::AlreadyEnrolled(user.to_string()));
+        }
+        let (backup, codes) = new_backup_set(self.config.backup_codes, now)?;
+        let record = SecretRecord {
+            created: now,
+            devices: vec![Device {
+                label: DEFAULT_DEVICE.into(),
+                secret: secret.clone(),
+                params,
+                created: now,
+            }],
+            backup,
+        };
+        // State first: a fresh start for the new secret (no stale lock or
+        // replay step), then the record that makes the user enrolled.
+        Self::write_state(&dir, &user, &State::default())?;
+        dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+        let uri = otpauth_uri(&self.issuer(), user.as_str(), &secret, params);
+        Ok(Enrollment {
+            user,
+            params,
+            secret,
+            uri,
+            backup_codes: codes,
+        })
+    }
+
+    /// Whether a secret file exists; a damaged one counts as existing so
+    /// that only `--force` replaces it.
+    fn read_record_lenient(&self, dir: &TrustedDir, user: &Username) -> Result<bool, AdminError> {
+        match self.read_record(dir, user) {
+            Ok(found) => Ok(found.is_some()),
+            Err(AdminError::Record { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn issuer(&self) -> String {
+        if self.config.issuer.is_empty() {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .filter(|h| !h.is_empty() && !h.contains(':'))
+                .unwrap_or_else(|| "pam-twofactor".into())
+        } else {
+            self.config.issuer.clone()
+        }
+    }
+
+    /// Reports enrollment, parameters, backup codes left and lock state.
+    pub fn status(&self, raw_user: &str, now: u64) -> Result<Status, AdminError> {
+        let user = existing_user(raw_user)?;
+        let dir = self.dir()?;
+        let Some(record) = self.read_record(&dir, &user)? else {
+            return Ok(Status {
+                enrolled: false,
+                params: None,
+                backup_codes_remaining: None,
+                failed_attempts: 0,
+                locked_until: None,
+            });
+        };
+        let state = {
+            let _lock = dir.lock(&user.lock_file())?;
+            auth::read_state(&dir, &user)?
+        };
+        Ok(Status {
+            enrolled: true,
+            params: record.devices.first().map(|d| d.params),
+            backup_codes_remaining: Some(policy::backup_codes_remaining(&record, &state)),
+            failed_attempts: state.failures,
+            locked_until: state.locked_until.filter(|&t| t > now),
+        })
+    }
+
+    /// Clears the failure count, the lock and the rate-limit window.
+    pub fn unlock(&self, raw_user: &str) -> Result<(), AdminError> {
+        let user = existing_user(raw_user)?;
+        let dir = self.dir()?;
+        if self.read_record(&dir, &user)?.is_none() {
+            return Err(AdminError::NotEnrolled(user.to_string()));
+        }
+        let _lock = dir.lock(&user.lock_file())?;
+        let mut state = auth::read_state(&dir, &user)?;
+        state.failures = 0;
+        state.locked_until = None;
+        state.rate_window_start = 0;
+        state.rate_window_attempts = 0;
+        Self::write_state(&dir, &user, &state)
+    }
+
+    /// Replaces the backup codes; the old ones stop working at once.
+    pub fn regenerate_backup_codes(
+        &self,
+        raw_user: &str,
+        now: u64,
+    ) -> Result<Vec<BackupCode>, AdminError> {
+        let user = existing_user(raw_user)?;
+        let dir = self.dir()?;
+        let _lock = dir.lock(&user.lock_file())?;
+        let Some(mut record) = self.read_record(&dir, &user)? else {
+            return Err(AdminError::NotEnrolled(user.to_string()));
+        };
+        let (backup, codes) = new_backup_set(self.config.backup_codes, now)?;
+        record.backup = backup;
+        dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+        let mut state = auth::read_state(&dir, &user)?;
+        state.used_backup_codes.clear();
+        Self::write_state(&dir, &user, &state)?;
+        Ok(codes)
+    }
+
+    /// Removes the user's secret and state (the lock file stays: it is
+    /// never unlinked). Works for users already deleted from passwd.
+    pub fn disable(&self, raw_user: &str) -> Result<(), AdminError> {
+        let user =
+            Username::parse(raw_user).map_err(|e| AdminError::BadUser(raw_user.into(), e))?;
+        let dir = self.dir()?;
+        let _lock = dir.lock(&user.lock_file())?;
+        if !self.read_record_lenient(&dir, &user)? {
+            return Err(AdminError::NotEnrolled(user.to_string()));
+        }
+        dir.remove(&user.secret_file())?;
+        dir.remove(&user.state_file())?;
+        Ok(())
+    }
+
+    /// Validates the config and every file in the state directory; returns
+    /// every problem found (an empty list means all is well).
+    pub fn check(config_path: Option<&Path>) -> Result<Vec<Problem>, AdminError> {
+        let admin = match Admin::open(config_path) {
+            Ok(a) => a,
+            Err(AdminError::Config(e)) => {
+                let path = config_path
+                    .map_or_else(|| PathBuf::from(config::DEFAULT_PATH), Path::to_path_buf);
+                return Ok(vec![Problem {
+                    path,
+                    problem: format!("{e} (fix the file; see twofactor.toml(5))"),
+                }]);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut problems = Vec::new();
+        let dir = match admin.dir() {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(Problem {
+                    path: admin.config.state_dir.clone(),
+                    problem: format!(
+                        "{e} (create it with: install -d -o root -g root -m 0700 {})",
+                        admin.config.state_dir.display()
+                    ),
+                });
+                return Ok(problems);
+            }
+        };
+        for name in dir.entries()? {
+            let path = dir.path().join(&name);
+            let mut report = |problem: String| {
+                problems.push(Problem {
+                    path: path.clone(),
+                    problem,
+                })
+            };
+            let (stem, kind) = match name.rsplit_once('.') {
+                Some((stem, kind @ ("secret" | "state" | "lock"))) => (stem, kind),
+                _ => {
+                    report(if name.contains(".tmp-") {
+                        "stale temporary file from an interrupted write (safe to remove)".into()
+                    } else {
+                        "unexpected file in the state directory (move it elsewhere)".into()
+                    });
+                    continue;
+                }
+            };
+            let Ok(user) = Username::parse(stem) else {
+                report("file name is not a valid user name (move it elsewhere)".into());
+                continue;
+            };
+            let bytes = match dir.read(&name, Access::Private, MAX_RECORD_BYTES) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(e) => {
+                    report(e.to_string());
+                    continue;
+                }
+            };
+            match kind {
+                "secret" => {
+                    if let Err(e) = SecretRecord::parse(&bytes) {
+                        report(format!("{e} (re-enroll: twofactor enroll --force {user})"));
+                    }
+                    if matches!(nix::unistd::User::from_name(user.as_str()), Ok(None)) {
+                        report(format!(
+                            "user {user} does not exist in passwd (remove with: twofactor disable {user})"
+                        ));
+                    }
+                }
+                "state" => {
+                    if let Err(e) = State::parse(&bytes) {
+                        report(format!(
+                            "{e} (logins of {user} fail until this is fixed; move the file away to reset it, which also forgets used backup codes: then run twofactor backup-codes {user})"
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(problems)
+    }
+}
+
+/// A fresh backup-code set: one random salt, `count` codes.
+fn new_backup_set(count: u32, now: u64) -> Result<(BackupSet, Vec<BackupCode>), AdminError> {
+    let salt = backup::random_bytes::<SALT_BYTES>().ok_or(AdminError::Crypto)?;
+    let kdf = KdfParams::DEFAULT;
+    let mut codes = Vec::new();
+    let mut hashes = Vec::new();
+    while codes.len() < count as usize {
+        let code = backup::generate().ok_or(AdminError::Crypto)?;
+        let hash = code.hash(&salt, kdf).ok_or(AdminError::Crypto)?;
+        if !hashes.contains(&hash) {
+            hashes.push(hash);
+            codes.push(code);
+        }
+    }
+    Ok((
+        BackupSet {
+            created: now,
+            kdf,
+            salt,
+            hashes,
+        },
+        codes,
+    ))
+}
+
+/// A valid name that exists in the passwd database.
+fn existing_user(raw: &str) -> Result<Username, AdminError> {
+    let user = Username::parse(raw).map_err(|e| AdminError::BadUser(raw.into(), e))?;
+    match nix::unistd::User::from_name(user.as_str()) {
+        Ok(Some(_)) => Ok(user),
+        _ => Err(AdminError::NoSuchUser(raw.into())),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The `otpauth://totp/` URI with every parameter spelled out, so apps get
+/// non-default algorithms, digits and periods right.
+pub fn otpauth_uri(issuer: &str, account: &str, secret: &SecretKey, params: TotpParams) -> String {
+    let issuer = percent_encode(issuer);
+    format!(
+        "otpauth://totp/{issuer}:{}?secret={}&issuer={issuer}&algorithm={}&digits={}&period={}",
+        percent_encode(account),
+        secret.to_base32().as_str(),
+        params.algorithm.name(),
+        params.digits,
+        params.period
+    )
+}
+
+/// The base32 secret in groups of four, for typing into an app.
+pub fn grouped_secret(secret: &SecretKey) -> String {
+    let b32 = secret.to_base32();
+    b32.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A QR code drawn with Unicode half blocks (light modules drawn, so it
+/// scans on the usual dark terminal background).
+pub fn qr_text(uri: &str) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
+    Some(
+        code.render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// Re-exported for the CLI's JSON output.
+pub use record::VERSION as RECORD_VERSION;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The URI names every parameter and percent-encodes the label.
+    #[test]
+    fn uri_spells_out_every_parameter() {
+        let secret = SecretKey::new(b"12345678901234567890".to_vec());
+        let params = TotpParams {
+            algorithm: Algorithm::Sha256,
+            digits: 8,
+            period: 60,
+        };
+        assert_eq!(
+            otpauth_uri("My Host", "alice", &secret, params),
+            "otpauth://totp/My%20Host:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=My%20Host&algorithm=SHA256&digits=8&period=60"
+        );
+        assert_eq!(
+            grouped_secret(&secret),
+            "GEZD GNBV GY3T QOJQ GEZD GNBV GY3T QOJQ"
+        );
+    }
+
+    /// The QR code renders as text.
+    #[test]
+    fn qr_code_renders_as_unicode_blocks() {
+        let qr = qr_text("otpauth://totp/x:y?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap();
+        assert!(qr.lines().count() > 10);
+        assert!(qr.contains('█') || qr.contains('▀') || qr.contains('▄'));
+    }
+
+    /// Exit codes are distinct per class of error.
+    #[test]
+    fn exit_codes_follow_the_documented_table() {
+        assert_eq!(AdminError::NotRoot.exit_code(), 3);
+        assert_eq!(AdminError::NoSuchUser("x".into()).exit_code(), 4);
+        assert_eq!(AdminError::AlreadyEnrolled("x".into()).exit_code(), 5);
+        assert_eq!(AdminError::BadSecret(SecretError::NotBase32).exit_code(), 7);
+    }
+}

@@ -86,11 +86,9 @@ impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AuthError::Store(e) => write!(f, "{e}"),
-            AuthError::Record { path, error } => write!(
-                f,
-                "{}: {error} (run `twofactor check`)",
-                path.display()
-            ),
+            AuthError::Record { path, error } => {
+                write!(f, "{}: {error} (run `twofactor check`)", path.display())
+            }
             AuthError::Conversation => f.write_str("the conversation failed or gave no answer"),
             AuthError::Kdf => f.write_str("the backup-code hash could not be computed"),
         }
@@ -123,7 +121,9 @@ impl Outcome {
             }
             Outcome::Skip => "user is not enrolled; skipped (unenrolled = \"skip\")".into(),
             Outcome::Deny(reason) => match reason {
-                DenyReason::Unenrolled => "denied: user is not enrolled (unenrolled = \"deny\")".into(),
+                DenyReason::Unenrolled => {
+                    "denied: user is not enrolled (unenrolled = \"deny\")".into()
+                }
                 DenyReason::BadUsername(why) => format!("denied: unusable user name: {why}"),
                 DenyReason::Failed {
                     failure,
@@ -135,7 +135,10 @@ impl Outcome {
                         Failure::Malformed => "malformed input",
                     };
                     match locked_until {
-                        Some(t) => format!("denied: {what}; too many failures, locked until {}", timefmt::rfc3339(*t)),
+                        Some(t) => format!(
+                            "denied: {what}; too many failures, locked until {}",
+                            timefmt::rfc3339(*t)
+                        ),
                         None => format!("denied: {what}"),
                     }
                 }
@@ -143,7 +146,10 @@ impl Outcome {
                     format!("denied: account locked until {}", timefmt::rfc3339(*until))
                 }
                 DenyReason::RateLimited { until } => {
-                    format!("denied: rate limit reached until {}", timefmt::rfc3339(*until))
+                    format!(
+                        "denied: rate limit reached until {}",
+                        timefmt::rfc3339(*until)
+                    )
                 }
             },
         }
@@ -269,7 +275,10 @@ fn reason(e: &UsernameError) -> String {
 
 /// Shows the same prompt an enrolled user sees, then denies: no user
 /// existence or enrollment leak.
-fn deny_after_prompt(conv: &mut dyn Conversation, reason: DenyReason) -> Result<Outcome, AuthError> {
+fn deny_after_prompt(
+    conv: &mut dyn Conversation,
+    reason: DenyReason,
+) -> Result<Outcome, AuthError> {
     let _answer = conv.ask_code(PROMPT)?;
     Ok(Outcome::Deny(reason))
 }
@@ -331,7 +340,10 @@ mod tests {
         for name in ["..", "a/b", "", "x\ny"] {
             let mut script = Script::new(&[Some("123456")]);
             let outcome = authenticate(&config(), name, &mut script, 0).unwrap();
-            assert!(matches!(outcome, Outcome::Deny(DenyReason::BadUsername(_))), "{name:?}");
+            assert!(
+                matches!(outcome, Outcome::Deny(DenyReason::BadUsername(_))),
+                "{name:?}"
+            );
             assert_eq!(script.prompts, vec![PROMPT.to_string()]);
             assert!(script.infos.is_empty() && script.errors.is_empty());
         }

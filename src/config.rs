@@ -230,12 +230,20 @@ impl Config {
             i64::from(*otp::PERIODS.end()),
         )? as u32;
         let lockout = raw.lockout.unwrap_or_default();
-        config.max_failures = ranged("lockout.max_failures", lockout.max_failures, 5, 1, 1000)? as u32;
-        config.lock_seconds =
-            ranged("lockout.lock_seconds", lockout.lock_seconds, 1800, 1, 31 * 86_400)? as u64;
+        config.max_failures =
+            ranged("lockout.max_failures", lockout.max_failures, 5, 1, 1000)? as u32;
+        config.lock_seconds = ranged(
+            "lockout.lock_seconds",
+            lockout.lock_seconds,
+            1800,
+            1,
+            31 * 86_400,
+        )? as u64;
         let rate = raw.rate_limit.unwrap_or_default();
-        config.max_attempts = ranged("rate_limit.max_attempts", rate.max_attempts, 10, 1, 10_000)? as u32;
-        config.per_seconds = ranged("rate_limit.per_seconds", rate.per_seconds, 60, 1, 86_400)? as u64;
+        config.max_attempts =
+            ranged("rate_limit.max_attempts", rate.max_attempts, 10, 1, 10_000)? as u32;
+        config.per_seconds =
+            ranged("rate_limit.per_seconds", rate.per_seconds, 60, 1, 86_400)? as u64;
         let backup = raw.backup_codes.unwrap_or_default();
         config.backup_codes = ranged("backup_codes.count", backup.count, 10, 1, 100)? as u32;
         Ok(config)
@@ -260,7 +268,10 @@ mod tests {
         assert_eq!((c.window, c.totp.digits, c.totp.period), (1, 6, 30));
         assert_eq!(c.totp.algorithm, Algorithm::Sha1);
         assert_eq!((c.max_failures, c.lock_seconds), (5, 1800));
-        assert_eq!((c.max_attempts, c.per_seconds, c.backup_codes), (10, 60, 10));
+        assert_eq!(
+            (c.max_attempts, c.per_seconds, c.backup_codes),
+            (10, 60, 10)
+        );
     }
 
     /// Every documented key is read.
@@ -309,13 +320,22 @@ count = 5
         let cases = [
             ("nullok = true", "unknown field `nullok`"),
             ("[totp]\ndigit = 6", "unknown field `digit`"),
-            ("unenrolled = \"allow\"", "unenrolled: \"allow\" is not one of"),
+            (
+                "unenrolled = \"allow\"",
+                "unenrolled: \"allow\" is not one of",
+            ),
             ("[totp]\ndigits = 9", "totp.digits: 9 is out of range 6..=8"),
             ("[totp]\nperiod = 0", "totp.period: 0 is out of range"),
             ("[totp]\nalgorithm = \"MD5\"", "totp.algorithm: \"MD5\""),
             ("[lockout]\nmax_failures = 0", "lockout.max_failures: 0"),
-            ("state_dir = \"relative\"", "state_dir: must be an absolute path"),
-            ("state_dir = \"/var/../tmp\"", "state_dir: must be an absolute path"),
+            (
+                "state_dir = \"relative\"",
+                "state_dir: must be an absolute path",
+            ),
+            (
+                "state_dir = \"/var/../tmp\"",
+                "state_dir: must be an absolute path",
+            ),
             ("window = ", "/etc/security/twofactor.toml"),
             ("[totp]\nwindow = \"1\"", "invalid type"),
         ];

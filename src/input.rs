@@ -53,8 +53,14 @@ mod tests {
     /// Spaces and dashes are dropped; leading zeros are kept.
     #[test]
     fn spaces_and_dashes_are_ignored() {
-        assert_eq!(classify(b"012 345"), Answer::Totp(Zeroizing::new("012345".into())));
-        assert_eq!(classify(b"0123-4567"), Answer::Totp(Zeroizing::new("01234567".into())));
+        assert_eq!(
+            classify(b"012 345"),
+            Answer::Totp(Zeroizing::new("012345".into()))
+        );
+        assert_eq!(
+            classify(b"0123-4567"),
+            Answer::Totp(Zeroizing::new("01234567".into()))
+        );
         assert_eq!(
             classify(b"1234-5678-9012-3456"),
             Answer::Backup(BackupCode::parse("1234567890123456").unwrap())

@@ -63,7 +63,10 @@ mod tests {
     #[test]
     fn line_carries_authpriv_priority_and_ident() {
         let line = format_line(Severity::Warning, "hello");
-        assert_eq!(line, format!("<84>pam_twofactor[{}]: hello", std::process::id()));
+        assert_eq!(
+            line,
+            format!("<84>pam_twofactor[{}]: hello", std::process::id())
+        );
         assert!(format_line(Severity::Info, "x").starts_with("<86>"));
     }
 }

@@ -87,8 +87,8 @@ impl SecretKey {
                 .map(|c| c.to_ascii_uppercase())
                 .collect(),
         );
-        let decoded = totp_rs::Secret::try_from_base32(clean.as_str())
-            .map_err(|_| SecretError::NotBase32)?;
+        let decoded =
+            totp_rs::Secret::try_from_base32(clean.as_str()).map_err(|_| SecretError::NotBase32)?;
         clean.zeroize();
         let bytes = decoded.as_bytes().to_vec();
         if !SECRET_BYTES.contains(&bytes.len()) {
@@ -138,7 +138,11 @@ impl fmt::Display for SecretError {
 impl std::error::Error for SecretError {}
 
 /// The code for time step `step` (RFC 6238 T), zero-padded to `digits`.
-pub fn code_at_step(secret: &SecretKey, params: TotpParams, step: u64) -> Option<Zeroizing<String>> {
+pub fn code_at_step(
+    secret: &SecretKey,
+    params: TotpParams,
+    step: u64,
+) -> Option<Zeroizing<String>> {
     // build() re-checks digits (6..=8), step > 0 and secret >= 128 bits, so
     // generate() below cannot hit totp-rs's panics.
     let totp = totp_rs::Builder::new()
@@ -209,8 +213,7 @@ mod tests {
 
     const SEED20: &[u8] = b"12345678901234567890";
     const SEED32: &[u8] = b"12345678901234567890123456789012";
-    const SEED64: &[u8] =
-        b"1234567890123456789012345678901234567890123456789012345678901234";
+    const SEED64: &[u8] = b"1234567890123456789012345678901234567890123456789012345678901234";
 
     fn params(algorithm: Algorithm, digits: u8) -> TotpParams {
         TotpParams {
@@ -239,9 +242,21 @@ mod tests {
             (20_000_000_000, "65353130", "77737706", "47863826"),
         ];
         for (time, sha1, sha256, sha512) in table {
-            assert_eq!(code_at_time(SEED20, Algorithm::Sha1, time), sha1, "SHA1 {time}");
-            assert_eq!(code_at_time(SEED32, Algorithm::Sha256, time), sha256, "SHA256 {time}");
-            assert_eq!(code_at_time(SEED64, Algorithm::Sha512, time), sha512, "SHA512 {time}");
+            assert_eq!(
+                code_at_time(SEED20, Algorithm::Sha1, time),
+                sha1,
+                "SHA1 {time}"
+            );
+            assert_eq!(
+                code_at_time(SEED32, Algorithm::Sha256, time),
+                sha256,
+                "SHA256 {time}"
+            );
+            assert_eq!(
+                code_at_time(SEED64, Algorithm::Sha512, time),
+                sha512,
+                "SHA512 {time}"
+            );
         }
     }
 
@@ -266,7 +281,8 @@ mod tests {
         let p = params(Algorithm::Sha1, 6);
         let now = 1_000_000_020; // step 33_333_334
         let step = step_at(now, 30);
-        for (offset, expect_match) in [(-2i64, false), (-1, true), (0, true), (1, true), (2, false)] {
+        for (offset, expect_match) in [(-2i64, false), (-1, true), (0, true), (1, true), (2, false)]
+        {
             let target = step.checked_add_signed(offset).unwrap();
             let code = code_at_step(&secret, p, target).unwrap();
             let got = match_code(&secret, p, &code, now, 1, None);
@@ -286,16 +302,31 @@ mod tests {
         let now = 1_000_000_020;
         let step = step_at(now, 30);
         let code = code_at_step(&secret, p, step).unwrap();
-        assert_eq!(match_code(&secret, p, &code, now, 1, Some(step)), CodeMatch::Replayed(step));
-        assert_eq!(match_code(&secret, p, &code, now, 1, Some(step + 5)), CodeMatch::Replayed(step));
-        assert_eq!(match_code(&secret, p, &code, now, 1, Some(step - 1)), CodeMatch::Fresh(step));
+        assert_eq!(
+            match_code(&secret, p, &code, now, 1, Some(step)),
+            CodeMatch::Replayed(step)
+        );
+        assert_eq!(
+            match_code(&secret, p, &code, now, 1, Some(step + 5)),
+            CodeMatch::Replayed(step)
+        );
+        assert_eq!(
+            match_code(&secret, p, &code, now, 1, Some(step - 1)),
+            CodeMatch::Fresh(step)
+        );
     }
 
     /// Secrets shorter than 128 bits or not base32 are refused.
     #[test]
     fn short_or_invalid_secrets_are_refused() {
-        assert_eq!(SecretKey::from_base32("JBSWY3DPEHPK3PXP"), Err(SecretError::BadLength(80)));
-        assert_eq!(SecretKey::from_base32("not base32!"), Err(SecretError::NotBase32));
+        assert_eq!(
+            SecretKey::from_base32("JBSWY3DPEHPK3PXP"),
+            Err(SecretError::BadLength(80))
+        );
+        assert_eq!(
+            SecretKey::from_base32("not base32!"),
+            Err(SecretError::NotBase32)
+        );
         let ok = SecretKey::from_base32("gezd gnbv gy3t qojq gezd gnbv gy3t qojq").unwrap();
         assert_eq!(ok.as_bytes(), SEED20);
         assert_eq!(ok.to_base32().as_str(), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");

@@ -10,7 +10,9 @@
 use std::ffi::CStr;
 use std::path::PathBuf;
 
-use pam::constants::{PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_SILENT, PAM_TEXT_INFO, PamFlag, PamResultCode};
+use pam::constants::{
+    PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_SILENT, PAM_TEXT_INFO, PamFlag, PamResultCode,
+};
 use pam::conv::Conv;
 use pam::items::{RHost, Service};
 use pam::module::{PamHandle, PamHooks};
@@ -44,14 +46,20 @@ impl ModuleArgs {
         };
         for arg in args {
             let Ok(arg) = arg.to_str() else {
-                return Err(format!("module argument {:?} is not UTF-8", escape(&arg.to_string_lossy())));
+                return Err(format!(
+                    "module argument {:?} is not UTF-8",
+                    escape(&arg.to_string_lossy())
+                ));
             };
             if arg == "debug" {
                 parsed.debug = true;
             } else if let Some(path) = arg.strip_prefix("config=") {
                 let path = PathBuf::from(path);
                 if !path.is_absolute() {
-                    return Err(format!("config={} must be an absolute path", escape(&path.to_string_lossy())));
+                    return Err(format!(
+                        "config={} must be an absolute path",
+                        escape(&path.to_string_lossy())
+                    ));
                 }
                 parsed.config = path;
             } else {
@@ -135,12 +143,18 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
-            log::send(Severity::Error, &format!("configuration error: {e}; denying {who}"));
+            log::send(
+                Severity::Error,
+                &format!("configuration error: {e}; denying {who}"),
+            );
             return PamResultCode::PAM_SERVICE_ERR;
         }
     };
     if args.debug {
-        log::send(Severity::Debug, &format!("using {} for {who}", args.config.display()));
+        log::send(
+            Severity::Debug,
+            &format!("using {} for {who}", args.config.display()),
+        );
     }
     let mut conv = PamConversation {
         conv: pamh.get_item::<Conv>().ok().flatten(),
@@ -154,7 +168,10 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         }
         Ok(outcome) => log::send(Severity::Warning, &format!("{} {who}", outcome.describe())),
         Err(AuthError::Conversation) => {
-            log::send(Severity::Warning, &format!("denied: conversation failed or was interrupted {who}"));
+            log::send(
+                Severity::Warning,
+                &format!("denied: conversation failed or was interrupted {who}"),
+            );
         }
         Err(e) => log::send(Severity::Error, &format!("error: {e}; denying {who}")),
     }
@@ -182,10 +199,27 @@ mod tests {
     #[test]
     fn module_arguments_are_strict() {
         let parsed = ModuleArgs::parse(&[c"config=/etc/x.toml", c"debug"]).unwrap();
-        assert_eq!(parsed, ModuleArgs { config: PathBuf::from("/etc/x.toml"), debug: true });
-        assert_eq!(ModuleArgs::parse(&[]).unwrap().config, PathBuf::from(config::DEFAULT_PATH));
-        assert!(ModuleArgs::parse(&[c"nullok"]).unwrap_err().contains("unknown module argument"));
-        assert!(ModuleArgs::parse(&[c"config=rel.toml"]).unwrap_err().contains("absolute"));
+        assert_eq!(
+            parsed,
+            ModuleArgs {
+                config: PathBuf::from("/etc/x.toml"),
+                debug: true
+            }
+        );
+        assert_eq!(
+            ModuleArgs::parse(&[]).unwrap().config,
+            PathBuf::from(config::DEFAULT_PATH)
+        );
+        assert!(
+            ModuleArgs::parse(&[c"nullok"])
+                .unwrap_err()
+                .contains("unknown module argument")
+        );
+        assert!(
+            ModuleArgs::parse(&[c"config=rel.toml"])
+                .unwrap_err()
+                .contains("absolute")
+        );
     }
 
     /// Every outcome and error maps to exactly one code; only Skip ignores.
@@ -193,17 +227,38 @@ mod tests {
     fn every_outcome_maps_to_one_code() {
         use crate::auth::{DenyReason, Method};
         let cases: Vec<(Result<Outcome, AuthError>, PamResultCode)> = vec![
-            (Ok(Outcome::Allow(Method::Totp { device: "d".into() })), PamResultCode::PAM_SUCCESS),
-            (Ok(Outcome::Allow(Method::Backup { remaining: 0 })), PamResultCode::PAM_SUCCESS),
-            (Ok(Outcome::Skip), PamResultCode::PAM_IGNORE),
-            (Ok(Outcome::Deny(DenyReason::Unenrolled)), PamResultCode::PAM_AUTH_ERR),
-            (Ok(Outcome::Deny(DenyReason::BadUsername("x".into()))), PamResultCode::PAM_AUTH_ERR),
             (
-                Ok(Outcome::Deny(DenyReason::Failed { failure: Failure::WrongCode, locked_until: None })),
+                Ok(Outcome::Allow(Method::Totp { device: "d".into() })),
+                PamResultCode::PAM_SUCCESS,
+            ),
+            (
+                Ok(Outcome::Allow(Method::Backup { remaining: 0 })),
+                PamResultCode::PAM_SUCCESS,
+            ),
+            (Ok(Outcome::Skip), PamResultCode::PAM_IGNORE),
+            (
+                Ok(Outcome::Deny(DenyReason::Unenrolled)),
                 PamResultCode::PAM_AUTH_ERR,
             ),
-            (Ok(Outcome::Deny(DenyReason::LockedOut { until: 1 })), PamResultCode::PAM_AUTH_ERR),
-            (Ok(Outcome::Deny(DenyReason::RateLimited { until: 1 })), PamResultCode::PAM_AUTH_ERR),
+            (
+                Ok(Outcome::Deny(DenyReason::BadUsername("x".into()))),
+                PamResultCode::PAM_AUTH_ERR,
+            ),
+            (
+                Ok(Outcome::Deny(DenyReason::Failed {
+                    failure: Failure::WrongCode,
+                    locked_until: None,
+                })),
+                PamResultCode::PAM_AUTH_ERR,
+            ),
+            (
+                Ok(Outcome::Deny(DenyReason::LockedOut { until: 1 })),
+                PamResultCode::PAM_AUTH_ERR,
+            ),
+            (
+                Ok(Outcome::Deny(DenyReason::RateLimited { until: 1 })),
+                PamResultCode::PAM_AUTH_ERR,
+            ),
             (Err(AuthError::Conversation), PamResultCode::PAM_CONV_ERR),
             (
                 Err(AuthError::Store(StoreError::BadPath { path: "x".into() })),

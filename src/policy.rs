@@ -231,7 +231,10 @@ mod tests {
     }
 
     fn backup_hash(code: &str) -> [u8; HASH_BYTES] {
-        BackupCode::parse(code).unwrap().hash(&[5; SALT_BYTES], KDF).unwrap()
+        BackupCode::parse(code)
+            .unwrap()
+            .hash(&[5; SALT_BYTES], KDF)
+            .unwrap()
     }
 
     fn record() -> SecretRecord {
@@ -251,7 +254,10 @@ mod tests {
                 created: 0,
                 kdf: KDF,
                 salt: [5; SALT_BYTES],
-                hashes: vec![backup_hash("1111111111111111"), backup_hash("2222222222222222")],
+                hashes: vec![
+                    backup_hash("1111111111111111"),
+                    backup_hash("2222222222222222"),
+                ],
             },
         }
     }
@@ -271,7 +277,12 @@ mod tests {
             ..State::default()
         };
         let d = decide(&record(), &old, &Attempt::Totp(&code(NOW)), NOW, &policy());
-        assert_eq!(d.verdict, Verdict::AllowTotp { device: "default".into() });
+        assert_eq!(
+            d.verdict,
+            Verdict::AllowTotp {
+                device: "default".into()
+            }
+        );
         assert_eq!(d.state.last_accepted_step["default"], NOW / 30);
         assert_eq!(d.state.failures, 0);
     }
@@ -280,8 +291,20 @@ mod tests {
     #[test]
     fn same_code_twice_is_refused_as_replay() {
         let c = code(NOW);
-        let first = decide(&record(), &State::default(), &Attempt::Totp(&c), NOW, &policy());
-        let second = decide(&record(), &first.state, &Attempt::Totp(&c), NOW + 5, &policy());
+        let first = decide(
+            &record(),
+            &State::default(),
+            &Attempt::Totp(&c),
+            NOW,
+            &policy(),
+        );
+        let second = decide(
+            &record(),
+            &first.state,
+            &Attempt::Totp(&c),
+            NOW + 5,
+            &policy(),
+        );
         assert_eq!(
             second.verdict,
             Verdict::Deny {
@@ -296,9 +319,21 @@ mod tests {
     #[test]
     fn older_step_after_clock_steps_back_is_refused() {
         let now_code = code(NOW);
-        let first = decide(&record(), &State::default(), &Attempt::Totp(&now_code), NOW, &policy());
+        let first = decide(
+            &record(),
+            &State::default(),
+            &Attempt::Totp(&now_code),
+            NOW,
+            &policy(),
+        );
         let earlier = NOW - 300;
-        let d = decide(&record(), &first.state, &Attempt::Totp(&code(earlier)), earlier, &policy());
+        let d = decide(
+            &record(),
+            &first.state,
+            &Attempt::Totp(&code(earlier)),
+            earlier,
+            &policy(),
+        );
         assert_eq!(
             d.verdict,
             Verdict::Deny {
@@ -314,7 +349,13 @@ mod tests {
     fn fifth_failure_locks_and_lock_refuses_correct_code() {
         let mut state = State::default();
         for i in 1..=5u64 {
-            let d = decide(&record(), &state, &Attempt::Totp("000000"), NOW + i, &policy());
+            let d = decide(
+                &record(),
+                &state,
+                &Attempt::Totp("000000"),
+                NOW + i,
+                &policy(),
+            );
             let expect_lock = (i == 5).then_some(NOW + 5 + 1800);
             assert_eq!(
                 d.verdict,
@@ -332,8 +373,19 @@ mod tests {
         assert_eq!(d.verdict, Verdict::LockedOut { until: NOW + 1805 });
         assert_eq!(d.state.last_accepted_step.get("default"), None);
         let after = NOW + 1805;
-        let d = decide(&record(), &d.state, &Attempt::Totp(&code(after)), after, &policy());
-        assert_eq!(d.verdict, Verdict::AllowTotp { device: "default".into() });
+        let d = decide(
+            &record(),
+            &d.state,
+            &Attempt::Totp(&code(after)),
+            after,
+            &policy(),
+        );
+        assert_eq!(
+            d.verdict,
+            Verdict::AllowTotp {
+                device: "default".into()
+            }
+        );
         assert_eq!((d.state.failures, d.state.locked_until), (0, None));
     }
 
@@ -354,7 +406,12 @@ mod tests {
         assert_eq!(d.verdict, Verdict::RateLimited { until: NOW + 60 });
         let later = NOW + 60;
         let d = decide(&record(), &d.state, &Attempt::Totp(&code(later)), later, &p);
-        assert_eq!(d.verdict, Verdict::AllowTotp { device: "default".into() });
+        assert_eq!(
+            d.verdict,
+            Verdict::AllowTotp {
+                device: "default".into()
+            }
+        );
         assert_eq!(d.state.rate_window_attempts, 1);
     }
 
@@ -362,7 +419,13 @@ mod tests {
     #[test]
     fn backup_code_works_exactly_once() {
         let h = backup_hash("2222222222222222");
-        let d = decide(&record(), &State::default(), &Attempt::Backup(h), NOW, &policy());
+        let d = decide(
+            &record(),
+            &State::default(),
+            &Attempt::Backup(h),
+            NOW,
+            &policy(),
+        );
         assert_eq!(d.verdict, Verdict::AllowBackup { remaining: 1 });
         assert_eq!(d.state.used_backup_codes, vec![h]);
         let again = decide(&record(), &d.state, &Attempt::Backup(h), NOW, &policy());
@@ -378,8 +441,20 @@ mod tests {
     /// Malformed input counts as a failure.
     #[test]
     fn malformed_input_counts_as_failure() {
-        let d = decide(&record(), &State::default(), &Attempt::Malformed, NOW, &policy());
+        let d = decide(
+            &record(),
+            &State::default(),
+            &Attempt::Malformed,
+            NOW,
+            &policy(),
+        );
         assert_eq!(d.state.failures, 1);
-        assert!(matches!(d.verdict, Verdict::Deny { failure: Failure::Malformed, .. }));
+        assert!(matches!(
+            d.verdict,
+            Verdict::Deny {
+                failure: Failure::Malformed,
+                ..
+            }
+        ));
     }
 }

@@ -41,7 +41,10 @@ impl fmt::Display for RecordError {
         match self {
             RecordError::Parse(m) => write!(f, "cannot parse: {}", m.trim_end()),
             RecordError::Version(v) => {
-                write!(f, "format version {v} is not supported (this build reads {VERSION})")
+                write!(
+                    f,
+                    "format version {v} is not supported (this build reads {VERSION})"
+                )
             }
             RecordError::Invalid(m) => write!(f, "invalid: {m}"),
         }
@@ -152,15 +155,25 @@ impl SecretRecord {
         let mut devices = Vec::with_capacity(raw.devices.len());
         for d in &raw.devices {
             if !valid_label(&d.label) || devices.iter().any(|x: &Device| x.label == d.label) {
-                return Err(RecordError::Invalid(format!("bad or repeated device label {:?}", d.label)));
+                return Err(RecordError::Invalid(format!(
+                    "bad or repeated device label {:?}",
+                    d.label
+                )));
             }
-            let algorithm = Algorithm::parse(&d.algorithm)
-                .ok_or_else(|| RecordError::Invalid(format!("unknown algorithm {:?}", d.algorithm)))?;
+            let algorithm = Algorithm::parse(&d.algorithm).ok_or_else(|| {
+                RecordError::Invalid(format!("unknown algorithm {:?}", d.algorithm))
+            })?;
             if !otp::DIGITS.contains(&d.digits) {
-                return Err(RecordError::Invalid(format!("digits {} not in 6..=8", d.digits)));
+                return Err(RecordError::Invalid(format!(
+                    "digits {} not in 6..=8",
+                    d.digits
+                )));
             }
             if !otp::PERIODS.contains(&d.period) {
-                return Err(RecordError::Invalid(format!("period {} not in 10..=300", d.period)));
+                return Err(RecordError::Invalid(format!(
+                    "period {} not in 10..=300",
+                    d.period
+                )));
             }
             let secret = SecretKey::from_base32(&d.secret)
                 .map_err(|e| RecordError::Invalid(format!("device {:?}: {e}", d.label)))?;
@@ -182,7 +195,9 @@ impl SecretRecord {
             p_cost: b.p_cost,
         };
         if b.kdf != "argon2id" || !kdf.is_valid() {
-            return Err(RecordError::Invalid("backup codes: unsupported kdf or cost".into()));
+            return Err(RecordError::Invalid(
+                "backup codes: unsupported kdf or cost".into(),
+            ));
         }
         let salt = unhex::<SALT_BYTES>(&b.salt)
             .ok_or_else(|| RecordError::Invalid("backup codes: bad salt".into()))?;
@@ -364,7 +379,9 @@ mod tests {
             used_backup_codes: vec![[9; HASH_BYTES]],
             ..State::default()
         };
-        state.last_accepted_step.insert("default".into(), 63_333_333);
+        state
+            .last_accepted_step
+            .insert("default".into(), 63_333_333);
         assert_eq!(State::parse(state.to_toml().as_bytes()).unwrap(), state);
     }
 
@@ -379,19 +396,33 @@ mod tests {
             (good.replace("digits = 8", "digits = 0"), "digits 0"),
             (good.replace("period = 60", "period = 0"), "period 0"),
             (good.replace("SHA256", "MD5"), "unknown algorithm"),
-            (good.replace("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", "GEZDGNBV"), "bits"),
-            (good.replace("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", "not-base32!"), "base32"),
-            (good.replace("label = \"default\"", "label = \"../x\""), "label"),
+            (
+                good.replace("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", "GEZDGNBV"),
+                "bits",
+            ),
+            (
+                good.replace("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", "not-base32!"),
+                "base32",
+            ),
+            (
+                good.replace("label = \"default\"", "label = \"../x\""),
+                "label",
+            ),
             ("\u{0}".to_string(), "parse"),
             (good[..good.len() / 2].to_string(), "parse"),
         ];
         for (text, want) in cases {
-            let err = SecretRecord::parse(text.as_bytes()).unwrap_err().to_string();
+            let err = SecretRecord::parse(text.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "want {want:?}, got {err:?}");
         }
         assert!(State::parse(b"version = 1\nfailures = -1").is_err());
         assert!(State::parse(b"version = 1\nnope = 1").is_err());
-        assert!(matches!(State::parse(b"failures = 1"), Err(RecordError::Parse(_))));
+        assert!(matches!(
+            State::parse(b"failures = 1"),
+            Err(RecordError::Parse(_))
+        ));
         assert_eq!(State::parse(b"version = 1").unwrap(), State::default());
     }
 }

@@ -179,8 +179,8 @@ impl TrustedDir {
         }
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let root = Path::new("/");
-        let mut fd = openat(AT_FDCWD, root, flags, Mode::empty())
-            .map_err(|e| io_err(root, "open", e))?;
+        let mut fd =
+            openat(AT_FDCWD, root, flags, Mode::empty()).map_err(|e| io_err(root, "open", e))?;
         let mut walked = PathBuf::from("/");
         let components: Vec<Component> = path.components().collect();
         let last = components.len().saturating_sub(1);
@@ -268,12 +268,12 @@ impl TrustedDir {
             | OFlag::O_NOFOLLOW
             | OFlag::O_NONBLOCK
             | OFlag::O_CLOEXEC;
-        let fd = openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| {
-            match e {
+        let fd = openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600)).map_err(
+            |e| match e {
                 Errno::ELOOP => insecure(&path, "is a symbolic link".into()),
                 other => io_err(&path, "open", other),
-            }
-        })?;
+            },
+        )?;
         check_file(&path, &fd_metadata(&fd, &path)?, Access::Private)?;
         let mut fd = fd;
         for _ in 0..LOCK_ATTEMPTS {
@@ -298,16 +298,21 @@ impl TrustedDir {
         let tmp_name = format!(
             ".{name}.tmp-{}-{}",
             std::process::id(),
-            random.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         );
         let tmp_path = self.child(&tmp_name);
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_EXCL
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC;
-        let fd = openat(&self.fd, tmp_name.as_str(), flags, Mode::from_bits_truncate(0o600))
-            .map_err(|e| io_err(&tmp_path, "create", e))?;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(
+            &self.fd,
+            tmp_name.as_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| io_err(&tmp_path, "create", e))?;
         let result = self.finish_replace(fd, &tmp_name, &tmp_path, name, contents);
         if result.is_err() {
             let _ = unlinkat(&self.fd, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
@@ -477,7 +482,10 @@ mod tests {
         let dir = TrustedDir::open(&path, true).unwrap();
         dir.replace("alice.state", b"one").unwrap();
         dir.replace("alice.state", b"two").unwrap();
-        let read = dir.read("alice.state", Access::Private, 100).unwrap().unwrap();
+        let read = dir
+            .read("alice.state", Access::Private, 100)
+            .unwrap()
+            .unwrap();
         assert_eq!(read.as_slice(), b"two");
         let meta = std::fs::metadata(path.join("alice.state")).unwrap();
         assert_eq!(meta.mode() & 0o7777, 0o600);
@@ -491,7 +499,9 @@ mod tests {
         let path = scratch("symlink");
         std::os::unix::fs::symlink("/etc/passwd", path.join("bob.secret")).unwrap();
         let dir = TrustedDir::open(&path, true).unwrap();
-        let err = dir.read("bob.secret", Access::Private, 1 << 16).unwrap_err();
+        let err = dir
+            .read("bob.secret", Access::Private, 1 << 16)
+            .unwrap_err();
         assert!(matches!(err, StoreError::Insecure { .. }), "{err}");
         std::fs::remove_dir_all(path).unwrap();
     }
@@ -511,7 +521,10 @@ mod tests {
             .read("carol.secret", Access::Private, 100)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("mode 0640") && err.contains("chmod 0600"), "{err}");
+        assert!(
+            err.contains("mode 0640") && err.contains("chmod 0600"),
+            "{err}"
+        );
         std::fs::remove_dir_all(path).unwrap();
     }
 
@@ -542,7 +555,11 @@ mod tests {
     fn missing_file_reads_as_none() {
         let path = scratch("missing");
         let dir = TrustedDir::open(&path, true).unwrap();
-        assert!(dir.read("nobody.state", Access::Private, 10).unwrap().is_none());
+        assert!(
+            dir.read("nobody.state", Access::Private, 10)
+                .unwrap()
+                .is_none()
+        );
         std::fs::remove_dir_all(path).unwrap();
     }
 }

@@ -108,7 +108,14 @@ mod tests {
     /// Ordinary names pass unchanged.
     #[test]
     fn ordinary_names_are_accepted() {
-        for name in ["alice", "bob.smith", "svc_backup", "a-1", "A", "x".repeat(32).as_str()] {
+        for name in [
+            "alice",
+            "bob.smith",
+            "svc_backup",
+            "a-1",
+            "A",
+            "x".repeat(32).as_str(),
+        ] {
             assert_eq!(Username::parse(name).unwrap().as_str(), name);
         }
     }
@@ -117,9 +124,28 @@ mod tests {
     #[test]
     fn path_and_control_names_are_refused() {
         assert_eq!(Username::parse(""), Err(UsernameError::Empty));
-        assert_eq!(Username::parse(&"x".repeat(33)), Err(UsernameError::TooLong));
-        for name in [".", "..", "a/b", "/etc", "-rf", ".hidden", "a\nb", "a\x1b[31m", "é", "a b", "a$"] {
-            assert_eq!(Username::parse(name), Err(UsernameError::Unsafe), "{name:?}");
+        assert_eq!(
+            Username::parse(&"x".repeat(33)),
+            Err(UsernameError::TooLong)
+        );
+        for name in [
+            ".",
+            "..",
+            "a/b",
+            "/etc",
+            "-rf",
+            ".hidden",
+            "a\nb",
+            "a\x1b[31m",
+            "é",
+            "a b",
+            "a$",
+        ] {
+            assert_eq!(
+                Username::parse(name),
+                Err(UsernameError::Unsafe),
+                "{name:?}"
+            );
         }
     }
 

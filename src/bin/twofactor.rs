@@ -1,1 +1,238 @@
-fn main() {}
+//! `twofactor`: enroll users and look after them (see twofactor(8)).
+//! A thin shell over `pam_twofactor::admin`: parse arguments, call, print.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions};
+use pam_twofactor::{clock, timefmt};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "twofactor",
+    version,
+    about = "Manage pam_twofactor enrollments"
+)]
+struct Cli {
+    /// Configuration file (default /etc/security/twofactor.toml, root only).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a secret and backup codes for USER and show them once.
+    Enroll {
+        user: String,
+        /// Use this base32 secret instead of a random 160-bit one.
+        #[arg(long)]
+        secret: Option<String>,
+        /// SHA1, SHA256 or SHA512 (default from the config).
+        #[arg(long)]
+        algorithm: Option<String>,
+        /// 6, 7 or 8 (default from the config).
+        #[arg(long)]
+        digits: Option<u8>,
+        /// Seconds per code, 10 to 300 (default from the config).
+        #[arg(long)]
+        period: Option<u32>,
+        /// Replace an existing enrollment.
+        #[arg(long)]
+        force: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show enrollment, backup codes left, failures and lock.
+    Status {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear USER's failure count and lock.
+    Unlock { user: String },
+    /// Replace USER's backup codes; the old ones stop working.
+    BackupCodes {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove USER's enrollment.
+    Disable { user: String },
+    /// Validate the config and every file in the state directory.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("twofactor: {e}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+fn print_codes(codes: &[pam_twofactor::backup::BackupCode]) {
+    for code in codes {
+        println!("  {}", code.grouped().as_str());
+    }
+}
+
+fn run(cli: Cli) -> Result<u8, AdminError> {
+    let now = clock::now();
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Check { json } => {
+            let problems = Admin::check(config)?;
+            if json {
+                let list: Vec<_> = problems
+                    .iter()
+                    .map(|p| json!({"path": p.path.display().to_string(), "problem": p.problem}))
+                    .collect();
+                println!("{}", json!({"ok": problems.is_empty(), "problems": list}));
+            } else if problems.is_empty() {
+                println!("OK: the configuration and every file in the state directory are valid.");
+            } else {
+                for p in &problems {
+                    println!("{}: {}", p.path.display(), p.problem);
+                }
+                println!("{} problem(s) found.", problems.len());
+            }
+            Ok(u8::from(!problems.is_empty()))
+        }
+        command => {
+            let admin = Admin::open(config)?;
+            run_user_command(&admin, command, now)
+        }
+    }
+}
+
+fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, AdminError> {
+    match command {
+        Command::Enroll {
+            user,
+            secret,
+            algorithm,
+            digits,
+            period,
+            force,
+            json,
+        } => {
+            let opts = EnrollOptions {
+                secret,
+                algorithm,
+                digits,
+                period,
+                force,
+            };
+            let e = admin.enroll(&user, &opts, now)?;
+            let codes: Vec<String> = e
+                .backup_codes
+                .iter()
+                .map(|c| c.grouped().to_string())
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "user": e.user.as_str(),
+                        "uri": e.uri,
+                        "secret": e.secret.to_base32().as_str(),
+                        "algorithm": e.params.algorithm.name(),
+                        "digits": e.params.digits,
+                        "period": e.params.period,
+                        "backup_codes": codes,
+                    })
+                );
+            } else {
+                println!(
+                    "Enrolled {} (TOTP {}, {} digits, {} s).\n",
+                    e.user, e.params.algorithm, e.params.digits, e.params.period
+                );
+                println!("Scan this QR code with the authenticator app:");
+                if let Some(qr) = admin::qr_text(&e.uri) {
+                    println!("{qr}");
+                }
+                println!(
+                    "Or enter this key by hand: {}",
+                    admin::grouped_secret(&e.secret)
+                );
+                println!("otpauth URI: {}\n", e.uri);
+                println!(
+                    "Backup codes (each works once; keep them safe, they are not shown again):"
+                );
+                print_codes(&e.backup_codes);
+            }
+            Ok(0)
+        }
+        Command::Status { user, json } => {
+            let s = admin.status(&user, now)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "user": user,
+                        "enrolled": s.enrolled,
+                        "algorithm": s.params.map(|p| p.algorithm.name()),
+                        "digits": s.params.map(|p| p.digits),
+                        "period": s.params.map(|p| p.period),
+                        "backup_codes_remaining": s.backup_codes_remaining,
+                        "failed_attempts": s.failed_attempts,
+                        "locked_until": s.locked_until.map(timefmt::rfc3339),
+                    })
+                );
+            } else if let Some(p) = s.params {
+                println!(
+                    "{user}: enrolled (TOTP {}, {} digits, {} s)",
+                    p.algorithm, p.digits, p.period
+                );
+                println!(
+                    "backup codes remaining: {}",
+                    s.backup_codes_remaining.unwrap_or(0)
+                );
+                println!("failed attempts: {}", s.failed_attempts);
+                match s.locked_until {
+                    Some(t) => println!(
+                        "locked until {} (clear with: twofactor unlock {user})",
+                        timefmt::human(t)
+                    ),
+                    None => println!("not locked"),
+                }
+            } else {
+                println!("{user}: not enrolled");
+            }
+            Ok(0)
+        }
+        Command::Unlock { user } => {
+            admin.unlock(&user)?;
+            println!("{user}: failures cleared and unlocked");
+            Ok(0)
+        }
+        Command::BackupCodes { user, json } => {
+            let codes = admin.regenerate_backup_codes(&user, now)?;
+            if json {
+                let list: Vec<String> = codes.iter().map(|c| c.grouped().to_string()).collect();
+                println!("{}", json!({"user": user, "backup_codes": list}));
+            } else {
+                println!("New backup codes for {user} (the old ones no longer work):");
+                print_codes(&codes);
+            }
+            Ok(0)
+        }
+        Command::Disable { user } => {
+            admin.disable(&user)?;
+            println!("{user}: enrollment removed");
+            Ok(0)
+        }
+        Command::Check { .. } => Ok(1),
+    }
+}
