@@ -277,7 +277,10 @@ mod tests {
     /// The example shipped in conf/ parses to exactly the defaults.
     #[test]
     fn shipped_example_is_the_defaults() {
-        let c = Config::parse(Path::new("conf/twofactor.toml"), include_bytes!("../conf/twofactor.toml"));
+        let c = Config::parse(
+            Path::new("conf/twofactor.toml"),
+            include_bytes!("../conf/twofactor.toml"),
+        );
         assert_eq!(c.unwrap(), Config::default());
     }
 
