@@ -1,6 +1,9 @@
 //! The real `pam_twofactor.so` through real libpam (pam_wrapper + pamtester),
 //! time pinned with libfaketime, every expected code from `oathtool`.
 
+// Test helpers may panic: a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::fs;
