@@ -6,7 +6,8 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
 # What building and testing need on Debian 12.
-DEPS := libpam0g-dev pamtester libpam-wrapper oathtool faketime
+DEPS := libpam0g-dev pamtester libpam-wrapper oathtool faketime \
+        openssh-server openssh-client sudo
 
 .PHONY: all build release deps test lint unit integration demo clean
 
