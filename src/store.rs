@@ -76,6 +76,83 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// The steps of `TrustedDir::replace`, where tests inject faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Creating the temp file.
+    CreateTemp,
+    /// Writing the temp file (a fault here leaves half the bytes written).
+    Write,
+    /// fsync of the temp file.
+    FsyncFile,
+    /// rename over the old file.
+    Rename,
+    /// fsync of the directory.
+    FsyncDir,
+}
+
+impl Step {
+    /// Every step, in order.
+    pub const ALL: [Step; 5] = [
+        Step::CreateTemp,
+        Step::Write,
+        Step::FsyncFile,
+        Step::Rename,
+        Step::FsyncDir,
+    ];
+}
+
+/// Test-only fault injection (unit tests and `cargo fuzz`, never in the
+/// shipped module): make one step of the next writes on this thread fail
+/// with EIO, or abort the process there to simulate a crash.
+#[cfg(any(test, fuzzing))]
+pub mod faults {
+    use std::cell::Cell;
+
+    /// What happens at the chosen step.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Fault {
+        /// The system call fails with EIO.
+        Fail,
+        /// The process aborts (a crash, power loss for the page cache aside).
+        Abort,
+    }
+
+    thread_local! {
+        static PLAN: Cell<Option<(super::Step, Fault)>> = const { Cell::new(None) };
+    }
+
+    /// Injects `fault` at `step` for every later write on this thread.
+    pub fn inject(step: super::Step, fault: Fault) {
+        PLAN.with(|p| p.set(Some((step, fault))));
+    }
+
+    /// Removes any injected fault.
+    pub fn clear() {
+        PLAN.with(|p| p.set(None));
+    }
+
+    pub(super) fn check(step: super::Step) -> Result<(), nix::errno::Errno> {
+        match PLAN.with(Cell::get) {
+            Some((s, Fault::Fail)) if s == step => Err(nix::errno::Errno::EIO),
+            Some((s, Fault::Abort)) if s == step => std::process::abort(),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A point where a test may inject a fault; nothing in a real build.
+#[inline]
+fn checkpoint(step: Step) -> Result<(), Errno> {
+    #[cfg(any(test, fuzzing))]
+    return faults::check(step);
+    #[cfg(not(any(test, fuzzing)))]
+    {
+        let _ = step;
+        Ok(())
+    }
+}
+
 /// Which permission rule a file must meet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -306,13 +383,16 @@ impl TrustedDir {
         let tmp_path = self.child(&tmp_name);
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = openat(
-            &self.fd,
-            tmp_name.as_str(),
-            flags,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| io_err(&tmp_path, "create", e))?;
+        let fd = checkpoint(Step::CreateTemp)
+            .and_then(|()| {
+                openat(
+                    &self.fd,
+                    tmp_name.as_str(),
+                    flags,
+                    Mode::from_bits_truncate(0o600),
+                )
+            })
+            .map_err(|e| io_err(&tmp_path, "create", e))?;
         let result = self.finish_replace(fd, &tmp_name, &tmp_path, name, contents);
         if result.is_err() {
             let _ = unlinkat(&self.fd, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
@@ -333,13 +413,22 @@ impl TrustedDir {
         // The umask may have removed bits, never added; make the mode exact.
         nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(0o600))
             .map_err(|e| io_err(tmp_path, "chmod", e))?;
-        file.write_all(contents)
+        let half = contents.len() / 2;
+        file.write_all(&contents[..half])
             .map_err(|e| io_err(tmp_path, "write", errno(e)))?;
-        fsync(&file).map_err(|e| io_err(tmp_path, "fsync", e))?;
+        checkpoint(Step::Write).map_err(|e| io_err(tmp_path, "write", e))?;
+        file.write_all(&contents[half..])
+            .map_err(|e| io_err(tmp_path, "write", errno(e)))?;
+        checkpoint(Step::FsyncFile)
+            .and_then(|()| fsync(&file))
+            .map_err(|e| io_err(tmp_path, "fsync", e))?;
         drop(file);
-        renameat(&self.fd, tmp_name, &self.fd, name)
+        checkpoint(Step::Rename)
+            .and_then(|()| renameat(&self.fd, tmp_name, &self.fd, name))
             .map_err(|e| io_err(&self.child(name), "rename", e))?;
-        fsync(&self.fd).map_err(|e| io_err(&self.path, "fsync", e))
+        checkpoint(Step::FsyncDir)
+            .and_then(|()| fsync(&self.fd))
+            .map_err(|e| io_err(&self.path, "fsync", e))
     }
 
     /// Removes `name` (missing is fine) and makes the removal durable.
@@ -454,13 +543,15 @@ pub struct LockGuard {
     _lock: Flock<OwnedFd>,
 }
 
+/// Scratch directories for unit tests, under a parent the checks accept
+/// (/run as root, ~/.cache otherwise: never /tmp, which is refused).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testdir {
     use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
 
-    /// A private scratch directory whose ancestors pass the checks.
-    fn scratch(name: &str) -> PathBuf {
+    /// A fresh 0700 directory named after the test.
+    pub fn scratch(name: &str) -> PathBuf {
         let base = if nix::unistd::geteuid().is_root() {
             PathBuf::from("/run/pam-twofactor-unit")
         } else {
@@ -473,6 +564,92 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::faults::{self, Fault};
+    use super::testdir::scratch;
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::ExitStatusExt;
+
+    const OLD: &[u8] = b"version = 1\nfailures = 1\n";
+    const NEW: &[u8] = b"version = 1\nfailures = 2\nrate_window_attempts = 7\n";
+
+    /// An I/O error at any step of a replace leaves the old file (or, once
+    /// renamed, the new one), reports the error, and leaves no temp file.
+    #[test]
+    fn io_error_at_every_step_keeps_a_whole_file_and_no_temp() {
+        for step in Step::ALL {
+            let path = scratch(&format!("fail-{step:?}"));
+            let dir = TrustedDir::open(&path, true).unwrap();
+            dir.replace("u.state", OLD).unwrap();
+            faults::inject(step, Fault::Fail);
+            let result = dir.replace("u.state", NEW);
+            faults::clear();
+            assert!(result.is_err(), "{step:?}");
+            let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
+            let want = if step == Step::FsyncDir { NEW } else { OLD };
+            assert_eq!(now.as_slice(), want, "{step:?}");
+            assert_eq!(
+                dir.entries().unwrap(),
+                vec!["u.state".to_string()],
+                "{step:?}"
+            );
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+
+    /// The child half of the crash test: aborts inside a replace. Does
+    /// nothing unless started by `crash_at_every_step_leaves_old_or_new_file`.
+    #[test]
+    fn crash_child() {
+        let (Ok(dir), Ok(step)) = (
+            std::env::var("TF_CRASH_DIR"),
+            std::env::var("TF_CRASH_STEP"),
+        ) else {
+            return;
+        };
+        let step = Step::ALL
+            .into_iter()
+            .find(|s| format!("{s:?}") == step)
+            .unwrap();
+        let dir = TrustedDir::open(Path::new(&dir), true).unwrap();
+        faults::inject(step, Fault::Abort);
+        let _ = dir.replace("u.state", NEW);
+        panic!("did not crash at {step:?}");
+    }
+
+    /// A crash (abort) at any step leaves the old or the new file, never a
+    /// torn one: before the rename the old, after it the new.
+    #[test]
+    fn crash_at_every_step_leaves_old_or_new_file() {
+        for step in Step::ALL {
+            let path = scratch(&format!("crash-{step:?}"));
+            TrustedDir::open(&path, true)
+                .unwrap()
+                .replace("u.state", OLD)
+                .unwrap();
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "store::tests::crash_child", "--test-threads=1"])
+                .env("TF_CRASH_DIR", &path)
+                .env("TF_CRASH_STEP", format!("{step:?}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert_eq!(status.signal(), Some(libc::SIGABRT), "{step:?}: {status}");
+            let dir = TrustedDir::open(&path, true).unwrap();
+            let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
+            let want = if step == Step::FsyncDir { NEW } else { OLD };
+            assert_eq!(now.as_slice(), want, "{step:?}");
+            // A crash may leave a temp file (reported by `twofactor check`);
+            // its random name never collides with a later write.
+            dir.replace("u.state", NEW).unwrap();
+            std::fs::remove_dir_all(path).unwrap();
+        }
     }
 
     /// A replaced file has the new contents, mode 0600 and no temp file beside it.
