@@ -291,16 +291,16 @@ mod tests {
     /// A scripted conversation: answers in order, records everything shown,
     /// and panics if asked more often than scripted.
     struct Script {
-        answers: VecDeque<Option<&'static str>>,
+        answers: VecDeque<Option<String>>,
         prompts: Vec<String>,
         infos: Vec<String>,
         errors: Vec<String>,
     }
 
     impl Script {
-        fn new(answers: &[Option<&'static str>]) -> Script {
+        fn new(answers: &[Option<&str>]) -> Script {
             Script {
-                answers: answers.iter().copied().collect(),
+                answers: answers.iter().map(|a| a.map(str::to_string)).collect(),
                 prompts: vec![],
                 infos: vec![],
                 errors: vec![],
@@ -312,7 +312,7 @@ mod tests {
         fn ask_code(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, ConvError> {
             self.prompts.push(prompt.to_string());
             match self.answers.pop_front() {
-                Some(Some(a)) => Ok(Zeroizing::new(a.as_bytes().to_vec())),
+                Some(Some(a)) => Ok(Zeroizing::new(a.into_bytes())),
                 Some(None) => Err(ConvError),
                 None => panic!("unexpected prompt {prompt:?}"),
             }
@@ -366,5 +366,142 @@ mod tests {
         let err = authenticate(&c, "alice", &mut script, 0).unwrap_err();
         assert!(matches!(err, AuthError::Store(_)), "{err}");
         assert!(script.prompts.is_empty());
+    }
+
+    /// A user enrolled (by the admin code) in a fresh scratch state dir;
+    /// returns the config and the backup codes.
+    fn enrolled(name: &str) -> (Config, Vec<String>) {
+        let state_dir = crate::store::testdir::scratch(name);
+        let admin = crate::admin::Admin {
+            config: Config {
+                state_dir,
+                ..Config::default()
+            },
+            config_path: PathBuf::from("/unused"),
+        };
+        let opts = crate::admin::EnrollOptions {
+            secret: Some(SECRET.into()),
+            ..Default::default()
+        };
+        let e = admin.enroll("daemon", &opts, NOW).unwrap();
+        let codes = e
+            .backup_codes
+            .iter()
+            .map(|c| c.grouped().to_string())
+            .collect();
+        (admin.config, codes)
+    }
+
+    const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    const NOW: u64 = 1_907_755_200;
+
+    /// If the new state cannot be stored, a right code is not accepted and
+    /// the old state stays (google-authenticator #543).
+    #[test]
+    fn code_is_refused_when_its_use_cannot_be_stored() {
+        use crate::store::{Step, faults};
+        let (config, codes) = enrolled("unstorable");
+        for step in crate::store::Step::ALL {
+            let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+            let user = Username::parse("daemon").unwrap();
+            let before = read_state(&dir, &user).unwrap();
+            let mut script = Script::new(&[Some(codes[0].as_str())]);
+            faults::inject(step, faults::Fault::Fail);
+            let result = authenticate(&config, "daemon", &mut script, NOW);
+            faults::clear();
+            assert!(
+                matches!(result, Err(AuthError::Store(_))),
+                "{step:?}: {result:?}"
+            );
+            assert!(script.infos.is_empty(), "{step:?}");
+            if step != Step::FsyncDir {
+                assert_eq!(read_state(&dir, &user).unwrap(), before, "{step:?}");
+            }
+        }
+    }
+
+    /// The child half of the crash test: logs in with a backup code and
+    /// aborts at the given step. Does nothing unless started by the parent.
+    #[test]
+    fn backup_crash_child() {
+        let (Ok(dir), Ok(step), Ok(code)) = (
+            std::env::var("TF_CRASH_DIR"),
+            std::env::var("TF_CRASH_STEP"),
+            std::env::var("TF_CRASH_CODE"),
+        ) else {
+            return;
+        };
+        use crate::store::{Step, faults};
+        let step = Step::ALL
+            .into_iter()
+            .find(|s| format!("{s:?}") == step)
+            .unwrap();
+        let config = Config {
+            state_dir: PathBuf::from(dir),
+            ..Config::default()
+        };
+        faults::inject(step, faults::Fault::Abort);
+        let mut script = Script::new(&[Some(code.as_str())]);
+        let _ = authenticate(&config, "daemon", &mut script, NOW);
+        panic!("did not crash at {step:?}");
+    }
+
+    /// A crash at any step of consuming a backup code never lets the code
+    /// log in twice: the crashed login returned nothing, and afterwards the
+    /// code works at most once (not at all if the crash came after the rename).
+    #[test]
+    fn backup_code_is_never_usable_twice_across_crashes() {
+        use std::os::unix::process::ExitStatusExt;
+        let (config, codes) = enrolled("backupcrash");
+        for (i, step) in crate::store::Step::ALL.into_iter().enumerate() {
+            let code = &codes[i];
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "auth::tests::backup_crash_child",
+                    "--test-threads=1",
+                ])
+                .env("TF_CRASH_DIR", &config.state_dir)
+                .env("TF_CRASH_STEP", format!("{step:?}"))
+                .env("TF_CRASH_CODE", code)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert_eq!(status.signal(), Some(libc::SIGABRT), "{step:?}: {status}");
+            let mut allowed = 0;
+            for attempt in 0..2u64 {
+                let mut script = Script::new(&[Some(code.as_str())]);
+                let outcome = authenticate(&config, "daemon", &mut script, NOW + attempt).unwrap();
+                allowed += usize::from(matches!(outcome, Outcome::Allow(Method::Backup { .. })));
+            }
+            let want = usize::from(step != crate::store::Step::FsyncDir);
+            assert_eq!(allowed, want, "{step:?}");
+        }
+    }
+
+    /// A lock held forever by another process makes the login give up within
+    /// a bounded time with an error naming the lock file.
+    #[test]
+    fn lock_held_forever_gives_up_in_bounded_time() {
+        use nix::fcntl::{Flock, FlockArg};
+        let (config, _) = enrolled("stucklock");
+        let file = std::fs::File::open(config.state_dir.join("daemon.lock")).unwrap();
+        let _held = Flock::lock(file, FlockArg::LockExclusive).unwrap();
+        let started = std::time::Instant::now();
+        let mut script = Script::new(&[Some("123456")]);
+        let err = authenticate(&config, "daemon", &mut script, NOW).unwrap_err();
+        let waited = started.elapsed();
+        assert!(
+            matches!(err, AuthError::Store(StoreError::LockTimeout { .. })),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("daemon.lock is locked by another process"),
+            "{err}"
+        );
+        assert!(waited >= std::time::Duration::from_secs(2), "{waited:?}");
+        assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
     }
 }
