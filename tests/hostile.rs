@@ -217,7 +217,11 @@ fn loose_permissions_and_wrong_owners_are_refused() {
         fs::set_permissions(&nested, fs::Permissions::from_mode(0o775)).unwrap();
         fs::rename(sb.state_dir(), nested.join("state")).unwrap();
         std::os::unix::fs::symlink(nested.join("state"), sb.state_dir()).unwrap();
-        fs::write(sb.config_path(), format!("state_dir = \"{}/state\"\n", nested.display())).unwrap();
+        fs::write(
+            sb.config_path(),
+            format!("state_dir = \"{}/state\"\n", nested.display()),
+        )
+        .unwrap();
     });
     if euid() == 0 {
         case("owner-nobody", UNAVAIL, |sb| {
