@@ -7,12 +7,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::auth::{self, AuthError};
-use crate::backup::{self, BackupCode, KdfParams, SALT_BYTES};
+use crate::backup::{self, BackupCode};
 use crate::config::{self, Config, ConfigError};
 use crate::otp::{self, Algorithm, SecretError, SecretKey, TotpParams};
 use crate::policy;
 use crate::record::{
-    self, BackupSet, DEFAULT_DEVICE, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
+    self, DEFAULT_DEVICE, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
 };
 use crate::store::{Access, StoreError, TrustedDir};
 use crate::username::{Username, UsernameError, escape};
@@ -245,7 +245,8 @@ impl Admin {
         if !opts.force && self.read_record_lenient(&dir, &user)? {
             return Err(AdminError::AlreadyEnrolled(user.to_string()));
         }
-        let (backup, codes) = new_backup_set(self.config.backup_codes, now)?;
+        let (backup, codes) = crate::enroll::new_backup_set(self.config.backup_codes, now)
+            .ok_or(AdminError::Crypto)?;
         let record = SecretRecord {
             created: now,
             devices: vec![Device {
@@ -255,12 +256,13 @@ impl Admin {
                 created: now,
             }],
             backup,
+            deliver_to: None,
         };
         // State first: a fresh start for the new secret (no stale lock or
         // replay step), then the record that makes the user enrolled.
         Self::write_state(&dir, &user, &State::default())?;
         dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
-        let uri = otpauth_uri(&self.issuer(), user.as_str(), &secret, params);
+        let uri = otpauth_uri(&self.config.issuer_name(), user.as_str(), &secret, params);
         Ok(Enrollment {
             user,
             params,
@@ -277,18 +279,6 @@ impl Admin {
             Ok(found) => Ok(found.is_some()),
             Err(AdminError::Record { .. }) => Ok(true),
             Err(e) => Err(e),
-        }
-    }
-
-    fn issuer(&self) -> String {
-        if self.config.issuer.is_empty() {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .filter(|h| !h.is_empty() && !h.contains(':'))
-                .unwrap_or_else(|| "pam-twofactor".into())
-        } else {
-            self.config.issuer.clone()
         }
     }
 
@@ -346,7 +336,8 @@ impl Admin {
         let Some(mut record) = self.read_record(&dir, &user)? else {
             return Err(AdminError::NotEnrolled(user.to_string()));
         };
-        let (backup, codes) = new_backup_set(self.config.backup_codes, now)?;
+        let (backup, codes) = crate::enroll::new_backup_set(self.config.backup_codes, now)
+            .ok_or(AdminError::Crypto)?;
         record.backup = backup;
         dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
         let mut state = auth::read_state(&dir, &user)?;
@@ -455,31 +446,6 @@ impl Admin {
     }
 }
 
-/// A fresh backup-code set: one random salt, `count` codes.
-fn new_backup_set(count: u32, now: u64) -> Result<(BackupSet, Vec<BackupCode>), AdminError> {
-    let salt = backup::random_bytes::<SALT_BYTES>().ok_or(AdminError::Crypto)?;
-    let kdf = KdfParams::DEFAULT;
-    let mut codes = Vec::new();
-    let mut hashes = Vec::new();
-    while codes.len() < count as usize {
-        let code = backup::generate().ok_or(AdminError::Crypto)?;
-        let hash = code.hash(&salt, kdf).ok_or(AdminError::Crypto)?;
-        if !hashes.contains(&hash) {
-            hashes.push(hash);
-            codes.push(code);
-        }
-    }
-    Ok((
-        BackupSet {
-            created: now,
-            kdf,
-            salt,
-            hashes,
-        },
-        codes,
-    ))
-}
-
 /// A valid name that exists in the passwd database.
 fn existing_user(raw: &str) -> Result<Username, AdminError> {
     let user = Username::parse(raw).map_err(|e| AdminError::BadUser(raw.into(), e))?;
@@ -489,56 +455,7 @@ fn existing_user(raw: &str) -> Result<Username, AdminError> {
     }
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The `otpauth://totp/` URI with every parameter spelled out, so apps get
-/// non-default algorithms, digits and periods right.
-pub fn otpauth_uri(issuer: &str, account: &str, secret: &SecretKey, params: TotpParams) -> String {
-    let issuer = percent_encode(issuer);
-    format!(
-        "otpauth://totp/{issuer}:{}?secret={}&issuer={issuer}&algorithm={}&digits={}&period={}",
-        percent_encode(account),
-        secret.to_base32().as_str(),
-        params.algorithm.name(),
-        params.digits,
-        params.period
-    )
-}
-
-/// The base32 secret in groups of four, for typing into an app.
-pub fn grouped_secret(secret: &SecretKey) -> String {
-    let b32 = secret.to_base32();
-    b32.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A QR code drawn with Unicode half blocks (light modules drawn, so it
-/// scans on the usual dark terminal background).
-pub fn qr_text(uri: &str) -> Option<String> {
-    use qrcode::render::unicode::Dense1x2;
-    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
-    Some(
-        code.render::<Dense1x2>()
-            .dark_color(Dense1x2::Light)
-            .light_color(Dense1x2::Dark)
-            .quiet_zone(true)
-            .build(),
-    )
-}
+pub use crate::enroll::{grouped_secret, otpauth_uri, qr_text};
 
 /// Re-exported for the CLI's JSON output.
 pub use record::VERSION as RECORD_VERSION;

@@ -1,24 +1,36 @@
 //! One authentication, from user name to outcome, over a `Conversation`
 //! trait so tests can script it without PAM. The order is deliberate:
-//! prompt with no lock held (a user may take a minute), compute the
-//! backup-code hash (slow) before the lock, then lock → re-read state →
-//! decide → write durably → unlock, and only then tell the user anything.
+//! exemptions first (no files), then the records; prompt with no lock held
+//! (a user may take a minute); compute argon2 hashes (slow) before the lock;
+//! then lock → re-read state → decide → write durably → unlock, and only
+//! then tell the user anything.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
+use crate::accounts;
+use crate::backup;
 use crate::config::{Config, Unenrolled};
+use crate::deliver::{self, DeliveryError};
+use crate::enroll;
 use crate::input::{self, Answer};
-use crate::policy::{self, Attempt, Failure, Policy, Verdict};
-use crate::record::{MAX_RECORD_BYTES, RecordError, SecretRecord, State};
+use crate::otp::{self, CodeMatch, SecretKey};
+use crate::policy::{self, Attempt, DriftCheck, Failure, Policy, Verdict};
+use crate::record::{
+    DEFAULT_DEVICE, Delivered, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
+};
 use crate::store::{Access, StoreError, TrustedDir};
 use crate::timefmt;
 use crate::username::{Username, UsernameError};
 
 /// The prompt every user sees, enrolled or not.
 pub const PROMPT: &str = "Verification code: ";
+/// The prompt after a suspected clock drift.
+pub const NEXT_PROMPT: &str = "Next verification code: ";
+/// The prompt after a code was sent by message.
+pub const SENT_PROMPT: &str = "Code from the message: ";
 
 /// The conversation failed, was interrupted or gave no answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,14 +49,40 @@ pub trait Conversation {
 /// How a successful login proved itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Method {
-    Totp { device: String },
-    Backup { remaining: usize },
+    Totp {
+        device: String,
+    },
+    /// A TOTP code after the device's clock offset was learned.
+    Drift {
+        device: String,
+        offset_seconds: i64,
+    },
+    Backup {
+        remaining: usize,
+    },
+    /// A code sent by `[delivery]`.
+    Delivered,
+    /// Enrolled at this login and confirmed with a code.
+    Enrolled,
+}
+
+/// Why the code was not asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// No secret record and `unenrolled = "skip"`.
+    Unenrolled,
+    /// A member of this `[exempt] groups` group.
+    ExemptGroup(String),
+    /// PAM_RHOST is in this `[exempt] networks` network.
+    ExemptNetwork(String),
+    /// A success from the same remote host within `[grace] seconds`.
+    Grace,
 }
 
 /// Why a login was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DenyReason {
-    /// No secret record and `unenrolled = "deny"`.
+    /// No secret record and `unenrolled = "deny"` (or not allowed to enroll).
     Unenrolled,
     /// The name from PAM cannot be a file name.
     BadUsername(String),
@@ -57,6 +95,10 @@ pub enum DenyReason {
     LockedOut { until: u64 },
     /// Too many attempts until this time.
     RateLimited { until: u64 },
+    /// Enrollment at login was not confirmed with a right code.
+    EnrollmentNotConfirmed,
+    /// A code by message was asked for but could not be sent.
+    DeliveryFailed(String),
 }
 
 /// The core's answer, in its own words; the PAM door maps it to a code.
@@ -64,8 +106,8 @@ pub enum DenyReason {
 pub enum Outcome {
     Allow(Method),
     Deny(DenyReason),
-    /// Unenrolled under `unenrolled = "skip"`: PAM_IGNORE, no prompt.
-    Skip,
+    /// PAM_IGNORE, no prompt.
+    Skip(SkipReason),
 }
 
 /// Something failed that is not the user's answer. Every variant denies.
@@ -78,7 +120,7 @@ pub enum AuthError {
     Record { path: PathBuf, error: RecordError },
     /// The conversation failed (Ctrl-C, EOF, no answer).
     Conversation,
-    /// argon2 refused to run (memory allocation failure, bad parameters).
+    /// argon2 or the OS random generator failed.
     Kdf,
 }
 
@@ -90,7 +132,7 @@ impl fmt::Display for AuthError {
                 write!(f, "{}: {error} (run `twofactor check`)", path.display())
             }
             AuthError::Conversation => f.write_str("the conversation failed or gave no answer"),
-            AuthError::Kdf => f.write_str("the backup-code hash could not be computed"),
+            AuthError::Kdf => f.write_str("argon2 or the random generator failed"),
         }
     }
 }
@@ -113,17 +155,34 @@ impl Outcome {
     /// One line for syslog (no codes, no secrets).
     pub fn describe(&self) -> String {
         match self {
-            Outcome::Allow(Method::Totp { device }) => {
-                format!("authentication succeeded (TOTP code, device {device})")
-            }
-            Outcome::Allow(Method::Backup { remaining }) => {
-                format!("authentication succeeded (backup code, {remaining} left)")
-            }
-            Outcome::Skip => "user is not enrolled; skipped (unenrolled = \"skip\")".into(),
-            Outcome::Deny(reason) => match reason {
-                DenyReason::Unenrolled => {
-                    "denied: user is not enrolled (unenrolled = \"deny\")".into()
+            Outcome::Allow(method) => match method {
+                Method::Totp { device } => {
+                    format!("authentication succeeded (TOTP code, device {device})")
                 }
+                Method::Drift {
+                    device,
+                    offset_seconds,
+                } => format!(
+                    "authentication succeeded (TOTP code, device {device}, clock offset {offset_seconds} s learned)"
+                ),
+                Method::Backup { remaining } => {
+                    format!("authentication succeeded (backup code, {remaining} left)")
+                }
+                Method::Delivered => "authentication succeeded (code sent by message)".into(),
+                Method::Enrolled => "enrolled at login and authenticated (TOTP code)".into(),
+            },
+            Outcome::Skip(reason) => match reason {
+                SkipReason::Unenrolled => {
+                    "user is not enrolled; skipped (unenrolled = \"skip\")".into()
+                }
+                SkipReason::ExemptGroup(g) => format!("skipped: member of exempt group {g}"),
+                SkipReason::ExemptNetwork(n) => {
+                    format!("skipped: remote host in exempt network {n}")
+                }
+                SkipReason::Grace => "skipped: success from the same host within [grace]".into(),
+            },
+            Outcome::Deny(reason) => match reason {
+                DenyReason::Unenrolled => "denied: user is not enrolled".into(),
                 DenyReason::BadUsername(why) => format!("denied: unusable user name: {why}"),
                 DenyReason::Failed {
                     failure,
@@ -133,6 +192,7 @@ impl Outcome {
                         Failure::WrongCode => "wrong code",
                         Failure::Replayed => "replayed code (RFC 6238 5.2)",
                         Failure::Malformed => "malformed input",
+                        Failure::DriftNotConfirmed => "clock drift not confirmed by the next code",
                     };
                     match locked_until {
                         Some(t) => format!(
@@ -151,6 +211,10 @@ impl Outcome {
                         timefmt::rfc3339(*until)
                     )
                 }
+                DenyReason::EnrollmentNotConfirmed => {
+                    "denied: enrollment at login not confirmed (nothing stored)".into()
+                }
+                DenyReason::DeliveryFailed(why) => format!("denied: code by message: {why}"),
             },
         }
     }
@@ -169,7 +233,8 @@ fn read_record(dir: &TrustedDir, user: &Username) -> Result<Option<SecretRecord>
     }
 }
 
-/// Reads the state file under the caller's lock; missing means fresh.
+/// Reads the state file; missing means fresh. Call under the user's lock
+/// before deciding (a read without the lock is fine for a hint).
 pub fn read_state(dir: &TrustedDir, user: &Username) -> Result<State, AuthError> {
     let name = user.state_file();
     match dir.read(&name, Access::Private, MAX_RECORD_BYTES)? {
@@ -181,10 +246,39 @@ pub fn read_state(dir: &TrustedDir, user: &Username) -> Result<State, AuthError>
     }
 }
 
-/// Authenticates `raw_user` at time `now`.
+/// Runs `change` on the user's state under the lock and stores the result
+/// durably before returning it.
+fn update_state<T>(
+    dir: &TrustedDir,
+    user: &Username,
+    change: impl FnOnce(&State) -> (T, State),
+) -> Result<T, AuthError> {
+    let _lock = dir.lock(&user.lock_file())?;
+    let state = read_state(dir, user)?;
+    let (result, new) = change(&state);
+    if new != state {
+        // Durable before anything is acted on: a code we cannot mark as
+        // used is not accepted (google-authenticator #543).
+        dir.replace(&user.state_file(), new.to_toml().as_bytes())?;
+    }
+    Ok(result)
+}
+
+/// Authenticates `raw_user` (no remote host) at time `now`.
 pub fn authenticate(
     config: &Config,
     raw_user: &str,
+    conv: &mut dyn Conversation,
+    now: u64,
+) -> Result<Outcome, AuthError> {
+    authenticate_from(config, raw_user, None, conv, now)
+}
+
+/// Authenticates `raw_user` connecting from `rhost` (PAM_RHOST) at `now`.
+pub fn authenticate_from(
+    config: &Config,
+    raw_user: &str,
+    rhost: Option<&str>,
     conv: &mut dyn Conversation,
     now: u64,
 ) -> Result<Outcome, AuthError> {
@@ -192,40 +286,127 @@ pub fn authenticate(
         Ok(user) => user,
         Err(e) => return deny_after_prompt(conv, DenyReason::BadUsername(reason(&e))),
     };
+    if let Some(host) = rhost {
+        if let Some(net) = config
+            .exempt_networks
+            .iter()
+            .find(|n| n.contains_host(host))
+        {
+            return Ok(Outcome::Skip(SkipReason::ExemptNetwork(net.to_string())));
+        }
+    }
+    if let Some(group) = accounts::first_shared_group(user.as_str(), &config.exempt_groups) {
+        return Ok(Outcome::Skip(SkipReason::ExemptGroup(group)));
+    }
     let dir = TrustedDir::open(&config.state_dir, true)?;
     let Some(record) = read_record(&dir, &user)? else {
         return match config.unenrolled {
-            Unenrolled::Skip => Ok(Outcome::Skip),
+            Unenrolled::Skip => Ok(Outcome::Skip(SkipReason::Unenrolled)),
             Unenrolled::Deny => deny_after_prompt(conv, DenyReason::Unenrolled),
+            Unenrolled::Enroll => enroll_at_login(config, &dir, &user, conv, now),
         };
     };
-
-    let raw = conv.ask_code(PROMPT)?;
-    let answer = input::classify(&raw);
-    drop(raw);
-    let attempt = match &answer {
-        Answer::Totp(code) => Attempt::Totp(code.as_str()),
-        Answer::Backup(code) => Attempt::Backup(
-            code.hash(&record.backup.salt, record.backup.kdf)
-                .ok_or(AuthError::Kdf)?,
-        ),
-        Answer::Malformed => Attempt::Malformed,
-    };
-
-    let decision = {
-        let _lock = dir.lock(&user.lock_file())?;
+    if let (Some(host), true) = (rhost, config.grace_seconds > 0) {
+        // A hint read without the lock: the file is replaced atomically.
         let state = read_state(&dir, &user)?;
-        let decision = policy::decide(&record, &state, &attempt, now, &Policy::from(config));
-        if decision.state != state {
-            // Durable before anything is acted on: a code we cannot mark as
-            // used is not accepted (google-authenticator #543).
-            dir.replace(&user.state_file(), decision.state.to_toml().as_bytes())?;
+        if policy::in_grace(&state, host, now, config.grace_seconds) {
+            return Ok(Outcome::Skip(SkipReason::Grace));
         }
-        decision
-    };
+    }
 
-    Ok(match decision.verdict {
+    let policy = Policy::from(config);
+    let mut prompt = PROMPT;
+    let mut drift: Option<DriftCheck> = None;
+    let mut delivered_now = false;
+    loop {
+        let raw = conv.ask_code(prompt)?;
+        let answer = input::classify(&raw);
+        drop(raw);
+        if answer == Answer::Empty && drift.is_none() && !delivered_now {
+            match send_code(config, &dir, &user, &record, now)? {
+                Ok(target) => {
+                    conv.show_info(&format!("A code was sent to {target}."));
+                    prompt = SENT_PROMPT;
+                    delivered_now = true;
+                    continue;
+                }
+                Err(message) => {
+                    conv.show_error(&message.to_user());
+                    return Ok(Outcome::Deny(DenyReason::DeliveryFailed(
+                        message.to_string(),
+                    )));
+                }
+            }
+        }
+        let hash = answer_hash(&answer, &record, &dir, &user)?;
+        let attempt = Attempt {
+            code: answer.totp(),
+            hash,
+            drift: drift.as_ref(),
+            rhost,
+        };
+        let decision = update_state(&dir, &user, |state| {
+            let d = policy::decide(&record, state, &attempt, now, &policy);
+            (d.verdict, d.state)
+        })?;
+        match decision {
+            Verdict::DriftSuspected(check) if drift.is_none() => {
+                let minutes = (check.offset.unsigned_abs()
+                    * u64::from(period_of(&record, &check.device)))
+                .div_ceil(60);
+                conv.show_info(&format!(
+                    "The clock of your device seems to be off by about {minutes} minute{}. Wait for the next code and enter it.",
+                    if minutes == 1 { "" } else { "s" }
+                ));
+                prompt = NEXT_PROMPT;
+                drift = Some(check);
+            }
+            verdict => return Ok(tell(conv, &record, verdict)),
+        }
+    }
+}
+
+fn period_of(record: &SecretRecord, device: &str) -> u32 {
+    record
+        .devices
+        .iter()
+        .find(|d| d.label == device)
+        .map_or(30, |d| d.params.period)
+}
+
+/// The argon2 hash of the answer, when it can be a backup code (by length)
+/// or a delivered code (one is pending).
+fn answer_hash(
+    answer: &Answer,
+    record: &SecretRecord,
+    dir: &TrustedDir,
+    user: &Username,
+) -> Result<Option<[u8; backup::HASH_BYTES]>, AuthError> {
+    let Answer::Digits(digits) = answer else {
+        return Ok(None);
+    };
+    let backup_length = digits.len() == usize::from(record.backup.digits);
+    let delivery_pending = answer.totp().is_some() && read_state(dir, user)?.delivered.is_some();
+    if !backup_length && !delivery_pending {
+        return Ok(None);
+    }
+    backup::hash_digits(digits, &record.backup.salt, record.backup.kdf)
+        .map(Some)
+        .ok_or(AuthError::Kdf)
+}
+
+/// Turns the verdict into the outcome, telling the user what they need.
+fn tell(conv: &mut dyn Conversation, record: &SecretRecord, verdict: Verdict) -> Outcome {
+    match verdict {
         Verdict::AllowTotp { device } => Outcome::Allow(Method::Totp { device }),
+        Verdict::AllowDrift { device, offset } => {
+            let offset_seconds = offset * i64::from(period_of(record, &device));
+            Outcome::Allow(Method::Drift {
+                device,
+                offset_seconds,
+            })
+        }
+        Verdict::AllowDelivered => Outcome::Allow(Method::Delivered),
         Verdict::AllowBackup { remaining } => {
             let mut message = format!(
                 "Backup code accepted. {remaining} backup code{} left.",
@@ -237,6 +418,10 @@ pub fn authenticate(
             conv.show_info(&message);
             Outcome::Allow(Method::Backup { remaining })
         }
+        Verdict::DriftSuspected(_) => Outcome::Deny(DenyReason::Failed {
+            failure: Failure::DriftNotConfirmed,
+            locked_until: None,
+        }),
         Verdict::Deny {
             failure,
             locked_until,
@@ -266,7 +451,157 @@ pub fn authenticate(
             ));
             Outcome::Deny(DenyReason::RateLimited { until })
         }
-    })
+    }
+}
+
+/// Why no code could be sent by message.
+#[derive(Debug)]
+enum SendFailure {
+    NotSetUp,
+    HourlyLimit { until: u64 },
+    Command(DeliveryError),
+}
+
+impl SendFailure {
+    fn to_user(&self) -> String {
+        match self {
+            SendFailure::NotSetUp => {
+                "No code by message is set up for you: enter the code from your app.".into()
+            }
+            SendFailure::HourlyLimit { until } => format!(
+                "Too many codes sent in the last hour: try again after {}.",
+                timefmt::human(*until)
+            ),
+            SendFailure::Command(_) => {
+                "The code could not be sent. Use your app or a backup code.".into()
+            }
+        }
+    }
+}
+
+impl fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendFailure::NotSetUp => f.write_str("no [delivery] command or no target for the user"),
+            SendFailure::HourlyLimit { until } => {
+                write!(f, "max_per_hour reached until {}", timefmt::rfc3339(*until))
+            }
+            SendFailure::Command(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Creates a code, stores only its hash and expiry (durably, under the
+/// lock, counting it against `max_per_hour`), then runs the command.
+fn send_code(
+    config: &Config,
+    dir: &TrustedDir,
+    user: &Username,
+    record: &SecretRecord,
+    now: u64,
+) -> Result<Result<String, SendFailure>, AuthError> {
+    let (Some(command), Some(target)) = (&config.delivery.command, &record.deliver_to) else {
+        return Ok(Err(SendFailure::NotSetUp));
+    };
+    let code = backup::random_digits(config.totp.digits).ok_or(AuthError::Kdf)?;
+    let hash =
+        backup::hash_digits(&code, &record.backup.salt, record.backup.kdf).ok_or(AuthError::Kdf)?;
+    let limit = config.delivery.max_per_hour as usize;
+    let allowed = update_state(dir, user, |state| {
+        let mut new = state.clone();
+        new.deliveries.retain(|&t| t <= now && now - t < 3600);
+        if new.deliveries.len() >= limit {
+            let oldest = new.deliveries.iter().min().copied().unwrap_or(now);
+            return (Err(oldest + 3600), new);
+        }
+        new.deliveries.push(now);
+        new.delivered = Some(Delivered {
+            hash,
+            expires: now.saturating_add(config.delivery.valid_seconds),
+        });
+        (Ok(()), new)
+    })?;
+    if let Err(until) = allowed {
+        return Ok(Err(SendFailure::HourlyLimit { until }));
+    }
+    Ok(deliver::send(command, user.as_str(), target, &code)
+        .map(|()| target.clone())
+        .map_err(SendFailure::Command))
+}
+
+/// `unenrolled = "enroll"`: show a new secret, ask for a code from it, and
+/// store the enrollment only if the code is right. Trust on first use: the
+/// password is all that protects this step (README says so plainly).
+fn enroll_at_login(
+    config: &Config,
+    dir: &TrustedDir,
+    user: &Username,
+    conv: &mut dyn Conversation,
+    now: u64,
+) -> Result<Outcome, AuthError> {
+    if !config.enroll_groups.is_empty()
+        && accounts::first_shared_group(user.as_str(), &config.enroll_groups).is_none()
+    {
+        return deny_after_prompt(conv, DenyReason::Unenrolled);
+    }
+    let secret = SecretKey::new(backup::random_bytes::<20>().ok_or(AuthError::Kdf)?.to_vec());
+    let params = config.totp;
+    let uri = enroll::otpauth_uri(&config.issuer_name(), user.as_str(), &secret, params);
+    let qr = enroll::qr_text(&uri).unwrap_or_default();
+    conv.show_info(&format!(
+        "Two-factor authentication is required and not set up for you yet.\n\
+         Scan this QR code with your authenticator app:\n{qr}\n\
+         Or enter this key by hand: {}\n\
+         ({} , {} digits, every {} s)\n\
+         otpauth URI: {uri}\n\
+         Then enter the code the app shows.",
+        enroll::grouped_secret(&secret),
+        params.algorithm,
+        params.digits,
+        params.period
+    ));
+    let raw = conv.ask_code(PROMPT)?;
+    let answer = input::classify(&raw);
+    drop(raw);
+    let step = match answer.totp() {
+        Some(code) => match otp::match_code(&secret, params, code, now, config.window, None) {
+            CodeMatch::Fresh(step) => step,
+            _ => return Ok(Outcome::Deny(DenyReason::EnrollmentNotConfirmed)),
+        },
+        None => return Ok(Outcome::Deny(DenyReason::EnrollmentNotConfirmed)),
+    };
+    let (backup, codes) = enroll::new_backup_set(config.backup_codes, now).ok_or(AuthError::Kdf)?;
+    let record = SecretRecord {
+        created: now,
+        devices: vec![Device {
+            label: DEFAULT_DEVICE.into(),
+            secret,
+            params,
+            created: now,
+        }],
+        backup,
+        deliver_to: None,
+    };
+    {
+        let _lock = dir.lock(&user.lock_file())?;
+        // Another login may have enrolled this user meanwhile: keep theirs.
+        if read_record(dir, user)?.is_some() {
+            return Ok(Outcome::Deny(DenyReason::EnrollmentNotConfirmed));
+        }
+        let mut state = State::default();
+        state.last_accepted_step.insert(DEFAULT_DEVICE.into(), step);
+        dir.replace(&user.state_file(), state.to_toml().as_bytes())?;
+        dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+    }
+    let list: Vec<String> = codes
+        .iter()
+        .map(|c| format!("  {}", c.grouped().as_str()))
+        .collect();
+    conv.show_info(&format!(
+        "Two-factor authentication is set up. Your backup codes (each works once; keep them safe, they are not shown again):\n{}",
+        list.join("\n")
+    ));
+    Ok(Outcome::Allow(Method::Enrolled))
 }
 
 fn reason(e: &UsernameError) -> String {

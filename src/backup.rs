@@ -82,11 +82,32 @@ impl BackupCode {
 
     /// The argon2id hash of this code with a set's salt and cost.
     pub fn hash(&self, salt: &[u8], kdf: KdfParams) -> Option<[u8; HASH_BYTES]> {
-        let mut out = [0u8; HASH_BYTES];
-        kdf.argon2()?
-            .hash_password_into(self.0.as_bytes(), salt, &mut out)
-            .ok()?;
-        Some(out)
+        hash_digits(&self.0, salt, kdf)
+    }
+}
+
+/// The argon2id hash of typed digits (backup, imported or delivered codes).
+pub fn hash_digits(digits: &str, salt: &[u8], kdf: KdfParams) -> Option<[u8; HASH_BYTES]> {
+    let mut out = [0u8; HASH_BYTES];
+    kdf.argon2()?
+        .hash_password_into(digits.as_bytes(), salt, &mut out)
+        .ok()?;
+    Some(out)
+}
+
+/// A random code of `digits` ASCII digits (for delivery), uniform.
+pub fn random_digits(digits: u8) -> Option<Zeroizing<String>> {
+    let limit = 10u64.checked_pow(u32::from(digits))?;
+    let zone = u64::MAX - u64::MAX % limit;
+    loop {
+        let value = u64::from_le_bytes(random_bytes::<8>()?);
+        if value < zone {
+            return Some(Zeroizing::new(format!(
+                "{:0width$}",
+                value % limit,
+                width = usize::from(digits)
+            )));
+        }
     }
 }
 
@@ -99,17 +120,7 @@ pub fn random_bytes<const N: usize>() -> Option<[u8; N]> {
 
 /// A fresh random code, uniform over all 10^16 values (rejection sampling).
 pub fn generate() -> Option<BackupCode> {
-    const LIMIT: u64 = 10_000_000_000_000_000;
-    // The largest multiple of LIMIT that fits in a u64: values above it
-    // would bias the low codes.
-    let zone = u64::MAX - u64::MAX % LIMIT;
-    loop {
-        let value = u64::from_le_bytes(random_bytes::<8>()?);
-        if value < zone {
-            let text = Zeroizing::new(format!("{:016}", value % LIMIT));
-            return BackupCode::parse(&text);
-        }
-    }
+    random_digits(LENGTH as u8).and_then(|digits| BackupCode::parse(&digits))
 }
 
 /// The index of the first stored hash equal to `hash` that is not used,

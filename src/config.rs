@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::net::Cidr;
 use crate::otp::{self, Algorithm, TotpParams};
 use crate::store::{self, Access, StoreError};
 
@@ -23,6 +24,17 @@ pub enum Unenrolled {
     Deny,
     /// Return PAM_IGNORE without prompting (roll-out period).
     Skip,
+    /// Enroll inside the login: show the QR code, confirm with a code.
+    Enroll,
+}
+
+/// `[delivery]`: codes sent by a command (SMS, Telegram, e-mail gateway).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Absolute path of the command; `None` = delivery off.
+    pub command: Option<PathBuf>,
+    pub valid_seconds: u64,
+    pub max_per_hour: u32,
 }
 
 /// The checked configuration.
@@ -41,6 +53,19 @@ pub struct Config {
     pub max_attempts: u32,
     pub per_seconds: u64,
     pub backup_codes: u32,
+    /// Under `unenrolled = "enroll"`, only members of these groups may
+    /// enroll at login (empty = everyone).
+    pub enroll_groups: Vec<String>,
+    /// How far (in steps) a device clock may be off before we stop helping.
+    pub max_drift_steps: u32,
+    /// Members of these groups skip the code (PAM_IGNORE).
+    pub exempt_groups: Vec<String>,
+    /// Remote hosts in these networks skip the code (PAM_IGNORE).
+    pub exempt_networks: Vec<Cidr>,
+    /// After a success from a remote host, the same user and host skip the
+    /// code for this long (0 = off).
+    pub grace_seconds: u64,
+    pub delivery: Delivery,
 }
 
 impl Default for Config {
@@ -60,6 +85,16 @@ impl Default for Config {
             max_attempts: 10,
             per_seconds: 60,
             backup_codes: 10,
+            enroll_groups: Vec::new(),
+            max_drift_steps: 10,
+            exempt_groups: Vec::new(),
+            exempt_networks: Vec::new(),
+            grace_seconds: 0,
+            delivery: Delivery {
+                command: None,
+                valid_seconds: 300,
+                max_per_hour: 5,
+            },
         }
     }
 }
@@ -105,6 +140,31 @@ struct RawConfig {
     lockout: Option<RawLockout>,
     rate_limit: Option<RawRateLimit>,
     backup_codes: Option<RawBackupCodes>,
+    enroll_groups: Option<Vec<String>>,
+    exempt: Option<RawExempt>,
+    grace: Option<RawGrace>,
+    delivery: Option<RawDelivery>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawExempt {
+    groups: Option<Vec<String>>,
+    networks: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGrace {
+    seconds: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    command: Option<String>,
+    valid_seconds: Option<i64>,
+    max_per_hour: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -114,6 +174,7 @@ struct RawTotp {
     algorithm: Option<String>,
     digits: Option<i64>,
     period: Option<i64>,
+    max_drift_steps: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -137,6 +198,19 @@ struct RawBackupCodes {
 }
 
 impl Config {
+    /// The issuer shown in apps: the configured one, else the host name.
+    pub fn issuer_name(&self) -> String {
+        if self.issuer.is_empty() {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .filter(|h| !h.is_empty() && !h.contains(':'))
+                .unwrap_or_else(|| "pam-twofactor".into())
+        } else {
+            self.issuer.clone()
+        }
+    }
+
     /// Loads `path`: missing means defaults; anything wrong is an error.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         match store::read_path(path, Access::Public, MAX_CONFIG_BYTES) {
@@ -189,10 +263,11 @@ impl Config {
         config.unenrolled = match raw.unenrolled.as_deref() {
             None | Some("deny") => Unenrolled::Deny,
             Some("skip") => Unenrolled::Skip,
+            Some("enroll") => Unenrolled::Enroll,
             Some(other) => {
                 return Err(invalid(
                     "unenrolled",
-                    format!("{other:?} is not one of \"deny\", \"skip\""),
+                    format!("{other:?} is not one of \"deny\", \"skip\", \"enroll\""),
                 ));
             }
         };
@@ -246,6 +321,59 @@ impl Config {
             ranged("rate_limit.per_seconds", rate.per_seconds, 60, 1, 86_400)? as u64;
         let backup = raw.backup_codes.unwrap_or_default();
         config.backup_codes = ranged("backup_codes.count", backup.count, 10, 1, 100)? as u32;
+        config.max_drift_steps =
+            ranged("totp.max_drift_steps", totp.max_drift_steps, 10, 0, 100)? as u32;
+        let group_names = |key: &'static str, names: Vec<String>| {
+            for name in &names {
+                if crate::username::Username::parse(name).is_err() {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "{:?} is not a valid group name",
+                            crate::username::escape(name)
+                        ),
+                    ));
+                }
+            }
+            Ok(names)
+        };
+        config.enroll_groups = group_names("enroll_groups", raw.enroll_groups.unwrap_or_default())?;
+        let exempt = raw.exempt.unwrap_or_default();
+        config.exempt_groups = group_names("exempt.groups", exempt.groups.unwrap_or_default())?;
+        for net in exempt.networks.unwrap_or_default() {
+            let cidr = Cidr::parse(&net).ok_or_else(|| {
+                invalid(
+                    "exempt.networks",
+                    format!("{net:?} is not an address or CIDR network"),
+                )
+            })?;
+            config.exempt_networks.push(cidr);
+        }
+        let grace = raw.grace.unwrap_or_default();
+        config.grace_seconds = ranged("grace.seconds", grace.seconds, 0, 0, 7 * 86_400)? as u64;
+        let delivery = raw.delivery.unwrap_or_default();
+        config.delivery.command = match delivery.command.as_deref() {
+            None | Some("") => None,
+            Some(path) => {
+                let path = PathBuf::from(path);
+                if !path.is_absolute() {
+                    return Err(invalid(
+                        "delivery.command",
+                        "must be an absolute path".into(),
+                    ));
+                }
+                Some(path)
+            }
+        };
+        config.delivery.valid_seconds = ranged(
+            "delivery.valid_seconds",
+            delivery.valid_seconds,
+            300,
+            30,
+            3600,
+        )? as u64;
+        config.delivery.max_per_hour =
+            ranged("delivery.max_per_hour", delivery.max_per_hour, 5, 1, 100)? as u32;
         Ok(config)
     }
 }
@@ -322,6 +450,57 @@ count = 5
         );
         assert_eq!((c.max_failures, c.lock_seconds), (3, 60));
         assert_eq!((c.max_attempts, c.per_seconds, c.backup_codes), (4, 30, 5));
+    }
+
+    /// The keys of first-login enrollment, drift, exemptions, grace and
+    /// delivery are read and checked.
+    #[test]
+    fn extension_keys_are_read() {
+        let c = parse(
+            r#"
+unenrolled = "enroll"
+enroll_groups = ["staff"]
+[totp]
+max_drift_steps = 4
+[exempt]
+groups = ["robots"]
+networks = ["10.0.0.0/8", "2001:db8::/32"]
+[grace]
+seconds = 600
+[delivery]
+command = "/usr/local/sbin/send-code"
+valid_seconds = 120
+max_per_hour = 3
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.unenrolled, Unenrolled::Enroll);
+        assert_eq!(c.enroll_groups, vec!["staff".to_string()]);
+        assert_eq!(c.max_drift_steps, 4);
+        assert_eq!(c.exempt_groups, vec!["robots".to_string()]);
+        assert_eq!(c.exempt_networks.len(), 2);
+        assert!(c.exempt_networks[0].contains_host("10.1.2.3"));
+        assert_eq!(c.grace_seconds, 600);
+        assert_eq!(
+            c.delivery.command,
+            Some(PathBuf::from("/usr/local/sbin/send-code"))
+        );
+        assert_eq!(
+            (c.delivery.valid_seconds, c.delivery.max_per_hour),
+            (120, 3)
+        );
+        for (text, want) in [
+            ("[exempt]\nnetworks = [\"10.0.0.0/33\"]", "exempt.networks"),
+            ("[exempt]\ngroups = [\"a/b\"]", "exempt.groups"),
+            (
+                "[delivery]\ncommand = \"send\"",
+                "delivery.command: must be an absolute path",
+            ),
+            ("[grace]\nseconds = -1", "grace.seconds"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?} gave {err:?}");
+        }
     }
 
     /// Unknown keys, bad values and bad syntax are errors naming the key.

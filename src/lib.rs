@@ -7,13 +7,17 @@
 //! pure functions of `now`; `store` is the only code that touches files;
 //! `admin` is the CLI's second door over the same core and store.
 
+pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod backup;
 pub mod clock;
 pub mod config;
+pub mod deliver;
+pub mod enroll;
 pub mod input;
 pub mod log;
+pub mod net;
 pub mod otp;
 pub mod pam_module;
 pub mod policy;

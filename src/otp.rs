@@ -185,6 +185,18 @@ pub fn match_code(
     let current = step_at(now, params.period);
     let first = current.saturating_sub(u64::from(window));
     let last = current.saturating_add(u64::from(window));
+    match_in_steps(secret, params, code, first, last, last_accepted_step)
+}
+
+/// Looks for `code` among the steps `first..=last` (see `match_code`).
+pub fn match_in_steps(
+    secret: &SecretKey,
+    params: TotpParams,
+    code: &str,
+    first: u64,
+    last: u64,
+    last_accepted_step: Option<u64>,
+) -> CodeMatch {
     let mut fresh = None;
     let mut replayed = None;
     for step in first..=last {

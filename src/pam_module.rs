@@ -103,7 +103,7 @@ impl Conversation for PamConversation<'_> {
 pub fn pam_code(result: &Result<Outcome, AuthError>) -> PamResultCode {
     match result {
         Ok(Outcome::Allow(_)) => PamResultCode::PAM_SUCCESS,
-        Ok(Outcome::Skip) => PamResultCode::PAM_IGNORE,
+        Ok(Outcome::Skip(_)) => PamResultCode::PAM_IGNORE,
         Ok(Outcome::Deny(_)) => PamResultCode::PAM_AUTH_ERR,
         Err(AuthError::Conversation) => PamResultCode::PAM_CONV_ERR,
         Err(AuthError::Store(_) | AuthError::Record { .. }) => PamResultCode::PAM_AUTHINFO_UNAVAIL,
@@ -137,8 +137,17 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         }
     };
     let service = item_text(pamh.get_item::<Service>().ok().flatten().map(|s| s.0));
-    let rhost = item_text(pamh.get_item::<RHost>().ok().flatten().map(|s| s.0));
-    let who = format!("user={} service={service} rhost={rhost}", escape(&user));
+    let rhost_item = pamh.get_item::<RHost>().ok().flatten().map(|s| s.0);
+    let who = format!(
+        "user={} service={service} rhost={}",
+        escape(&user),
+        item_text(rhost_item)
+    );
+    // The raw remote host for exemptions and grace; empty or non-UTF-8 = none.
+    let rhost: Option<String> = rhost_item
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .map(str::to_string);
 
     let config = match Config::load(&args.config) {
         Ok(c) => c,
@@ -160,10 +169,10 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         conv: pamh.get_item::<Conv>().ok().flatten(),
         silent: flags & PAM_SILENT != 0,
     };
-    let result = auth::authenticate(&config, &user, &mut conv, now);
+    let result = auth::authenticate_from(&config, &user, rhost.as_deref(), &mut conv, now);
     let code = pam_code(&result);
     match &result {
-        Ok(outcome @ Outcome::Allow(_)) | Ok(outcome @ Outcome::Skip) => {
+        Ok(outcome @ Outcome::Allow(_)) | Ok(outcome @ Outcome::Skip(_)) => {
             log::send(Severity::Info, &format!("{} {who}", outcome.describe()));
         }
         Ok(outcome) => log::send(Severity::Warning, &format!("{} {who}", outcome.describe())),
@@ -225,7 +234,7 @@ mod tests {
     /// Every outcome and error maps to exactly one code; only Skip ignores.
     #[test]
     fn every_outcome_maps_to_one_code() {
-        use crate::auth::{DenyReason, Method};
+        use crate::auth::{DenyReason, Method, SkipReason};
         let cases: Vec<(Result<Outcome, AuthError>, PamResultCode)> = vec![
             (
                 Ok(Outcome::Allow(Method::Totp { device: "d".into() })),
@@ -235,7 +244,30 @@ mod tests {
                 Ok(Outcome::Allow(Method::Backup { remaining: 0 })),
                 PamResultCode::PAM_SUCCESS,
             ),
-            (Ok(Outcome::Skip), PamResultCode::PAM_IGNORE),
+            (
+                Ok(Outcome::Skip(SkipReason::Unenrolled)),
+                PamResultCode::PAM_IGNORE,
+            ),
+            (
+                Ok(Outcome::Skip(SkipReason::Grace)),
+                PamResultCode::PAM_IGNORE,
+            ),
+            (
+                Ok(Outcome::Allow(Method::Delivered)),
+                PamResultCode::PAM_SUCCESS,
+            ),
+            (
+                Ok(Outcome::Allow(Method::Enrolled)),
+                PamResultCode::PAM_SUCCESS,
+            ),
+            (
+                Ok(Outcome::Deny(DenyReason::EnrollmentNotConfirmed)),
+                PamResultCode::PAM_AUTH_ERR,
+            ),
+            (
+                Ok(Outcome::Deny(DenyReason::DeliveryFailed("x".into()))),
+                PamResultCode::PAM_AUTH_ERR,
+            ),
             (
                 Ok(Outcome::Deny(DenyReason::Unenrolled)),
                 PamResultCode::PAM_AUTH_ERR,

@@ -4,7 +4,7 @@
 use crate::backup::{self, HASH_BYTES};
 use crate::config::Config;
 use crate::otp::{self, CodeMatch};
-use crate::record::{SecretRecord, State};
+use crate::record::{MAX_GRACE_HOSTS, SecretRecord, State};
 
 /// The limits that apply to one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +14,10 @@ pub struct Policy {
     pub lock_seconds: u64,
     pub max_attempts: u32,
     pub per_seconds: u64,
+    /// Steps beyond the window where a code means "clock drift", not "wrong".
+    pub max_drift_steps: u32,
+    /// Remember successful remote hosts for `[grace]` (0 = off).
+    pub grace_seconds: u64,
 }
 
 impl From<&Config> for Policy {
@@ -24,20 +28,35 @@ impl From<&Config> for Policy {
             lock_seconds: c.lock_seconds,
             max_attempts: c.max_attempts,
             per_seconds: c.per_seconds,
+            max_drift_steps: c.max_drift_steps,
+            grace_seconds: c.grace_seconds,
         }
     }
 }
 
-/// An answer, reduced to what the policy needs. The backup-code hash is
-/// computed by the caller (argon2 is slow; it runs before the lock is taken).
-#[derive(Debug)]
-pub enum Attempt<'a> {
-    /// A TOTP code as typed (6 to 8 ASCII digits).
-    Totp(&'a str),
-    /// The argon2 hash of a typed backup code.
-    Backup([u8; HASH_BYTES]),
-    /// Input that can be neither.
-    Malformed,
+/// A code that matched outside the window: the second code must be the
+/// device's next one (RFC 6238 §6 resynchronisation, with confirmation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriftCheck {
+    pub device: String,
+    /// The step the first code matched.
+    pub step: u64,
+    /// That step minus ours, in steps.
+    pub offset: i64,
+}
+
+/// An answer, reduced to what the policy needs. Hashes are computed by the
+/// caller (argon2 is slow; it runs before the lock is taken).
+#[derive(Debug, Default)]
+pub struct Attempt<'a> {
+    /// The digits, when they could be a TOTP code (6 to 8 ASCII digits).
+    pub code: Option<&'a str>,
+    /// argon2 hash of the answer, when it could be a backup or delivered code.
+    pub hash: Option<[u8; HASH_BYTES]>,
+    /// Set when this answer confirms a suspected clock drift.
+    pub drift: Option<&'a DriftCheck>,
+    /// PAM_RHOST, remembered on success for `[grace]`.
+    pub rhost: Option<&'a str>,
 }
 
 /// Why an attempt failed.
@@ -49,6 +68,8 @@ pub enum Failure {
     Replayed,
     /// The input was neither a TOTP nor a backup code.
     Malformed,
+    /// The code after a suspected drift was not the device's next code.
+    DriftNotConfirmed,
 }
 
 /// The policy's answer for one attempt.
@@ -56,8 +77,14 @@ pub enum Failure {
 pub enum Verdict {
     /// A fresh TOTP code from this device.
     AllowTotp { device: String },
+    /// A code confirmed after drift; the offset is now stored.
+    AllowDrift { device: String, offset: i64 },
     /// An unused backup code; it is now used.
     AllowBackup { remaining: usize },
+    /// The code sent by `[delivery]`; it is now spent.
+    AllowDelivered,
+    /// The code matched outside the window: ask for the next one.
+    DriftSuspected(DriftCheck),
     /// A failed attempt; `locked_until` is set if it started a lock.
     Deny {
         failure: Failure,
@@ -84,6 +111,17 @@ pub fn backup_codes_remaining(record: &SecretRecord, state: &State) -> usize {
         .iter()
         .filter(|h| !state.used_backup_codes.contains(h))
         .count()
+}
+
+/// Whether `rhost` had a success within `[grace]` and the user is not locked.
+pub fn in_grace(state: &State, rhost: &str, now: u64, grace_seconds: u64) -> bool {
+    let locked = state.locked_until.is_some_and(|until| now < until);
+    !locked
+        && grace_seconds > 0
+        && state
+            .grace
+            .get(rhost)
+            .is_some_and(|&t| t <= now && now - t < grace_seconds)
 }
 
 /// Decides one attempt. The returned state must be durably stored before
@@ -129,22 +167,20 @@ pub fn decide(
         None => {}
     }
 
-    let outcome = match attempt {
-        Attempt::Totp(code) => match_devices(record, &state, code, now, policy.window),
-        Attempt::Backup(hash) => {
-            match backup::find_unused(hash, &record.backup.hashes, &state.used_backup_codes) {
-                Some(i) => Ok(Success::Backup(record.backup.hashes[i])),
-                None => Err(Failure::WrongCode),
-            }
-        }
-        Attempt::Malformed => Err(Failure::Malformed),
-    };
-
+    let outcome = evaluate(record, &state, attempt, now, policy);
     let verdict = match outcome {
         Ok(Success::Totp { device, step }) => {
             state.last_accepted_step.insert(device.clone(), step);
-            state.failures = 0;
             Verdict::AllowTotp { device }
+        }
+        Ok(Success::Drift {
+            device,
+            step,
+            offset,
+        }) => {
+            state.last_accepted_step.insert(device.clone(), step);
+            state.drift_steps.insert(device.clone(), offset);
+            Verdict::AllowDrift { device, offset }
         }
         Ok(Success::Backup(hash)) => {
             // Keep only hashes of the current set: old sets' entries are dead.
@@ -152,30 +188,123 @@ pub fn decide(
                 .used_backup_codes
                 .retain(|h| record.backup.hashes.contains(h));
             state.used_backup_codes.push(hash);
-            state.failures = 0;
             Verdict::AllowBackup {
                 remaining: backup_codes_remaining(record, &state),
             }
         }
-        Err(failure) => {
+        Ok(Success::Delivered) => {
+            state.delivered = None;
+            Verdict::AllowDelivered
+        }
+        Err(Outcome::Drift(check)) => {
+            return Decision {
+                verdict: Verdict::DriftSuspected(check),
+                state,
+            };
+        }
+        Err(Outcome::Failed(failure)) => {
             state.failures = state.failures.saturating_add(1);
             let locked_until = (state.failures >= policy.max_failures).then(|| {
                 let until = now.saturating_add(policy.lock_seconds);
                 state.locked_until = Some(until);
                 until
             });
-            Verdict::Deny {
-                failure,
-                locked_until,
-            }
+            return Decision {
+                verdict: Verdict::Deny {
+                    failure,
+                    locked_until,
+                },
+                state,
+            };
         }
     };
+    // Every success resets the failures and may open a grace period.
+    state.failures = 0;
+    if let (Some(host), true) = (attempt.rhost, policy.grace_seconds > 0) {
+        state
+            .grace
+            .retain(|_, &mut t| now.saturating_sub(t) < policy.grace_seconds);
+        if state.grace.len() >= MAX_GRACE_HOSTS {
+            if let Some(oldest) = state
+                .grace
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(h, _)| h.clone())
+            {
+                state.grace.remove(&oldest);
+            }
+        }
+        state.grace.insert(host.to_string(), now);
+    }
     Decision { verdict, state }
 }
 
 enum Success {
-    Totp { device: String, step: u64 },
+    Totp {
+        device: String,
+        step: u64,
+    },
+    Drift {
+        device: String,
+        step: u64,
+        offset: i64,
+    },
     Backup([u8; HASH_BYTES]),
+    Delivered,
+}
+
+enum Outcome {
+    Drift(DriftCheck),
+    Failed(Failure),
+}
+
+/// Tries, in order: the drift confirmation, every device's TOTP (with its
+/// learned offset), a delivered code, a backup code, and finally whether
+/// the code matches outside the window (drift).
+fn evaluate(
+    record: &SecretRecord,
+    state: &State,
+    attempt: &Attempt,
+    now: u64,
+    policy: &Policy,
+) -> Result<Success, Outcome> {
+    if let Some(check) = attempt.drift {
+        return confirm_drift(record, state, attempt.code, check);
+    }
+    let mut failure = if attempt.code.is_some() || attempt.hash.is_some() {
+        Failure::WrongCode
+    } else {
+        Failure::Malformed
+    };
+    if let Some(code) = attempt.code {
+        match match_devices(record, state, code, now, policy.window) {
+            Ok(success) => return Ok(success),
+            Err(f) => failure = f,
+        }
+    }
+    if let Some(hash) = &attempt.hash {
+        if let Some(delivered) = &state.delivered {
+            let equal: bool = subtle::ConstantTimeEq::ct_eq(&delivered.hash[..], &hash[..]).into();
+            if equal && now < delivered.expires {
+                return Ok(Success::Delivered);
+            }
+        }
+        if let Some(i) = backup::find_unused(hash, &record.backup.hashes, &state.used_backup_codes)
+        {
+            return Ok(Success::Backup(record.backup.hashes[i]));
+        }
+    }
+    if let (Some(code), Failure::WrongCode) = (attempt.code, failure) {
+        if let Some(check) = find_drift(record, state, code, now, policy) {
+            return Err(Outcome::Drift(check));
+        }
+    }
+    Err(Outcome::Failed(failure))
+}
+
+/// The step a device is at now: ours plus its learned offset.
+fn device_step(now: u64, period: u32, offset: i64) -> u64 {
+    otp::step_at(now, period).saturating_add_signed(offset)
 }
 
 /// Tries every device whose digit count fits; replay protection is per device.
@@ -192,7 +321,13 @@ fn match_devices(
             continue;
         }
         let last = state.last_accepted_step.get(&device.label).copied();
-        match otp::match_code(&device.secret, device.params, code, now, window, last) {
+        let offset = state.drift_steps.get(&device.label).copied().unwrap_or(0);
+        let center = device_step(now, device.params.period, offset);
+        let (first, end) = (
+            center.saturating_sub(u64::from(window)),
+            center.saturating_add(u64::from(window)),
+        );
+        match otp::match_in_steps(&device.secret, device.params, code, first, end, last) {
             CodeMatch::Fresh(step) => {
                 return Ok(Success::Totp {
                     device: device.label.clone(),
@@ -204,6 +339,72 @@ fn match_devices(
         }
     }
     Err(failure)
+}
+
+/// A fresh match outside the window but within `max_drift_steps` of the
+/// device's expected step. Costs at most 2 × max_drift_steps + 1 HMACs per
+/// device (google-authenticator searches ±25 hours on every wrong code).
+fn find_drift(
+    record: &SecretRecord,
+    state: &State,
+    code: &str,
+    now: u64,
+    policy: &Policy,
+) -> Option<DriftCheck> {
+    if policy.max_drift_steps <= policy.window {
+        return None;
+    }
+    for device in &record.devices {
+        if code.len() != usize::from(device.params.digits) {
+            continue;
+        }
+        let ours = otp::step_at(now, device.params.period);
+        let offset = state.drift_steps.get(&device.label).copied().unwrap_or(0);
+        let center = ours.saturating_add_signed(offset);
+        let max = u64::from(policy.max_drift_steps);
+        let last = state.last_accepted_step.get(&device.label).copied();
+        if let CodeMatch::Fresh(step) = otp::match_in_steps(
+            &device.secret,
+            device.params,
+            code,
+            center.saturating_sub(max),
+            center.saturating_add(max),
+            last,
+        ) {
+            return Some(DriftCheck {
+                device: device.label.clone(),
+                step,
+                offset: i64::try_from(step).ok()? - i64::try_from(ours).ok()?,
+            });
+        }
+    }
+    None
+}
+
+/// The confirming code must be exactly the device's next step.
+fn confirm_drift(
+    record: &SecretRecord,
+    state: &State,
+    code: Option<&str>,
+    check: &DriftCheck,
+) -> Result<Success, Outcome> {
+    let failed = Err(Outcome::Failed(Failure::DriftNotConfirmed));
+    let (Some(code), Some(device)) = (
+        code,
+        record.devices.iter().find(|d| d.label == check.device),
+    ) else {
+        return failed;
+    };
+    let next = check.step.saturating_add(1);
+    let last = state.last_accepted_step.get(&device.label).copied();
+    match otp::match_in_steps(&device.secret, device.params, code, next, next, last) {
+        CodeMatch::Fresh(step) => Ok(Success::Drift {
+            device: device.label.clone(),
+            step,
+            offset: check.offset,
+        }),
+        _ => failed,
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +428,22 @@ mod tests {
             lock_seconds: 1800,
             max_attempts: 10,
             per_seconds: 60,
+            max_drift_steps: 10,
+            grace_seconds: 0,
+        }
+    }
+
+    fn totp(code: &str) -> Attempt<'_> {
+        Attempt {
+            code: Some(code),
+            ..Attempt::default()
+        }
+    }
+
+    fn backup(hash: [u8; HASH_BYTES]) -> Attempt<'static> {
+        Attempt {
+            hash: Some(hash),
+            ..Attempt::default()
         }
     }
 
@@ -250,8 +467,10 @@ mod tests {
                 },
                 created: 0,
             }],
+            deliver_to: None,
             backup: BackupSet {
                 created: 0,
+                digits: 16,
                 kdf: KDF,
                 salt: [5; SALT_BYTES],
                 hashes: vec![
@@ -276,7 +495,7 @@ mod tests {
             failures: 3,
             ..State::default()
         };
-        let d = decide(&record(), &old, &Attempt::Totp(&code(NOW)), NOW, &policy());
+        let d = decide(&record(), &old, &totp(&code(NOW)), NOW, &policy());
         assert_eq!(
             d.verdict,
             Verdict::AllowTotp {
@@ -291,20 +510,8 @@ mod tests {
     #[test]
     fn same_code_twice_is_refused_as_replay() {
         let c = code(NOW);
-        let first = decide(
-            &record(),
-            &State::default(),
-            &Attempt::Totp(&c),
-            NOW,
-            &policy(),
-        );
-        let second = decide(
-            &record(),
-            &first.state,
-            &Attempt::Totp(&c),
-            NOW + 5,
-            &policy(),
-        );
+        let first = decide(&record(), &State::default(), &totp(&c), NOW, &policy());
+        let second = decide(&record(), &first.state, &totp(&c), NOW + 5, &policy());
         assert_eq!(
             second.verdict,
             Verdict::Deny {
@@ -322,7 +529,7 @@ mod tests {
         let first = decide(
             &record(),
             &State::default(),
-            &Attempt::Totp(&now_code),
+            &totp(&now_code),
             NOW,
             &policy(),
         );
@@ -330,7 +537,7 @@ mod tests {
         let d = decide(
             &record(),
             &first.state,
-            &Attempt::Totp(&code(earlier)),
+            &totp(&code(earlier)),
             earlier,
             &policy(),
         );
@@ -349,13 +556,7 @@ mod tests {
     fn fifth_failure_locks_and_lock_refuses_correct_code() {
         let mut state = State::default();
         for i in 1..=5u64 {
-            let d = decide(
-                &record(),
-                &state,
-                &Attempt::Totp("000000"),
-                NOW + i,
-                &policy(),
-            );
+            let d = decide(&record(), &state, &totp("000000"), NOW + i, &policy());
             let expect_lock = (i == 5).then_some(NOW + 5 + 1800);
             assert_eq!(
                 d.verdict,
@@ -369,17 +570,11 @@ mod tests {
         }
         assert_eq!(state.locked_until, Some(NOW + 1805));
         let t = NOW + 100;
-        let d = decide(&record(), &state, &Attempt::Totp(&code(t)), t, &policy());
+        let d = decide(&record(), &state, &totp(&code(t)), t, &policy());
         assert_eq!(d.verdict, Verdict::LockedOut { until: NOW + 1805 });
         assert_eq!(d.state.last_accepted_step.get("default"), None);
         let after = NOW + 1805;
-        let d = decide(
-            &record(),
-            &d.state,
-            &Attempt::Totp(&code(after)),
-            after,
-            &policy(),
-        );
+        let d = decide(&record(), &d.state, &totp(&code(after)), after, &policy());
         assert_eq!(
             d.verdict,
             Verdict::AllowTotp {
@@ -400,12 +595,12 @@ mod tests {
         };
         let mut state = State::default();
         for _ in 0..3 {
-            state = decide(&record(), &state, &Attempt::Malformed, NOW, &p).state;
+            state = decide(&record(), &state, &Attempt::default(), NOW, &p).state;
         }
-        let d = decide(&record(), &state, &Attempt::Totp(&code(NOW)), NOW + 1, &p);
+        let d = decide(&record(), &state, &totp(&code(NOW)), NOW + 1, &p);
         assert_eq!(d.verdict, Verdict::RateLimited { until: NOW + 60 });
         let later = NOW + 60;
-        let d = decide(&record(), &d.state, &Attempt::Totp(&code(later)), later, &p);
+        let d = decide(&record(), &d.state, &totp(&code(later)), later, &p);
         assert_eq!(
             d.verdict,
             Verdict::AllowTotp {
@@ -419,16 +614,10 @@ mod tests {
     #[test]
     fn backup_code_works_exactly_once() {
         let h = backup_hash("2222222222222222");
-        let d = decide(
-            &record(),
-            &State::default(),
-            &Attempt::Backup(h),
-            NOW,
-            &policy(),
-        );
+        let d = decide(&record(), &State::default(), &backup(h), NOW, &policy());
         assert_eq!(d.verdict, Verdict::AllowBackup { remaining: 1 });
         assert_eq!(d.state.used_backup_codes, vec![h]);
-        let again = decide(&record(), &d.state, &Attempt::Backup(h), NOW, &policy());
+        let again = decide(&record(), &d.state, &backup(h), NOW, &policy());
         assert_eq!(
             again.verdict,
             Verdict::Deny {
@@ -444,7 +633,7 @@ mod tests {
         let d = decide(
             &record(),
             &State::default(),
-            &Attempt::Malformed,
+            &Attempt::default(),
             NOW,
             &policy(),
         );

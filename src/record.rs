@@ -24,6 +24,8 @@ pub const VERSION: u32 = 1;
 pub const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// The label of the device `enroll` creates.
 pub const DEFAULT_DEVICE: &str = "default";
+/// Remote hosts remembered for `[grace]` per user.
+pub const MAX_GRACE_HOSTS: usize = 64;
 
 /// Why a record could not be used.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,6 +90,8 @@ pub struct Device {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackupSet {
     pub created: u64,
+    /// Digits per code (16, or 8 when imported from google-authenticator).
+    pub digits: u8,
     pub kdf: KdfParams,
     pub salt: [u8; SALT_BYTES],
     pub hashes: Vec<[u8; HASH_BYTES]>,
@@ -99,6 +103,13 @@ pub struct SecretRecord {
     pub created: u64,
     pub devices: Vec<Device>,
     pub backup: BackupSet,
+    /// Where `[delivery] command` sends codes (a phone number, a chat id).
+    pub deliver_to: Option<String>,
+}
+
+/// Delivery targets: printable, no control characters, bounded.
+pub fn valid_target(target: &str) -> bool {
+    !target.is_empty() && target.len() <= 128 && !target.chars().any(char::is_control)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -106,6 +117,8 @@ pub struct SecretRecord {
 struct RawSecretRecord {
     version: u32,
     created: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deliver_to: Option<String>,
     devices: Vec<RawDevice>,
     backup_codes: RawBackupSet,
 }
@@ -130,11 +143,15 @@ struct RawBackupSet {
     t_cost: u32,
     p_cost: u32,
     salt: String,
+    /// Digits per code: 16 for ours, 8 for codes imported from
+    /// google-authenticator (absent = 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digits: Option<u8>,
     hashes: Vec<String>,
 }
 
 /// Device labels: short, printable, safe in messages.
-fn valid_label(label: &str) -> bool {
+pub fn valid_label(label: &str) -> bool {
     !label.is_empty()
         && label.len() <= 32
         && label
@@ -199,6 +216,17 @@ impl SecretRecord {
                 "backup codes: unsupported kdf or cost".into(),
             ));
         }
+        let digits = b.digits.unwrap_or(16);
+        if digits != 16 && digits != 8 {
+            return Err(RecordError::Invalid(format!(
+                "backup codes: digits {digits} is not 8 or 16"
+            )));
+        }
+        if raw.deliver_to.as_deref().is_some_and(|t| !valid_target(t)) {
+            return Err(RecordError::Invalid(
+                "deliver_to: empty, too long or control characters".into(),
+            ));
+        }
         let salt = unhex::<SALT_BYTES>(&b.salt)
             .ok_or_else(|| RecordError::Invalid("backup codes: bad salt".into()))?;
         if b.hashes.len() > 100 {
@@ -213,8 +241,10 @@ impl SecretRecord {
         Ok(SecretRecord {
             created: raw.created,
             devices,
+            deliver_to: raw.deliver_to.clone(),
             backup: BackupSet {
                 created: b.created,
+                digits,
                 kdf,
                 salt,
                 hashes,
@@ -227,6 +257,7 @@ impl SecretRecord {
         let raw = RawSecretRecord {
             version: VERSION,
             created: self.created,
+            deliver_to: self.deliver_to.clone(),
             devices: self
                 .devices
                 .iter()
@@ -246,6 +277,7 @@ impl SecretRecord {
                 t_cost: self.backup.kdf.t_cost,
                 p_cost: self.backup.kdf.p_cost,
                 salt: hex(&self.backup.salt),
+                digits: (self.backup.digits != 16).then_some(self.backup.digits),
                 hashes: self.backup.hashes.iter().map(|h| hex(h)).collect(),
             },
         };
@@ -268,6 +300,21 @@ pub struct State {
     pub rate_window_attempts: u32,
     /// Hashes of consumed backup codes.
     pub used_backup_codes: Vec<[u8; HASH_BYTES]>,
+    /// Per device label: learned clock offset in steps (device minus us).
+    pub drift_steps: BTreeMap<String, i64>,
+    /// Per remote host: time of the last success from it (`[grace]`).
+    pub grace: BTreeMap<String, u64>,
+    /// A code sent by `[delivery]`: its hash and expiry.
+    pub delivered: Option<Delivered>,
+    /// When codes were sent (for `max_per_hour`).
+    pub deliveries: Vec<u64>,
+}
+
+/// A delivered code waiting to be typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    pub hash: [u8; HASH_BYTES],
+    pub expires: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -284,8 +331,18 @@ struct RawState {
     rate_window_attempts: u32,
     #[serde(default)]
     used_backup_codes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delivered_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delivered_expires: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    deliveries: Vec<u64>,
     #[serde(default)]
     last_accepted_step: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    drift_steps: BTreeMap<String, i64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    grace: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -295,12 +352,45 @@ impl State {
         if raw.version != VERSION {
             return Err(RecordError::Version(raw.version));
         }
-        if raw.used_backup_codes.len() > 1000 || raw.last_accepted_step.len() > 16 {
+        if raw.used_backup_codes.len() > 1000
+            || raw.last_accepted_step.len() > 16
+            || raw.drift_steps.len() > 16
+            || raw.grace.len() > MAX_GRACE_HOSTS
+            || raw.deliveries.len() > 100
+        {
             return Err(RecordError::Invalid("too many entries".into()));
         }
-        if raw.last_accepted_step.keys().any(|l| !valid_label(l)) {
+        if raw
+            .last_accepted_step
+            .keys()
+            .chain(raw.drift_steps.keys())
+            .any(|l| !valid_label(l))
+        {
             return Err(RecordError::Invalid("bad device label".into()));
         }
+        if raw
+            .grace
+            .keys()
+            .any(|h| h.is_empty() || h.len() > 255 || h.chars().any(char::is_control))
+        {
+            return Err(RecordError::Invalid("bad grace host".into()));
+        }
+        if raw.drift_steps.values().any(|d| d.unsigned_abs() > 1000) {
+            return Err(RecordError::Invalid("drift out of range".into()));
+        }
+        let delivered = match (&raw.delivered_code, raw.delivered_expires) {
+            (None, None) => None,
+            (Some(h), Some(expires)) => Some(Delivered {
+                hash: unhex::<HASH_BYTES>(h)
+                    .ok_or_else(|| RecordError::Invalid("bad delivered code hash".into()))?,
+                expires,
+            }),
+            _ => {
+                return Err(RecordError::Invalid(
+                    "delivered_code and delivered_expires go together".into(),
+                ));
+            }
+        };
         let used_backup_codes = raw
             .used_backup_codes
             .iter()
@@ -314,6 +404,10 @@ impl State {
             rate_window_start: raw.rate_window_start,
             rate_window_attempts: raw.rate_window_attempts,
             used_backup_codes,
+            drift_steps: raw.drift_steps,
+            grace: raw.grace,
+            delivered,
+            deliveries: raw.deliveries,
         })
     }
 
@@ -326,7 +420,12 @@ impl State {
             rate_window_start: self.rate_window_start,
             rate_window_attempts: self.rate_window_attempts,
             used_backup_codes: self.used_backup_codes.iter().map(|h| hex(h)).collect(),
+            delivered_code: self.delivered.as_ref().map(|d| hex(&d.hash)),
+            delivered_expires: self.delivered.as_ref().map(|d| d.expires),
+            deliveries: self.deliveries.clone(),
             last_accepted_step: self.last_accepted_step.clone(),
+            drift_steps: self.drift_steps.clone(),
+            grace: self.grace.clone(),
         };
         toml::to_string(&raw).unwrap_or_default()
     }
@@ -349,8 +448,10 @@ mod tests {
                 },
                 created: 1_900_000_000,
             }],
+            deliver_to: Some("+15555550100".into()),
             backup: BackupSet {
                 created: 1_900_000_001,
+                digits: 16,
                 kdf: KdfParams::DEFAULT,
                 salt: [0xab; SALT_BYTES],
                 hashes: vec![[1; HASH_BYTES], [2; HASH_BYTES]],

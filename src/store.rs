@@ -537,6 +537,30 @@ pub fn read_path(
     dir.read(name, access, limit)
 }
 
+/// Checks a program the module will run (`[delivery] command`): every
+/// directory from `/` trusted, a regular root-owned (or caller-owned) file,
+/// not group/world-writable, executable.
+pub fn check_executable(path: &Path) -> Result<(), StoreError> {
+    let bad = || StoreError::BadPath {
+        path: path.to_path_buf(),
+    };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(bad());
+    };
+    let dir = TrustedDir::open(parent, false)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = openat(&dir.fd, name, flags, Mode::empty()).map_err(|e| match e {
+        Errno::ELOOP => insecure(path, "is a symbolic link".into()),
+        other => io_err(path, "open", other),
+    })?;
+    let meta = fd_metadata(&fd, path)?;
+    check_file(path, &meta, Access::Public)?;
+    if meta.mode() & 0o111 == 0 {
+        return Err(insecure(path, "is not executable".into()));
+    }
+    Ok(())
+}
+
 /// A held exclusive lock; released when dropped (the fd is closed).
 #[derive(Debug)]
 pub struct LockGuard {

@@ -119,10 +119,11 @@ fn earlier_code_after_clock_steps_back_is_refused() {
     assert_denied(&login(&sb, &code(T0), T0), pam_err::AUTH_ERR);
 }
 
-/// With window = 1, codes one step either side are accepted, two are not.
+/// With window = 1, codes one step either side are accepted, two are not
+/// (drift help off: with it, two steps away asks for the next code).
 #[test]
 fn window_edges_are_exact() {
-    let (sb, _) = enrolled("window", "", &[]);
+    let (sb, _) = enrolled("window", "[totp]\nmax_drift_steps = 0\n", &[]);
     assert_denied(
         &login(&sb, &code(&at_offset(T0, -60)), T0),
         pam_err::AUTH_ERR,
@@ -140,7 +141,7 @@ fn window_edges_are_exact() {
 /// window = 0 accepts only the current step.
 #[test]
 fn window_zero_accepts_only_the_current_step() {
-    let (sb, _) = enrolled("window0", "[totp]\nwindow = 0\n", &[]);
+    let (sb, _) = enrolled("window0", "[totp]\nwindow = 0\nmax_drift_steps = 0\n", &[]);
     assert_denied(
         &login(&sb, &code(&at_offset(T0, -30)), T0),
         pam_err::AUTH_ERR,
