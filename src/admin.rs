@@ -115,11 +115,41 @@ pub struct EnrollOptions {
     pub digits: Option<u8>,
     pub period: Option<u32>,
     pub force: bool,
+    /// Add another device to an existing enrollment (`--add`).
+    pub add: bool,
+    /// The device's label (`--label`, default `default`).
+    pub label: Option<String>,
+    /// Where codes by message go (`--deliver-to`).
+    pub deliver_to: Option<String>,
+}
+
+/// One device as `devices` and `status` show it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub label: String,
+    pub created: u64,
+    pub params: TotpParams,
+    /// The learned clock offset of the device.
+    pub drift_seconds: i64,
+}
+
+/// Users imported, and lines skipped with why.
+pub type ImportReport = (Vec<Imported>, Vec<(usize, String)>);
+
+/// What `import` did for one user.
+#[derive(Debug)]
+pub struct Imported {
+    pub user: String,
+    /// Backup codes: the user's own scratch codes (google-authenticator)
+    /// or a fresh set (pam_oath, which has none).
+    pub backup_codes: Vec<String>,
+    pub notes: Vec<String>,
 }
 
 /// What `enroll` made, to show once.
 pub struct Enrollment {
     pub user: Username,
+    pub label: String,
     pub params: TotpParams,
     pub secret: SecretKey,
     pub uri: String,
@@ -134,6 +164,8 @@ pub struct Status {
     pub backup_codes_remaining: Option<usize>,
     pub failed_attempts: u32,
     pub locked_until: Option<u64>,
+    pub devices: Vec<DeviceInfo>,
+    pub deliver_to: Option<String>,
 }
 
 /// One finding of `twofactor check`.
@@ -202,14 +234,7 @@ impl Admin {
         Ok(dir.replace(&user.state_file(), state.to_toml().as_bytes())?)
     }
 
-    /// Enrolls `raw_user`: new secret (or `--secret`), new backup codes.
-    pub fn enroll(
-        &self,
-        raw_user: &str,
-        opts: &EnrollOptions,
-        now: u64,
-    ) -> Result<Enrollment, AdminError> {
-        let user = existing_user(raw_user)?;
+    fn params(&self, opts: &EnrollOptions) -> Result<TotpParams, AdminError> {
         let mut params = self.config.totp;
         if let Some(name) = &opts.algorithm {
             params.algorithm = Algorithm::parse(&name.to_ascii_uppercase()).ok_or_else(|| {
@@ -232,6 +257,29 @@ impl Admin {
             }
             params.period = period;
         }
+        Ok(params)
+    }
+
+    /// Enrolls `raw_user`: new secret (or `--secret`), new backup codes; or
+    /// with `--add`, one more device beside the existing ones.
+    pub fn enroll(
+        &self,
+        raw_user: &str,
+        opts: &EnrollOptions,
+        now: u64,
+    ) -> Result<Enrollment, AdminError> {
+        let user = existing_user(raw_user)?;
+        let params = self.params(opts)?;
+        let label = opts.label.clone().unwrap_or_else(|| DEFAULT_DEVICE.into());
+        if !record::valid_label(&label) {
+            return Err(AdminError::BadOption(format!(
+                "--label {:?}: use 1 to 32 letters, digits, '_', '.' or '-'",
+                escape(&label)
+            )));
+        }
+        if let Some(target) = &opts.deliver_to {
+            check_target(target)?;
+        }
         let secret = match &opts.secret {
             Some(text) => SecretKey::from_base32(text).map_err(AdminError::BadSecret)?,
             None => SecretKey::new(
@@ -240,36 +288,232 @@ impl Admin {
                     .to_vec(),
             ),
         };
+        let device = Device {
+            label: label.clone(),
+            secret: secret.clone(),
+            params,
+            created: now,
+        };
         let dir = self.dir()?;
         let _lock = dir.lock(&user.lock_file())?;
-        if !opts.force && self.read_record_lenient(&dir, &user)? {
-            return Err(AdminError::AlreadyEnrolled(user.to_string()));
-        }
-        let (backup, codes) = crate::enroll::new_backup_set(self.config.backup_codes, now)
-            .ok_or(AdminError::Crypto)?;
-        let record = SecretRecord {
-            created: now,
-            devices: vec![Device {
-                label: DEFAULT_DEVICE.into(),
-                secret: secret.clone(),
-                params,
+        let codes = if opts.add {
+            let Some(mut record) = self.read_record(&dir, &user)? else {
+                return Err(AdminError::NotEnrolled(user.to_string()));
+            };
+            if record.devices.iter().any(|d| d.label == device.label) {
+                return Err(AdminError::BadOption(format!(
+                    "{user} already has a device labelled {:?}; choose another --label or remove-device first",
+                    device.label
+                )));
+            }
+            if record.devices.len() >= 16 {
+                return Err(AdminError::BadOption("at most 16 devices per user".into()));
+            }
+            record.devices.push(device);
+            if opts.deliver_to.is_some() {
+                record.deliver_to.clone_from(&opts.deliver_to);
+            }
+            dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+            Vec::new()
+        } else {
+            if !opts.force && self.read_record_lenient(&dir, &user)? {
+                return Err(AdminError::AlreadyEnrolled(user.to_string()));
+            }
+            let (backup, codes) = crate::enroll::new_backup_set(self.config.backup_codes, now)
+                .ok_or(AdminError::Crypto)?;
+            let record = SecretRecord {
                 created: now,
-            }],
-            backup,
-            deliver_to: None,
+                devices: vec![device],
+                backup,
+                deliver_to: opts.deliver_to.clone(),
+            };
+            // State first: a fresh start for the new secret (no stale lock or
+            // replay step), then the record that makes the user enrolled.
+            Self::write_state(&dir, &user, &State::default())?;
+            dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+            codes
         };
-        // State first: a fresh start for the new secret (no stale lock or
-        // replay step), then the record that makes the user enrolled.
-        Self::write_state(&dir, &user, &State::default())?;
-        dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
         let uri = otpauth_uri(&self.config.issuer_name(), user.as_str(), &secret, params);
         Ok(Enrollment {
             user,
+            label,
             params,
             secret,
             uri,
             backup_codes: codes,
         })
+    }
+
+    /// Runs `change` on an enrolled user's secret record under the lock and
+    /// writes it back.
+    fn modify_record<T>(
+        &self,
+        user: &Username,
+        change: impl FnOnce(&mut SecretRecord) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        let dir = self.dir()?;
+        let _lock = dir.lock(&user.lock_file())?;
+        let Some(mut record) = self.read_record(&dir, user)? else {
+            return Err(AdminError::NotEnrolled(user.to_string()));
+        };
+        let result = change(&mut record)?;
+        dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+        Ok(result)
+    }
+
+    /// The user's devices with their learned clock offsets.
+    pub fn devices(&self, raw_user: &str) -> Result<Vec<DeviceInfo>, AdminError> {
+        let user = existing_user(raw_user)?;
+        let dir = self.dir()?;
+        let Some(record) = self.read_record(&dir, &user)? else {
+            return Err(AdminError::NotEnrolled(user.to_string()));
+        };
+        let state = {
+            let _lock = dir.lock(&user.lock_file())?;
+            auth::read_state(&dir, &user)?
+        };
+        Ok(device_infos(&record, &state))
+    }
+
+    /// Removes one device; the last one cannot go (use `disable`).
+    pub fn remove_device(&self, raw_user: &str, label: &str) -> Result<(), AdminError> {
+        let user = existing_user(raw_user)?;
+        self.modify_record(&user, |record| {
+            let Some(i) = record.devices.iter().position(|d| d.label == label) else {
+                return Err(AdminError::BadOption(format!(
+                    "{user} has no device labelled {:?} (see: twofactor devices {user})",
+                    escape(label)
+                )));
+            };
+            if record.devices.len() == 1 {
+                return Err(AdminError::BadOption(format!(
+                    "{label:?} is {user}'s only device; use `twofactor disable {user}` to remove the enrollment"
+                )));
+            }
+            record.devices.remove(i);
+            Ok(())
+        })
+    }
+
+    /// Sets (or with `None` clears) where codes by message are sent.
+    pub fn set_delivery(&self, raw_user: &str, target: Option<&str>) -> Result<(), AdminError> {
+        let user = existing_user(raw_user)?;
+        if let Some(t) = target {
+            check_target(t)?;
+        }
+        self.modify_record(&user, |record| {
+            record.deliver_to = target.map(str::to_string);
+            Ok(())
+        })
+    }
+
+    /// Imports a `~/.google_authenticator` file for `raw_user`.
+    pub fn import_google_authenticator(
+        &self,
+        raw_user: &str,
+        text: &str,
+        force: bool,
+        now: u64,
+    ) -> Result<Imported, AdminError> {
+        let user = existing_user(raw_user)?;
+        let ga = crate::import::parse_google_authenticator(text)
+            .map_err(|e| AdminError::BadOption(format!("--google-authenticator: {e}")))?;
+        let salt = backup::random_bytes::<{ backup::SALT_BYTES }>().ok_or(AdminError::Crypto)?;
+        let kdf = backup::KdfParams::DEFAULT;
+        let mut hashes = Vec::new();
+        for code in &ga.scratch_codes {
+            let hash = backup::hash_digits(code, &salt, kdf).ok_or(AdminError::Crypto)?;
+            if !hashes.contains(&hash) {
+                hashes.push(hash);
+            }
+        }
+        let record = SecretRecord {
+            created: now,
+            devices: vec![Device {
+                label: DEFAULT_DEVICE.into(),
+                secret: ga.secret,
+                params: ga.params,
+                created: now,
+            }],
+            backup: record::BackupSet {
+                created: now,
+                digits: 8,
+                kdf,
+                salt,
+                hashes,
+            },
+            deliver_to: None,
+        };
+        self.store_import(&user, &record, force)?;
+        Ok(Imported {
+            user: user.to_string(),
+            backup_codes: ga.scratch_codes,
+            notes: ga.notes,
+        })
+    }
+
+    /// Imports every TOTP line of a pam_oath users file; returns the users
+    /// imported and the lines skipped (line, why).
+    pub fn import_oath_usersfile(
+        &self,
+        text: &str,
+        force: bool,
+        now: u64,
+    ) -> Result<ImportReport, AdminError> {
+        let file = crate::import::parse_oath_usersfile(text);
+        let mut skipped = file.skipped;
+        let mut imported = Vec::new();
+        for entry in file.users {
+            let user = match existing_user(&entry.user) {
+                Ok(u) => u,
+                Err(e) => {
+                    skipped.push((entry.line, e.to_string()));
+                    continue;
+                }
+            };
+            let (backup, codes) = crate::enroll::new_backup_set(self.config.backup_codes, now)
+                .ok_or(AdminError::Crypto)?;
+            let record = SecretRecord {
+                created: now,
+                devices: vec![Device {
+                    label: DEFAULT_DEVICE.into(),
+                    secret: entry.secret,
+                    params: entry.params,
+                    created: now,
+                }],
+                backup,
+                deliver_to: None,
+            };
+            match self.store_import(&user, &record, force) {
+                Ok(()) => imported.push(Imported {
+                    user: user.to_string(),
+                    backup_codes: codes.iter().map(|c| c.grouped().to_string()).collect(),
+                    notes: entry.notes,
+                }),
+                Err(e @ AdminError::AlreadyEnrolled(_)) => {
+                    skipped.push((entry.line, e.to_string()))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        skipped.sort();
+        Ok((imported, skipped))
+    }
+
+    fn store_import(
+        &self,
+        user: &Username,
+        record: &SecretRecord,
+        force: bool,
+    ) -> Result<(), AdminError> {
+        let dir = self.dir()?;
+        let _lock = dir.lock(&user.lock_file())?;
+        if !force && self.read_record_lenient(&dir, user)? {
+            return Err(AdminError::AlreadyEnrolled(user.to_string()));
+        }
+        Self::write_state(&dir, user, &State::default())?;
+        dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+        Ok(())
     }
 
     /// Whether a secret file exists; a damaged one counts as existing so
@@ -293,6 +537,8 @@ impl Admin {
                 backup_codes_remaining: None,
                 failed_attempts: 0,
                 locked_until: None,
+                devices: Vec::new(),
+                deliver_to: None,
             });
         };
         let state = {
@@ -305,6 +551,8 @@ impl Admin {
             backup_codes_remaining: Some(policy::backup_codes_remaining(&record, &state)),
             failed_attempts: state.failures,
             locked_until: state.locked_until.filter(|&t| t > now),
+            devices: device_infos(&record, &state),
+            deliver_to: record.deliver_to.clone(),
         })
     }
 
@@ -443,6 +691,30 @@ impl Admin {
             }
         }
         Ok(problems)
+    }
+}
+
+fn device_infos(record: &SecretRecord, state: &State) -> Vec<DeviceInfo> {
+    record
+        .devices
+        .iter()
+        .map(|d| DeviceInfo {
+            label: d.label.clone(),
+            created: d.created,
+            params: d.params,
+            drift_seconds: state.drift_steps.get(&d.label).copied().unwrap_or(0)
+                * i64::from(d.params.period),
+        })
+        .collect()
+}
+
+fn check_target(target: &str) -> Result<(), AdminError> {
+    if record::valid_target(target) {
+        Ok(())
+    } else {
+        Err(AdminError::BadOption(
+            "--deliver-to: 1 to 128 characters without control characters".into(),
+        ))
     }
 }
 

@@ -81,6 +81,12 @@ impl SecretKey {
     /// Decodes base32 (RFC 4648, case-insensitive, spaces and padding
     /// ignored), requiring 128 to 512 bits.
     pub fn from_base32(text: &str) -> Result<SecretKey, SecretError> {
+        SecretKey::from_base32_min(text, 8 * SECRET_BYTES.start())
+    }
+
+    /// Like `from_base32`, with a lower minimum (imports keep the 80-bit
+    /// secrets google-authenticator made; records accept them).
+    pub fn from_base32_min(text: &str, min_bits: usize) -> Result<SecretKey, SecretError> {
         let mut clean: Zeroizing<String> = Zeroizing::new(
             text.chars()
                 .filter(|c| !matches!(c, ' ' | '-' | '='))
@@ -91,7 +97,7 @@ impl SecretKey {
             totp_rs::Secret::try_from_base32(clean.as_str()).map_err(|_| SecretError::NotBase32)?;
         clean.zeroize();
         let bytes = decoded.as_bytes().to_vec();
-        if !SECRET_BYTES.contains(&bytes.len()) {
+        if bytes.len() * 8 < min_bits || bytes.len() > *SECRET_BYTES.end() {
             return Err(SecretError::BadLength(bytes.len() * 8));
         }
         Ok(SecretKey::new(bytes))
@@ -129,7 +135,7 @@ impl fmt::Display for SecretError {
             SecretError::NotBase32 => f.write_str("the secret is not valid base32 (A-Z, 2-7)"),
             SecretError::BadLength(bits) => write!(
                 f,
-                "the secret has {bits} bits; 128 to 512 are required (160 is usual)"
+                "the secret has {bits} bits; 128 to 512 are required (160 is usual; 80 for imports)"
             ),
         }
     }
@@ -143,15 +149,21 @@ pub fn code_at_step(
     params: TotpParams,
     step: u64,
 ) -> Option<Zeroizing<String>> {
-    // build() re-checks digits (6..=8), step > 0 and secret >= 128 bits, so
-    // generate() below cannot hit totp-rs's panics.
+    // totp-rs panics for digits >= 10 or a zero step: refuse them here.
+    // (Its build() would also refuse the 80-bit secrets we import, hence
+    // build_noncompliant after our own checks.)
+    if !DIGITS.contains(&params.digits)
+        || !PERIODS.contains(&params.period)
+        || secret.as_bytes().is_empty()
+    {
+        return None;
+    }
     let totp = totp_rs::Builder::new()
         .with_algorithm(params.algorithm.to_totp_rs())
         .with_digits(params.digits)
         .with_step_duration(u64::from(params.period))
         .with_secret(secret.as_bytes().to_vec())
-        .build()
-        .ok()?;
+        .build_noncompliant();
     let time = step.checked_mul(u64::from(params.period))?;
     Some(Zeroizing::new(totp.generate(time).to_string()))
 }

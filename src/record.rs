@@ -192,7 +192,7 @@ impl SecretRecord {
                     d.period
                 )));
             }
-            let secret = SecretKey::from_base32(&d.secret)
+            let secret = SecretKey::from_base32_min(&d.secret, crate::import::MIN_IMPORT_BITS)
                 .map_err(|e| RecordError::Invalid(format!("device {:?}: {e}", d.label)))?;
             devices.push(Device {
                 label: d.label.clone(),

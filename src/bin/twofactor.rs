@@ -41,9 +41,52 @@ enum Command {
         #[arg(long)]
         period: Option<u32>,
         /// Replace an existing enrollment.
+        #[arg(long, conflicts_with = "add")]
+        force: bool,
+        /// Add another device to an existing enrollment (needs --label).
+        #[arg(long, requires = "label")]
+        add: bool,
+        /// The device's label (default "default").
+        #[arg(long)]
+        label: Option<String>,
+        /// Where codes by message are sent (see [delivery]).
+        #[arg(long, value_name = "TARGET")]
+        deliver_to: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List USER's devices.
+    Devices {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove one of USER's devices.
+    RemoveDevice { user: String, label: String },
+    /// Set where USER's codes by message go; without TARGET, stop sending.
+    SetDelivery {
+        user: String,
+        target: Option<String>,
+    },
+    /// Import from google-authenticator or pam_oath.
+    Import {
+        /// The user (with --google-authenticator).
+        user: Option<String>,
+        /// A ~/.google_authenticator file (TOTP only).
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "user",
+            conflicts_with = "oath_usersfile"
+        )]
+        google_authenticator: Option<PathBuf>,
+        /// A pam_oath users file: every TOTP line is imported.
+        #[arg(long, value_name = "FILE", conflicts_with = "user")]
+        oath_usersfile: Option<PathBuf>,
+        /// Replace existing enrollments.
         #[arg(long)]
         force: bool,
-        /// Print one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -87,6 +130,90 @@ fn print_codes(codes: &[pam_twofactor::backup::BackupCode]) {
     }
 }
 
+fn devices_json(devices: &[admin::DeviceInfo]) -> serde_json::Value {
+    devices
+        .iter()
+        .map(|d| {
+            json!({
+                "label": d.label,
+                "created": timefmt::rfc3339(d.created),
+                "algorithm": d.params.algorithm.name(),
+                "digits": d.params.digits,
+                "period": d.params.period,
+                "drift_seconds": d.drift_seconds,
+            })
+        })
+        .collect()
+}
+
+/// Reads an import file: a regular file of at most 1 MiB.
+fn read_import_file(path: &std::path::Path) -> Result<String, AdminError> {
+    let bad = |why: String| AdminError::BadOption(format!("{}: {why}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() || meta.len() > 1 << 20 {
+        return Err(bad("not a regular file of at most 1 MiB".into()));
+    }
+    std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))
+}
+
+fn run_import(
+    admin: &Admin,
+    user: Option<String>,
+    google_authenticator: Option<PathBuf>,
+    oath_usersfile: Option<PathBuf>,
+    force: bool,
+    json: bool,
+    now: u64,
+) -> Result<u8, AdminError> {
+    let (imported, skipped) = match (user, google_authenticator, oath_usersfile) {
+        (Some(user), Some(file), None) => {
+            let text = read_import_file(&file)?;
+            (
+                vec![admin.import_google_authenticator(&user, &text, force, now)?],
+                Vec::new(),
+            )
+        }
+        (None, None, Some(file)) => {
+            let text = read_import_file(&file)?;
+            admin.import_oath_usersfile(&text, force, now)?
+        }
+        _ => {
+            return Err(AdminError::BadOption(
+                "use: import USER --google-authenticator FILE, or import --oath-usersfile FILE"
+                    .into(),
+            ));
+        }
+    };
+    if json {
+        let users: Vec<_> = imported
+            .iter()
+            .map(|i| json!({"user": i.user, "backup_codes": i.backup_codes, "notes": i.notes}))
+            .collect();
+        let skipped: Vec<_> = skipped
+            .iter()
+            .map(|(line, why)| json!({"line": line, "reason": why}))
+            .collect();
+        println!("{}", json!({"imported": users, "skipped": skipped}));
+    } else {
+        for i in &imported {
+            println!("{}: imported", i.user);
+            for note in &i.notes {
+                println!("  note: {note}");
+            }
+            if !i.backup_codes.is_empty() {
+                println!("  backup codes:");
+                for code in &i.backup_codes {
+                    println!("    {code}");
+                }
+            }
+        }
+        for (line, why) in &skipped {
+            println!("line {line} skipped: {why}");
+        }
+    }
+    Ok(u8::from(imported.is_empty() && !skipped.is_empty()))
+}
+
 fn run(cli: Cli) -> Result<u8, AdminError> {
     let now = clock::now();
     let config = cli.config.as_deref();
@@ -125,6 +252,9 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
             digits,
             period,
             force,
+            add,
+            label,
+            deliver_to,
             json,
         } => {
             let opts = EnrollOptions {
@@ -133,6 +263,9 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
                 digits,
                 period,
                 force,
+                add,
+                label,
+                deliver_to,
             };
             let e = admin.enroll(&user, &opts, now)?;
             let codes: Vec<String> = e
@@ -145,6 +278,7 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
                     "{}",
                     json!({
                         "user": e.user.as_str(),
+                        "label": e.label,
                         "uri": e.uri,
                         "secret": e.secret.to_base32().as_str(),
                         "algorithm": e.params.algorithm.name(),
@@ -188,6 +322,8 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
                         "backup_codes_remaining": s.backup_codes_remaining,
                         "failed_attempts": s.failed_attempts,
                         "locked_until": s.locked_until.map(timefmt::rfc3339),
+                        "devices": devices_json(&s.devices),
+                        "deliver_to": s.deliver_to,
                     })
                 );
             } else if let Some(p) = s.params {
@@ -233,6 +369,56 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
             println!("{user}: enrollment removed");
             Ok(0)
         }
+        Command::Devices { user, json } => {
+            let devices = admin.devices(&user)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"user": user, "devices": devices_json(&devices)})
+                );
+            } else {
+                for d in &devices {
+                    println!(
+                        "{}\tTOTP {} {} digits {} s\tcreated {}\tclock offset {} s",
+                        d.label,
+                        d.params.algorithm,
+                        d.params.digits,
+                        d.params.period,
+                        timefmt::human(d.created),
+                        d.drift_seconds
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::RemoveDevice { user, label } => {
+            admin.remove_device(&user, &label)?;
+            println!("{user}: device {label} removed");
+            Ok(0)
+        }
+        Command::SetDelivery { user, target } => {
+            admin.set_delivery(&user, target.as_deref())?;
+            match target {
+                Some(t) => println!("{user}: codes by message go to {t}"),
+                None => println!("{user}: no codes by message"),
+            }
+            Ok(0)
+        }
+        Command::Import {
+            user,
+            google_authenticator,
+            oath_usersfile,
+            force,
+            json,
+        } => run_import(
+            admin,
+            user,
+            google_authenticator,
+            oath_usersfile,
+            force,
+            json,
+            now,
+        ),
         Command::Check { .. } => Ok(1),
     }
 }

@@ -1,0 +1,283 @@
+//! Reading the files of the modules we replace, for `twofactor import`:
+//! google-authenticator's `~/.google_authenticator` and pam_oath's users
+//! file. Pure parsing; the CLI decides what to store. Formats as documented
+//! by those projects (google-authenticator-libpam's README and FILEFORMAT;
+//! pam_oath's usersfile description in oath-toolkit's manual).
+
+use crate::otp::{Algorithm, SecretKey, TotpParams};
+
+/// A google-authenticator file, ready to enroll.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GoogleAuthenticator {
+    pub secret: SecretKey,
+    pub params: TotpParams,
+    /// The 8-digit scratch codes, to become hashed backup codes.
+    pub scratch_codes: Vec<String>,
+    /// Options we read and did not carry over, with why.
+    pub notes: Vec<String>,
+}
+
+/// Why a google-authenticator file was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ImportError {
+    /// Counter-based (HOTP) files cannot become TOTP enrollments.
+    Hotp,
+    /// The first line is not a usable base32 secret.
+    Secret(String),
+    /// A line we do not understand.
+    Line(usize, String),
+}
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImportError::Hotp => f.write_str(
+                "this is a counter-based (HOTP) file; only time-based (TOTP) enrollments can be imported: re-enroll the user",
+            ),
+            ImportError::Secret(e) => write!(f, "line 1: {e}"),
+            ImportError::Line(n, e) => write!(f, "line {n}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+/// The smallest secret we import: google-authenticator's default is 80 bits.
+pub const MIN_IMPORT_BITS: usize = 80;
+
+/// Parses a `~/.google_authenticator` file.
+pub fn parse_google_authenticator(text: &str) -> Result<GoogleAuthenticator, ImportError> {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("").trim();
+    let secret = SecretKey::from_base32_min(first, MIN_IMPORT_BITS)
+        .map_err(|e| ImportError::Secret(e.to_string()))?;
+    let mut params = TotpParams {
+        algorithm: Algorithm::Sha1,
+        digits: 6,
+        period: 30,
+    };
+    let mut notes = Vec::new();
+    let mut scratch_codes = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let n = i + 2;
+        let line = line.trim_end_matches('\r');
+        if let Some(option) = line.strip_prefix("\" ") {
+            let words: Vec<&str> = option.split_whitespace().collect();
+            match words.as_slice() {
+                ["TOTP_AUTH"] => {}
+                ["HOTP_COUNTER", ..] => return Err(ImportError::Hotp),
+                ["STEP_SIZE", s] => {
+                    params.period = s
+                        .parse()
+                        .ok()
+                        .filter(|p| crate::otp::PERIODS.contains(p))
+                        .ok_or_else(|| ImportError::Line(n, format!("STEP_SIZE {s} is not 10..300")))?;
+                }
+                ["WINDOW_SIZE", w] => notes.push(format!(
+                    "WINDOW_SIZE {w} ignored: the window is [totp] window in the config (clock drift is learned per device)"
+                )),
+                ["RATE_LIMIT", ..] => notes.push(
+                    "RATE_LIMIT ignored: use [rate_limit] in the config".into(),
+                ),
+                ["DISALLOW_REUSE", ..] => {
+                    notes.push("DISALLOW_REUSE: codes are always accepted once".into())
+                }
+                _ => notes.push(format!("option {:?} ignored", crate::username::escape(option))),
+            }
+        } else if line.len() == 8 && line.bytes().all(|b| b.is_ascii_digit()) {
+            scratch_codes.push(line.to_string());
+        } else if line.trim().is_empty() {
+        } else {
+            return Err(ImportError::Line(
+                n,
+                "neither an option nor an 8-digit scratch code".into(),
+            ));
+        }
+    }
+    Ok(GoogleAuthenticator {
+        secret,
+        params,
+        scratch_codes,
+        notes,
+    })
+}
+
+/// One usable line of a pam_oath users file.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OathUser {
+    pub line: usize,
+    pub user: String,
+    pub secret: SecretKey,
+    pub params: TotpParams,
+    pub notes: Vec<String>,
+}
+
+/// The users and the skipped lines (line number, why) of a users file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OathFile {
+    pub users: Vec<OathUser>,
+    pub skipped: Vec<(usize, String)>,
+}
+
+/// Parses a pam_oath users file: `TYPE USER PIN SECRET [COUNTER [OTP [TIME]]]`
+/// with TYPE `HOTP/T30`, `HOTP/T60/8` … (time-based) or `HOTP`, `HOTP/E…`
+/// (counter-based, skipped). Comments (`#`) and blank lines are ignored.
+pub fn parse_oath_usersfile(text: &str) -> OathFile {
+    let mut file = OathFile::default();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 4 {
+            file.skipped
+                .push((n, "fewer than 4 fields (TYPE USER PIN SECRET)".into()));
+            continue;
+        }
+        let (kind, user, pin, secret_hex) = (fields[0], fields[1], fields[2], fields[3]);
+        let params = match parse_oath_type(kind) {
+            Ok(p) => p,
+            Err(why) => {
+                file.skipped.push((n, why));
+                continue;
+            }
+        };
+        let Some(bytes) = unhex(secret_hex) else {
+            file.skipped
+                .push((n, "the secret is not hexadecimal".into()));
+            continue;
+        };
+        if bytes.len() * 8 < MIN_IMPORT_BITS || bytes.len() > 64 {
+            file.skipped.push((
+                n,
+                format!(
+                    "the secret has {} bits; 80 to 512 are needed",
+                    bytes.len() * 8
+                ),
+            ));
+            continue;
+        }
+        if file.users.iter().any(|u| u.user == user) {
+            file.skipped.push((
+                n,
+                format!(
+                    "{} appears again; the first line is kept",
+                    crate::username::escape(user)
+                ),
+            ));
+            continue;
+        }
+        let mut notes = Vec::new();
+        if pin != "-" {
+            notes.push("PIN dropped: the password step before the module takes its place".into());
+        }
+        file.users.push(OathUser {
+            line: n,
+            user: user.to_string(),
+            secret: SecretKey::new(bytes),
+            params,
+            notes,
+        });
+    }
+    file
+}
+
+/// `HOTP/T30` → SHA1, 6 digits, 30 s; `HOTP/T60/8` → 60 s, 8 digits.
+fn parse_oath_type(kind: &str) -> Result<TotpParams, String> {
+    let parts: Vec<&str> = kind.split('/').collect();
+    let bad = || format!("unknown token type {:?}", crate::username::escape(kind));
+    if parts.first() != Some(&"HOTP") {
+        return Err(bad());
+    }
+    let Some(time) = parts.get(1).and_then(|p| p.strip_prefix('T')) else {
+        return Err(format!(
+            "{} is counter-based (HOTP), not time-based: re-enroll this user",
+            crate::username::escape(kind)
+        ));
+    };
+    let period: u32 = time.parse().map_err(|_| bad())?;
+    if !crate::otp::PERIODS.contains(&period) {
+        return Err(format!("period {period} is not 10..300"));
+    }
+    let digits: u8 = match parts.get(2) {
+        None => 6,
+        Some(d) => d.parse().map_err(|_| bad())?,
+    };
+    if !crate::otp::DIGITS.contains(&digits) || parts.len() > 3 {
+        return Err(bad());
+    }
+    Ok(TotpParams {
+        algorithm: Algorithm::Sha1,
+        digits,
+        period,
+    })
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TOTP google-authenticator file: secret, step, scratch codes, notes.
+    #[test]
+    fn google_authenticator_totp_file_is_read() {
+        let text = "JBSWY3DPEHPK3PXP\n\" RATE_LIMIT 3 30 1400000000\n\" WINDOW_SIZE 17\n\" DISALLOW_REUSE 46666666\n\" TOTP_AUTH\n\" STEP_SIZE 60\n12345678\n87654321\n";
+        let ga = parse_google_authenticator(text).unwrap();
+        assert_eq!(ga.secret.to_base32().as_str(), "JBSWY3DPEHPK3PXP");
+        assert_eq!(ga.params.period, 60);
+        assert_eq!(ga.scratch_codes, vec!["12345678", "87654321"]);
+        assert_eq!(ga.notes.len(), 3, "{:?}", ga.notes);
+    }
+
+    /// HOTP files and bad secrets are refused with a reason.
+    #[test]
+    fn hotp_and_bad_files_are_refused() {
+        assert_eq!(
+            parse_google_authenticator("JBSWY3DPEHPK3PXP\n\" HOTP_COUNTER 1\n"),
+            Err(ImportError::Hotp)
+        );
+        assert!(matches!(
+            parse_google_authenticator("notbase32!\n"),
+            Err(ImportError::Secret(_))
+        ));
+        assert!(matches!(
+            parse_google_authenticator("JBSWY3DP\n"),
+            Err(ImportError::Secret(_))
+        ));
+        assert!(matches!(
+            parse_google_authenticator("JBSWY3DPEHPK3PXP\nrm -rf /\n"),
+            Err(ImportError::Line(2, _))
+        ));
+    }
+
+    /// pam_oath lines: TOTP imported with parameters, the rest skipped with why.
+    #[test]
+    fn oath_usersfile_lines_are_imported_or_explained() {
+        let text = "# comment\nHOTP/T30 alice - 3132333435363738393031323334353637383930\nHOTP/T60/8 bob 1234 3132333435363738393031323334353637383930 0 123456 2020-01-01T00:00:00L\nHOTP carol - 3132333435363738393031323334353637383930\nHOTP/E/8 dave - 3132333435363738393031323334353637383930\nHOTP/T30 erin - zz\nHOTP/T30 alice - 3132333435363738393031323334353637383930\nHOTP/T30/9 frank - 3132333435363738393031323334353637383930\nHOTP/T30 gina -\n";
+        let f = parse_oath_usersfile(text);
+        let users: Vec<(&str, u32, u8)> = f
+            .users
+            .iter()
+            .map(|u| (u.user.as_str(), u.params.period, u.params.digits))
+            .collect();
+        assert_eq!(users, vec![("alice", 30, 6), ("bob", 60, 8)]);
+        assert_eq!(f.users[0].secret.as_bytes(), b"12345678901234567890");
+        assert_eq!(f.users[1].notes.len(), 1);
+        let skipped: Vec<usize> = f.skipped.iter().map(|(n, _)| *n).collect();
+        assert_eq!(skipped, vec![4, 5, 6, 7, 8, 9]);
+        assert!(f.skipped[0].1.contains("counter-based"));
+        assert!(f.skipped[2].1.contains("hexadecimal"));
+        assert!(f.skipped[3].1.contains("again"));
+    }
+}
