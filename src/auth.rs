@@ -322,7 +322,8 @@ pub fn authenticate_from(
         let raw = conv.ask_code(prompt)?;
         let answer = input::classify(&raw);
         drop(raw);
-        if answer == Answer::Empty && drift.is_none() && !delivered_now {
+        let delivery_on = config.delivery.command.is_some();
+        if answer == Answer::Empty && delivery_on && drift.is_none() && !delivered_now {
             match send_code(config, &dir, &user, &record, now)? {
                 Ok(target) => {
                     conv.show_info(&format!("A code was sent to {target}."));
@@ -338,7 +339,8 @@ pub fn authenticate_from(
                 }
             }
         }
-        let hash = answer_hash(&answer, &record, &dir, &user)?;
+        let delivery_possible = delivery_on && record.deliver_to.is_some();
+        let hash = answer_hash(&answer, &record, delivery_possible, &dir, &user)?;
         let attempt = Attempt {
             code: answer.totp(),
             hash,
