@@ -381,6 +381,7 @@ fn period_of(record: &SecretRecord, device: &str) -> u32 {
 fn answer_hash(
     answer: &Answer,
     record: &SecretRecord,
+    delivery_possible: bool,
     dir: &TrustedDir,
     user: &Username,
 ) -> Result<Option<[u8; backup::HASH_BYTES]>, AuthError> {
@@ -388,7 +389,9 @@ fn answer_hash(
         return Ok(None);
     };
     let backup_length = digits.len() == usize::from(record.backup.digits);
-    let delivery_pending = answer.totp().is_some() && read_state(dir, user)?.delivered.is_some();
+    // Only users who can receive codes pay for the extra state read.
+    let delivery_pending =
+        delivery_possible && answer.totp().is_some() && read_state(dir, user)?.delivered.is_some();
     if !backup_length && !delivery_pending {
         return Ok(None);
     }
