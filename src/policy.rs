@@ -646,4 +646,148 @@ mod tests {
             }
         ));
     }
+
+    /// A code 5 steps ahead asks for the next one; the next one logs in and
+    /// stores the offset, which later logins use without asking.
+    #[test]
+    fn drift_is_confirmed_by_the_next_code_and_learned() {
+        let ahead = NOW + 150;
+        let d = decide(
+            &record(),
+            &State::default(),
+            &totp(&code(ahead)),
+            NOW,
+            &policy(),
+        );
+        let Verdict::DriftSuspected(check) = d.verdict.clone() else {
+            panic!("{:?}", d.verdict);
+        };
+        assert_eq!((check.offset, check.step), (5, ahead / 30));
+        assert_eq!(d.state.failures, 0);
+        let next = code(ahead + 30);
+        let confirm = Attempt {
+            code: Some(&next),
+            drift: Some(&check),
+            ..Attempt::default()
+        };
+        let d = decide(&record(), &d.state, &confirm, NOW, &policy());
+        assert_eq!(
+            d.verdict,
+            Verdict::AllowDrift {
+                device: "default".into(),
+                offset: 5
+            }
+        );
+        assert_eq!(d.state.drift_steps["default"], 5);
+        assert_eq!(d.state.last_accepted_step["default"], ahead / 30 + 1);
+        let later = NOW + 600;
+        let d = decide(
+            &record(),
+            &d.state,
+            &totp(&code(later + 150)),
+            later,
+            &policy(),
+        );
+        assert_eq!(
+            d.verdict,
+            Verdict::AllowTotp {
+                device: "default".into()
+            }
+        );
+    }
+
+    /// A wrong second code fails once and stores no offset; a code beyond
+    /// max_drift_steps is simply wrong.
+    #[test]
+    fn unconfirmed_or_far_drift_fails() {
+        let ahead = NOW + 150;
+        let d = decide(
+            &record(),
+            &State::default(),
+            &totp(&code(ahead)),
+            NOW,
+            &policy(),
+        );
+        let Verdict::DriftSuspected(check) = d.verdict.clone() else {
+            panic!("{:?}", d.verdict);
+        };
+        let confirm = Attempt {
+            code: Some("000000"),
+            drift: Some(&check),
+            ..Attempt::default()
+        };
+        let d = decide(&record(), &d.state, &confirm, NOW, &policy());
+        assert!(matches!(
+            d.verdict,
+            Verdict::Deny {
+                failure: Failure::DriftNotConfirmed,
+                ..
+            }
+        ));
+        assert!(d.state.drift_steps.is_empty());
+        assert_eq!(d.state.failures, 1);
+        let far = NOW + 30 * 12;
+        let d = decide(
+            &record(),
+            &State::default(),
+            &totp(&code(far)),
+            NOW,
+            &policy(),
+        );
+        assert!(matches!(
+            d.verdict,
+            Verdict::Deny {
+                failure: Failure::WrongCode,
+                ..
+            }
+        ));
+    }
+
+    /// A delivered code works once, and not after it expires.
+    #[test]
+    fn delivered_code_works_once_until_it_expires() {
+        let h = backup_hash("1111111111111112");
+        let state = State {
+            delivered: Some(crate::record::Delivered {
+                hash: h,
+                expires: NOW + 60,
+            }),
+            ..State::default()
+        };
+        let d = decide(&record(), &state, &backup(h), NOW, &policy());
+        assert_eq!(d.verdict, Verdict::AllowDelivered);
+        assert_eq!(d.state.delivered, None);
+        let again = decide(&record(), &d.state, &backup(h), NOW + 1, &policy());
+        assert!(matches!(again.verdict, Verdict::Deny { .. }));
+        let late = decide(&record(), &state, &backup(h), NOW + 60, &policy());
+        assert!(matches!(late.verdict, Verdict::Deny { .. }));
+    }
+
+    /// A success from a remote host opens a grace period for that host only,
+    /// never while locked.
+    #[test]
+    fn grace_remembers_the_remote_host_of_a_success() {
+        let p = Policy {
+            grace_seconds: 600,
+            ..policy()
+        };
+        let c = code(NOW);
+        let a = Attempt {
+            code: Some(&c),
+            rhost: Some("192.0.2.5"),
+            ..Attempt::default()
+        };
+        let d = decide(&record(), &State::default(), &a, NOW, &p);
+        assert_eq!(d.state.grace["192.0.2.5"], NOW);
+        assert!(in_grace(&d.state, "192.0.2.5", NOW + 599, 600));
+        assert!(!in_grace(&d.state, "192.0.2.5", NOW + 600, 600));
+        assert!(!in_grace(&d.state, "192.0.2.6", NOW + 1, 600));
+        let locked = State {
+            locked_until: Some(NOW + 100),
+            ..d.state.clone()
+        };
+        assert!(!in_grace(&locked, "192.0.2.5", NOW + 1, 600));
+        let off = decide(&record(), &State::default(), &a, NOW, &policy());
+        assert!(off.state.grace.is_empty());
+    }
 }
