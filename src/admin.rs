@@ -549,7 +549,12 @@ impl Admin {
             enrolled: true,
             params: record.devices.first().map(|d| d.params),
             backup_codes_remaining: Some(policy::backup_codes_remaining(&record, &state)),
-            failed_attempts: state.failures,
+            // The module starts counting again once a lock has expired.
+            failed_attempts: if state.locked_until.is_some_and(|t| t <= now) {
+                0
+            } else {
+                state.failures
+            },
             locked_until: state.locked_until.filter(|&t| t > now),
             devices: device_infos(&record, &state),
             deliver_to: record.deliver_to.clone(),
@@ -627,16 +632,25 @@ impl Admin {
         let mut problems = Vec::new();
         let dir = match admin.dir() {
             Ok(d) => d,
-            Err(e) => {
-                problems.push(Problem {
-                    path: admin.config.state_dir.clone(),
-                    problem: format!(
-                        "{e} (create it with: install -d -o root -g root -m 0700 {})",
+            Err(AdminError::Store(e)) => {
+                let missing = matches!(
+                    e,
+                    StoreError::Io {
+                        errno: nix::errno::Errno::ENOENT,
+                        ..
+                    }
+                );
+                let (path, mut problem) = split_path(&e);
+                if missing {
+                    problem.push_str(&format!(
+                        " (create it with: install -d -o root -g root -m 0700 {})",
                         admin.config.state_dir.display()
-                    ),
-                });
+                    ));
+                }
+                problems.push(Problem { path, problem });
                 return Ok(problems);
             }
+            Err(e) => return Err(e),
         };
         for name in dir.entries()? {
             let path = dir.path().join(&name);
@@ -665,7 +679,7 @@ impl Admin {
                 Ok(Some(bytes)) => bytes,
                 Ok(None) => continue,
                 Err(e) => {
-                    report(e.to_string());
+                    report(split_path(&e).1);
                     continue;
                 }
             };
@@ -692,6 +706,24 @@ impl Admin {
         }
         Ok(problems)
     }
+}
+
+/// A store error as (path, problem without the path), for `check`'s
+/// `PATH: problem` lines.
+fn split_path(e: &StoreError) -> (PathBuf, String) {
+    let text = e.to_string();
+    let path = match e {
+        StoreError::Io { path, .. }
+        | StoreError::Insecure { path, .. }
+        | StoreError::TooLarge { path, .. }
+        | StoreError::LockTimeout { path }
+        | StoreError::BadPath { path } => path.clone(),
+    };
+    let prefix = format!("{}: ", path.display());
+    let problem = text
+        .strip_prefix(&prefix)
+        .map_or(text.clone(), str::to_string);
+    (path, problem)
 }
 
 fn device_infos(record: &SecretRecord, state: &State) -> Vec<DeviceInfo> {

@@ -114,6 +114,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -121,6 +122,18 @@ fn main() -> ExitCode {
             eprintln!("twofactor: {e}");
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `twofactor enroll | head` would panic on a
+/// closed stdout; like other Unix tools, end quietly instead. (Only the
+/// CLI does this: the PAM module never touches signal dispositions.)
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL
+    // is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
