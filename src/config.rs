@@ -227,7 +227,11 @@ impl Config {
             message,
         };
         let text = std::str::from_utf8(bytes).map_err(|_| parse_err("not valid UTF-8".into()))?;
-        let raw: RawConfig = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let fast = crate::fasttoml::parse(text).and_then(|v| RawConfig::deserialize(v).ok());
+        let raw: RawConfig = match fast {
+            Some(raw) => raw,
+            None => toml::from_str(text).map_err(|e| parse_err(e.to_string()))?,
+        };
         let invalid = |key: &'static str, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             key,

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod enroll;
+pub mod fasttoml;
 pub mod import;
 pub mod input;
 pub mod log;

@@ -55,8 +55,15 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
-fn parse_toml<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, RecordError> {
+fn parse_toml<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
     let text = std::str::from_utf8(bytes).map_err(|_| RecordError::Parse("not UTF-8".into()))?;
+    // The fast reader covers what we write; the toml crate has the last word
+    // (and the error messages) for everything else.
+    if let Some(value) = crate::fasttoml::parse(text) {
+        if let Ok(parsed) = T::deserialize(value) {
+            return Ok(parsed);
+        }
+    }
     toml::from_str(text).map_err(|e| RecordError::Parse(e.message().to_string()))
 }
 
