@@ -13,15 +13,58 @@
 
 use serde_json::{Map, Number, Value};
 
-/// Parses `text` into a JSON-shaped tree, or `None` if it is outside the
-/// subset (the caller then uses the `toml` crate).
-pub fn parse(text: &str) -> Option<Value> {
-    let mut root = Map::new();
-    // Where `key = value` lines go: the root, a table, or the last element
-    // of an array of tables.
-    let mut current: Vec<String> = Vec::new();
-    let mut current_is_array = false;
-    let mut defined_tables: Vec<String> = Vec::new();
+/// A value in the subset: integer, string (no escapes), one-line array.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Val<'a> {
+    Int(i64),
+    Str(&'a str),
+    Array(Vec<Val<'a>>),
+}
+
+/// One `key = value` line and the table it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// The table (`""` for the root).
+    pub table: &'a str,
+    /// Which `[[table]]` element (0 for plain tables and the root).
+    pub element: usize,
+    pub key: &'a str,
+    pub value: Val<'a>,
+}
+
+/// A table header seen in the document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Table<'a> {
+    pub name: &'a str,
+    /// `Some(n)` for an array of tables with n elements; `None` for `[name]`.
+    pub elements: Option<usize>,
+}
+
+/// A document in the subset, borrowed from its text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Doc<'a> {
+    pub tables: Vec<Table<'a>>,
+    pub entries: Vec<Entry<'a>>,
+}
+
+impl<'a> Doc<'a> {
+    /// The array-of-tables `name`'s element count, or 0 if absent.
+    pub fn elements(&self, name: &str) -> usize {
+        self.tables
+            .iter()
+            .find(|t| t.name == name)
+            .and_then(|t| t.elements)
+            .unwrap_or(0)
+    }
+}
+
+/// Reads `text` as a document of the subset, or `None` outside it.
+pub fn read(text: &str) -> Option<Doc<'_>> {
+    let mut doc = Doc::default();
+    // Entries of the current table (element) start here: a key may appear
+    // once per table, and tables are never reopened in the subset.
+    let mut current = ("", 0usize);
+    let mut section_start = 0;
     for line in text.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
         let line = trim_ws(line);
@@ -32,47 +75,101 @@ pub fn parse(text: &str) -> Option<Value> {
             let (name, tail) = rest.split_once("]]")?;
             end_of_line(tail)?;
             let name = bare_key(trim_ws(name))?;
-            if root.get(name).is_some_and(|v| !v.is_array()) {
+            if doc
+                .entries
+                .iter()
+                .any(|e| e.table.is_empty() && e.key == name)
+            {
                 return None;
             }
-            let entry = root
-                .entry(name.to_string())
-                .or_insert_with(|| Value::Array(Vec::new()));
-            entry.as_array_mut()?.push(Value::Object(Map::new()));
-            current = vec![name.to_string()];
-            current_is_array = true;
+            let element = match doc.tables.iter_mut().find(|t| t.name == name) {
+                Some(Table {
+                    elements: Some(n), ..
+                }) => {
+                    *n += 1;
+                    *n - 1
+                }
+                Some(_) => return None,
+                None => {
+                    doc.tables.push(Table {
+                        name,
+                        elements: Some(1),
+                    });
+                    0
+                }
+            };
+            current = (name, element);
+            section_start = doc.entries.len();
         } else if let Some(rest) = line.strip_prefix('[') {
             let (name, tail) = rest.split_once(']')?;
             end_of_line(tail)?;
             let name = bare_key(trim_ws(name))?;
-            if defined_tables.iter().any(|t| t == name) || root.contains_key(name) {
+            if doc.tables.iter().any(|t| t.name == name)
+                || doc
+                    .entries
+                    .iter()
+                    .any(|e| e.table.is_empty() && e.key == name)
+            {
                 return None;
             }
-            defined_tables.push(name.to_string());
-            root.insert(name.to_string(), Value::Object(Map::new()));
-            current = vec![name.to_string()];
-            current_is_array = false;
+            doc.tables.push(Table {
+                name,
+                elements: None,
+            });
+            current = (name, 0);
+            section_start = doc.entries.len();
         } else {
             let (key, rest) = split_key(line)?;
             let rest = trim_ws(rest.strip_prefix('=')?);
             let (value, tail) = parse_value(rest)?;
             end_of_line(tail)?;
-            let table = match current.first() {
-                None => &mut root,
-                Some(name) => {
-                    let slot = root.get_mut(name)?;
-                    if current_is_array {
-                        slot.as_array_mut()?.last_mut()?.as_object_mut()?
-                    } else {
-                        slot.as_object_mut()?
-                    }
-                }
-            };
-            if table.contains_key(&key) {
+            if doc.entries[section_start..].iter().any(|e| e.key == key)
+                || (current.0.is_empty() && doc.tables.iter().any(|t| t.name == key))
+            {
                 return None;
             }
-            table.insert(key, value);
+            doc.entries.push(Entry {
+                table: current.0,
+                element: current.1,
+                key,
+                value,
+            });
         }
+    }
+    Some(doc)
+}
+
+fn to_json(value: &Val) -> Value {
+    match value {
+        Val::Int(n) => Value::Number(Number::from(*n)),
+        Val::Str(s) => Value::String((*s).to_string()),
+        Val::Array(items) => Value::Array(items.iter().map(to_json).collect()),
+    }
+}
+
+/// Parses `text` into a JSON-shaped tree for serde (the config), or `None`
+/// if it is outside the subset (the caller then uses the `toml` crate).
+pub fn parse(text: &str) -> Option<Value> {
+    let doc = read(text)?;
+    let mut root = Map::new();
+    for table in &doc.tables {
+        let value = match table.elements {
+            None => Value::Object(Map::new()),
+            Some(n) => Value::Array(vec![Value::Object(Map::new()); n]),
+        };
+        root.insert(table.name.to_string(), value);
+    }
+    for entry in &doc.entries {
+        let target = if entry.table.is_empty() {
+            &mut root
+        } else {
+            let slot = root.get_mut(entry.table)?;
+            match slot {
+                Value::Array(items) => items.get_mut(entry.element)?.as_object_mut()?,
+                other => other.as_object_mut()?,
+            }
+        };
+        target.insert(entry.key.to_string(), to_json(&entry.value));
     }
     Some(Value::Object(root))
 }
@@ -113,38 +210,38 @@ fn bare_key(s: &str) -> Option<&str> {
 }
 
 /// `key` or `"quoted key"` (no escapes), then the rest after spaces.
-fn split_key(line: &str) -> Option<(String, &str)> {
+fn split_key(line: &str) -> Option<(&str, &str)> {
     if let Some(rest) = line.strip_prefix('"') {
         let (key, rest) = rest.split_once('"')?;
         if !plain_text(key) {
             return None;
         }
-        return Some((key.to_string(), trim_ws(rest)));
+        return Some((key, trim_ws(rest)));
     }
     let end = line.bytes().position(|c| !is_bare(c)).unwrap_or(line.len());
-    let key = bare_key(&line[..end])?;
-    Some((key.to_string(), trim_ws(&line[end..])))
+    let key = bare_key(line.get(..end)?)?;
+    Some((key, trim_ws(line.get(end..)?)))
 }
 
 /// One value and what follows it.
-fn parse_value(s: &str) -> Option<(Value, &str)> {
+fn parse_value(s: &str) -> Option<(Val<'_>, &str)> {
     if let Some(rest) = s.strip_prefix('"') {
         let (text, rest) = rest.split_once('"')?;
         // Escapes and control characters (TOML allows tab) go to `toml`.
         if !plain_text(text) {
             return None;
         }
-        return Some((Value::String(text.to_string()), rest));
+        return Some((Val::Str(text), rest));
     }
     if let Some(mut rest) = s.strip_prefix('[') {
         let mut items = Vec::new();
         loop {
             rest = trim_ws(rest);
             if let Some(after) = rest.strip_prefix(']') {
-                return Some((Value::Array(items), after));
+                return Some((Val::Array(items), after));
             }
             let (item, after) = parse_value(rest)?;
-            if item.is_array() {
+            if matches!(item, Val::Array(_)) {
                 return None;
             }
             items.push(item);
@@ -171,7 +268,7 @@ fn parse_value(s: &str) -> Option<(Value, &str)> {
         return None;
     }
     let n: i64 = digits.parse().ok()?;
-    Some((Value::Number(Number::from(n)), &s[end..]))
+    Some((Val::Int(n), s.get(end..)?))
 }
 
 #[cfg(test)]

@@ -220,7 +220,8 @@ pub fn decide(
     };
     // Every success resets the failures and may open a grace period.
     state.failures = 0;
-    if let (Some(host), true) = (attempt.rhost, policy.grace_seconds > 0) {
+    let host = attempt.rhost.filter(|h| crate::record::valid_host(h));
+    if let (Some(host), true) = (host, policy.grace_seconds > 0) {
         state
             .grace
             .retain(|_, &mut t| now.saturating_sub(t) < policy.grace_seconds);

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::backup::{HASH_BYTES, KdfParams, SALT_BYTES};
+use crate::fasttoml::{Doc, Val};
 use crate::otp::{self, Algorithm, SecretKey, TotpParams};
 
 /// The format version both files carry.
@@ -55,20 +56,188 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
-fn parse_toml<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
+/// Reads a record: the fast reader with a hand mapping covers what we
+/// write (a login's biggest cost otherwise); the toml crate with serde has
+/// the last word, and the error messages, for everything else. Where the
+/// fast path answers, it answers exactly as the slow one would (tests below
+/// and the `fasttoml_agrees` fuzz target).
+fn parse_toml<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    fast: impl FnOnce(&Doc) -> Option<T>,
+) -> Result<T, RecordError> {
     let text = std::str::from_utf8(bytes).map_err(|_| RecordError::Parse("not UTF-8".into()))?;
-    // The fast reader covers what we write; the toml crate has the last word
-    // (and the error messages) for everything else.
-    if let Some(value) = crate::fasttoml::parse(text) {
-        if let Ok(parsed) = T::deserialize(value) {
-            return Ok(parsed);
-        }
+    if let Some(parsed) = crate::fasttoml::read(text).as_ref().and_then(fast) {
+        return Ok(parsed);
     }
     toml::from_str(text).map_err(|e| RecordError::Parse(e.message().to_string()))
 }
 
+fn int<T: TryFrom<i64>>(v: &Val) -> Option<T> {
+    match v {
+        Val::Int(n) => T::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Val) -> Option<String> {
+    match v {
+        Val::Str(s) => Some((*s).to_string()),
+        _ => None,
+    }
+}
+
+fn list<T>(v: &Val, item: impl Fn(&Val) -> Option<T>) -> Option<Vec<T>> {
+    match v {
+        Val::Array(items) => items.iter().map(item).collect(),
+        _ => None,
+    }
+}
+
+impl RawSecretRecord {
+    /// The hand mapping of a fast-read secret record (None = ask toml).
+    fn from_doc(doc: &Doc) -> Option<RawSecretRecord> {
+        let devices_n = doc.elements("devices");
+        if doc.tables.iter().any(|t| match t.name {
+            "devices" => t.elements.is_none(),
+            "backup_codes" => t.elements.is_some(),
+            _ => true,
+        }) {
+            return None;
+        }
+        let (mut version, mut created, mut deliver_to) = (None, None, None);
+        let mut devices: Vec<[Option<Val>; 6]> = vec![Default::default(); devices_n];
+        let mut b: [Option<&Val>; 8] = [None; 8];
+        const DEVICE: [&str; 6] = [
+            "label",
+            "secret",
+            "algorithm",
+            "digits",
+            "period",
+            "created",
+        ];
+        const BACKUP: [&str; 8] = [
+            "created", "kdf", "m_cost", "t_cost", "p_cost", "salt", "digits", "hashes",
+        ];
+        for e in &doc.entries {
+            match (e.table, e.key) {
+                ("", "version") => version = int(&e.value),
+                ("", "created") => created = int(&e.value),
+                ("", "deliver_to") => deliver_to = Some(text(&e.value)?),
+                ("", _) => return None,
+                ("devices", key) => {
+                    let i = DEVICE.iter().position(|k| *k == key)?;
+                    devices.get_mut(e.element)?[i] = Some(e.value.clone());
+                }
+                ("backup_codes", key) => b[BACKUP.iter().position(|k| *k == key)?] = Some(&e.value),
+                _ => return None,
+            }
+        }
+        let devices = devices
+            .iter()
+            .map(|d| {
+                Some(RawDevice {
+                    label: text(d[0].as_ref()?)?,
+                    secret: Zeroizing::new(text(d[1].as_ref()?)?),
+                    algorithm: text(d[2].as_ref()?)?,
+                    digits: int(d[3].as_ref()?)?,
+                    period: int(d[4].as_ref()?)?,
+                    created: int(d[5].as_ref()?)?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(RawSecretRecord {
+            version: version?,
+            created: created?,
+            deliver_to,
+            devices,
+            backup_codes: RawBackupSet {
+                created: int(b[0]?)?,
+                kdf: text(b[1]?)?,
+                m_cost: int(b[2]?)?,
+                t_cost: int(b[3]?)?,
+                p_cost: int(b[4]?)?,
+                salt: text(b[5]?)?,
+                digits: match b[6] {
+                    Some(v) => Some(int(v)?),
+                    None => None,
+                },
+                hashes: list(b[7]?, text)?,
+            },
+        })
+    }
+}
+
+impl RawState {
+    /// The hand mapping of a fast-read state file (None = ask toml).
+    fn from_doc(doc: &Doc) -> Option<RawState> {
+        if doc.tables.iter().any(|t| {
+            t.elements.is_some()
+                || !matches!(t.name, "last_accepted_step" | "drift_steps" | "grace")
+        }) {
+            return None;
+        }
+        let mut raw = RawState {
+            version: 0,
+            failures: 0,
+            locked_until: None,
+            rate_window_start: 0,
+            rate_window_attempts: 0,
+            used_backup_codes: Vec::new(),
+            delivered_code: None,
+            delivered_expires: None,
+            deliveries: Vec::new(),
+            last_accepted_step: BTreeMap::new(),
+            drift_steps: BTreeMap::new(),
+            grace: BTreeMap::new(),
+        };
+        let mut version = None;
+        for e in &doc.entries {
+            let v = &e.value;
+            match (e.table, e.key) {
+                ("", "version") => version = Some(int(v)?),
+                ("", "failures") => raw.failures = int(v)?,
+                ("", "locked_until") => raw.locked_until = Some(int(v)?),
+                ("", "rate_window_start") => raw.rate_window_start = int(v)?,
+                ("", "rate_window_attempts") => raw.rate_window_attempts = int(v)?,
+                ("", "used_backup_codes") => raw.used_backup_codes = list(v, text)?,
+                ("", "delivered_code") => raw.delivered_code = Some(text(v)?),
+                ("", "delivered_expires") => raw.delivered_expires = Some(int(v)?),
+                ("", "deliveries") => raw.deliveries = list(v, int)?,
+                ("last_accepted_step", key) => {
+                    raw.last_accepted_step.insert(key.to_string(), int(v)?);
+                }
+                ("drift_steps", key) => {
+                    raw.drift_steps.insert(key.to_string(), int(v)?);
+                }
+                ("grace", key) => {
+                    raw.grace.insert(key.to_string(), int(v)?);
+                }
+                _ => return None,
+            }
+        }
+        raw.version = version?;
+        Some(raw)
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Remote hosts kept for `[grace]`: address and host-name characters only,
+/// so they are safe as quoted TOML keys and in messages.
+pub fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'_' | b'%'))
 }
 
 fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -174,7 +343,7 @@ pub fn valid_label(label: &str) -> bool {
 impl SecretRecord {
     /// Parses and checks a secret record.
     pub fn parse(bytes: &[u8]) -> Result<SecretRecord, RecordError> {
-        let raw: RawSecretRecord = parse_toml(bytes)?;
+        let raw: RawSecretRecord = parse_toml(bytes, RawSecretRecord::from_doc)?;
         if raw.version != VERSION {
             return Err(RecordError::Version(raw.version));
         }
@@ -360,7 +529,7 @@ struct RawState {
 impl State {
     /// Parses and checks a state file.
     pub fn parse(bytes: &[u8]) -> Result<State, RecordError> {
-        let raw: RawState = parse_toml(bytes)?;
+        let raw: RawState = parse_toml(bytes, RawState::from_doc)?;
         if raw.version != VERSION {
             return Err(RecordError::Version(raw.version));
         }
@@ -423,8 +592,59 @@ impl State {
         })
     }
 
-    /// Serializes the state.
+    /// Serializes the state. Written by hand (every login writes it): keys
+    /// are validated labels and hosts, values integers and hex, so nothing
+    /// needs quoting rules beyond `"`; the tests check `toml` reads it back.
     pub fn to_toml(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(256 + 70 * self.used_backup_codes.len());
+        let _ = write!(out, "version = {VERSION}\nfailures = {}\n", self.failures);
+        if let Some(t) = self.locked_until {
+            let _ = writeln!(out, "locked_until = {t}");
+        }
+        let _ = write!(
+            out,
+            "rate_window_start = {}\nrate_window_attempts = {}\nused_backup_codes = [",
+            self.rate_window_start, self.rate_window_attempts
+        );
+        for (i, h) in self.used_backup_codes.iter().enumerate() {
+            let _ = write!(out, "{}\"{}\"", if i == 0 { "" } else { ", " }, hex(h));
+        }
+        out.push_str("]\n");
+        if let Some(d) = &self.delivered {
+            let _ = write!(
+                out,
+                "delivered_code = \"{}\"\ndelivered_expires = {}\n",
+                hex(&d.hash),
+                d.expires
+            );
+        }
+        if !self.deliveries.is_empty() {
+            let times: Vec<String> = self.deliveries.iter().map(u64::to_string).collect();
+            let _ = writeln!(out, "deliveries = [{}]", times.join(", "));
+        }
+        out.push_str("\n[last_accepted_step]\n");
+        for (label, step) in &self.last_accepted_step {
+            let _ = writeln!(out, "{label} = {step}");
+        }
+        if !self.drift_steps.is_empty() {
+            out.push_str("\n[drift_steps]\n");
+            for (label, d) in &self.drift_steps {
+                let _ = writeln!(out, "{label} = {d}");
+            }
+        }
+        if !self.grace.is_empty() {
+            out.push_str("\n[grace]\n");
+            for (host, t) in &self.grace {
+                let _ = writeln!(out, "\"{host}\" = {t}");
+            }
+        }
+        out
+    }
+
+    /// The serde form, for the tests that check the hand-written output.
+    #[cfg(test)]
+    fn to_toml_with_serde(&self) -> String {
         let raw = RawState {
             version: VERSION,
             failures: self.failures,
@@ -496,6 +716,61 @@ mod tests {
             .last_accepted_step
             .insert("default".into(), 63_333_333);
         assert_eq!(State::parse(state.to_toml().as_bytes()).unwrap(), state);
+    }
+
+    /// The hand-written state reads back through the toml crate exactly as
+    /// the serde form does, and the fast and slow readers agree.
+    #[test]
+    fn hand_written_state_is_what_serde_would_write() {
+        let mut state = State {
+            failures: 2,
+            locked_until: Some(5),
+            used_backup_codes: vec![[1; HASH_BYTES], [2; HASH_BYTES]],
+            delivered: Some(Delivered {
+                hash: [3; HASH_BYTES],
+                expires: 9,
+            }),
+            deliveries: vec![1, 2],
+            ..State::default()
+        };
+        state.last_accepted_step.insert("default".into(), 7);
+        state.drift_steps.insert("phone-2".into(), -4);
+        state.grace.insert("2001:db8::1".into(), 3);
+        for s in [State::default(), state] {
+            let ours: toml::Value = toml::from_str(&s.to_toml()).unwrap();
+            let serde: toml::Value = toml::from_str(&s.to_toml_with_serde()).unwrap();
+            assert_eq!(ours, serde);
+            let slow: RawState = toml::from_str(&s.to_toml()).unwrap();
+            let fast = RawState::from_doc(&crate::fasttoml::read(&s.to_toml()).unwrap()).unwrap();
+            assert_eq!(
+                toml::to_string(&slow).unwrap(),
+                toml::to_string(&fast).unwrap()
+            );
+        }
+    }
+
+    /// The fast secret-record mapping gives what toml and serde give.
+    #[test]
+    fn fast_secret_record_mapping_matches_serde() {
+        let mut two = sample();
+        let mut second = two.devices[0].clone();
+        second.label = "tablet".into();
+        two.devices.push(second);
+        two.backup.digits = 8;
+        for record in [sample(), two] {
+            let text = record.to_toml();
+            let slow: RawSecretRecord = toml::from_str(&text).unwrap();
+            let fast = RawSecretRecord::from_doc(&crate::fasttoml::read(&text).unwrap()).unwrap();
+            assert_eq!(
+                toml::to_string(&slow).unwrap(),
+                toml::to_string(&fast).unwrap()
+            );
+        }
+        // Outside the mapping: unknown keys and tables go to toml (and fail there).
+        for extra in ["x = 1\n", "[other]\n"] {
+            let text = format!("{}{extra}", sample().to_toml().as_str());
+            assert!(RawSecretRecord::from_doc(&crate::fasttoml::read(&text).unwrap()).is_none());
+        }
     }
 
     /// Unknown fields, other versions and out-of-range values are refused.
