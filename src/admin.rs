@@ -309,6 +309,10 @@ impl Admin {
             if record.devices.len() >= 16 {
                 return Err(AdminError::BadOption("at most 16 devices per user".into()));
             }
+            // A new secret under this label: nothing learned about a device
+            // once removed under the same label may carry over (its used step
+            // would refuse good codes, its clock offset would shift them).
+            Self::forget_device(&dir, &user, &device.label)?;
             record.devices.push(device);
             if opts.deliver_to.is_some() {
                 record.deliver_to.clone_from(&opts.deliver_to);
@@ -351,6 +355,17 @@ impl Admin {
         user: &Username,
         change: impl FnOnce(&mut SecretRecord) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
+        self.modify_record_then(user, change, |_| Ok(()))
+    }
+
+    /// Like `modify_record`, then runs `after` on the directory while the
+    /// lock is still held.
+    fn modify_record_then<T>(
+        &self,
+        user: &Username,
+        change: impl FnOnce(&mut SecretRecord) -> Result<T, AdminError>,
+        after: impl FnOnce(&TrustedDir) -> Result<(), AdminError>,
+    ) -> Result<T, AdminError> {
         let dir = self.dir()?;
         let _lock = dir.lock(&user.lock_file())?;
         let Some(mut record) = self.read_record(&dir, user)? else {
@@ -358,7 +373,20 @@ impl Admin {
         };
         let result = change(&mut record)?;
         dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+        after(&dir)?;
         Ok(result)
+    }
+
+    /// Drops the used step and learned clock offset kept for `label`; the
+    /// caller holds the user's lock. Writes only when there was something.
+    fn forget_device(dir: &TrustedDir, user: &Username, label: &str) -> Result<(), AdminError> {
+        let mut state = auth::read_state(dir, user)?;
+        let used = state.last_accepted_step.remove(label).is_some();
+        let drift = state.drift_steps.remove(label).is_some();
+        if used || drift {
+            Self::write_state(dir, user, &state)?;
+        }
+        Ok(())
     }
 
     /// The user's devices with their learned clock offsets.
@@ -378,7 +406,10 @@ impl Admin {
     /// Removes one device; the last one cannot go (use `disable`).
     pub fn remove_device(&self, raw_user: &str, label: &str) -> Result<(), AdminError> {
         let user = existing_user(raw_user)?;
-        self.modify_record(&user, |record| {
+        // The record first: should the state write then fail, the stale
+        // entries are harmless (no device has the label) and `enroll --add`
+        // clears them before a device takes the label again.
+        self.modify_record_then(&user, |record| {
             let Some(i) = record.devices.iter().position(|d| d.label == label) else {
                 return Err(AdminError::BadOption(format!(
                     "{user} has no device labelled {:?} (see: twofactor devices {user})",
@@ -392,7 +423,7 @@ impl Admin {
             }
             record.devices.remove(i);
             Ok(())
-        })
+        }, |dir| Self::forget_device(dir, &user, label))
     }
 
     /// Sets (or with `None` clears) where codes by message are sent.

@@ -353,8 +353,9 @@ pub fn authenticate_from(
         })?;
         match decision {
             Verdict::DriftSuspected(check) if drift.is_none() => {
-                let minutes = (check.offset.unsigned_abs()
-                    * u64::from(period_of(&record, &check.device)))
+                let minutes = (check
+                    .off_by
+                    .saturating_mul(u64::from(period_of(&record, &check.device))))
                 .div_ceil(60);
                 conv.show_info(&format!(
                     "The clock of your device seems to be off by about {minutes} minute{}. Wait for the next code and enter it.",
@@ -557,7 +558,7 @@ fn enroll_at_login(
         "Two-factor authentication is required and not set up for you yet.\n\
          Scan this QR code with your authenticator app:\n{qr}\n\
          Or enter this key by hand: {}\n\
-         ({} , {} digits, every {} s)\n\
+         ({}, {} digits, every {} s)\n\
          otpauth URI: {uri}\n\
          Then enter the code the app shows.",
         enroll::grouped_secret(&secret),

@@ -43,6 +43,10 @@ pub struct DriftCheck {
     pub step: u64,
     /// That step minus ours, in steps.
     pub offset: i64,
+    /// How far that step is from the one the device was expected to show
+    /// (ours plus the offset already learned), in steps: what the user is
+    /// told, since an already-learned offset is not the device's error.
+    pub off_by: u64,
 }
 
 /// An answer, reduced to what the policy needs. Hashes are computed by the
@@ -376,6 +380,7 @@ fn find_drift(
                 device: device.label.clone(),
                 step,
                 offset: i64::try_from(step).ok()? - i64::try_from(ours).ok()?,
+                off_by: step.abs_diff(center),
             });
         }
     }
@@ -695,6 +700,14 @@ mod tests {
                 device: "default".into()
             }
         );
+        // The device's clock set right again: 5 steps from where it was
+        // expected, though 0 from ours.
+        let again = later + 600;
+        let d = decide(&record(), &d.state, &totp(&code(again)), again, &policy());
+        let Verdict::DriftSuspected(check) = d.verdict else {
+            panic!("{:?}", d.verdict);
+        };
+        assert_eq!((check.offset, check.off_by), (0, 5));
     }
 
     /// A wrong second code fails once and stores no offset; a code beyond
