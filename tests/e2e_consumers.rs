@@ -401,3 +401,344 @@ fn su_refuses_a_wrong_code() {
     );
     assert_eq!(sys.state_value(USER, "failures").as_deref(), Some("1"));
 }
+
+// ---- enrollment at first login (`unenrolled = "enroll"`) over sshd ------
+
+/// The config for first-login enrollment, with a fixed issuer so that the
+/// otpauth URI can be checked exactly.
+const ENROLL_CONFIG: &str = "unenrolled = \"enroll\"\nissuer = \"e2e-issuer\"\n";
+/// The group allowed to self-enroll in the `enroll_groups` test.
+const ENROLLERS: &str = "e2e-enrollers";
+
+/// `secret` in groups of four, as users type it into an app.
+fn grouped(secret: &str) -> String {
+    secret
+        .as_bytes()
+        .chunks(4)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Checks the whole text the ssh client showed `user` with the enrollment
+/// code prompt (header, a well-formed QR code, the key by hand, the exact
+/// otpauth URI, the prompt last) and returns the base32 secret it offers,
+/// taken from the URI and equal to the key by hand.
+fn enrollment_offer(user: &str, shown: &str) -> String {
+    let lines: Vec<&str> = shown.split('\n').collect();
+    assert_eq!(
+        lines[..2],
+        [
+            format!(
+                "({user}@127.0.0.1) Two-factor authentication is required and not set up for you yet."
+            )
+            .as_str(),
+            "Scan this QR code with your authenticator app:",
+        ],
+        "{shown}"
+    );
+    assert_eq!(
+        lines[lines.len() - 2..],
+        ["Then enter the code the app shows.", "Verification code: "],
+        "{shown}"
+    );
+    // The QR code: Unicode half blocks (two module rows per line) with a
+    // quiet zone, square, intact (not escaped by the client).
+    let qr: Vec<&str> = lines[2..]
+        .iter()
+        .take_while(|l| !l.starts_with("Or enter this key by hand: "))
+        .copied()
+        .collect();
+    let width = qr.first().map_or(0, |l| l.chars().count());
+    assert!(width >= 21 + 8, "no QR code in:\n{shown}");
+    assert_eq!(qr.len(), width.div_ceil(2), "QR code not square:\n{shown}");
+    for line in &qr {
+        assert_eq!(line.chars().count(), width, "ragged QR code:\n{shown}");
+        assert!(
+            line.chars().all(|c| "█▀▄ ".contains(c)),
+            "not a QR code line (escaped? is the C.UTF-8 locale missing?): {line:?}\n{shown}"
+        );
+    }
+    assert!(qr[0].chars().all(|c| c == '█'), "no quiet zone:\n{shown}");
+
+    let uri_line = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("otpauth URI: "))
+        .unwrap_or_else(|| panic!("no otpauth URI shown:\n{shown}"));
+    let secret = uri_line
+        .strip_prefix(&format!("otpauth://totp/e2e-issuer:{user}?secret="))
+        .and_then(|rest| rest.split('&').next())
+        .unwrap_or_else(|| panic!("unexpected otpauth URI {uri_line:?}"));
+    assert_eq!(
+        uri_line,
+        format!(
+            "otpauth://totp/e2e-issuer:{user}?secret={secret}&issuer=e2e-issuer\
+             &algorithm=SHA1&digits=6&period=30"
+        )
+    );
+    // 160 random bits in base32, no padding.
+    assert_eq!(secret.len(), 32, "{uri_line}");
+    assert!(
+        secret
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)),
+        "{uri_line}"
+    );
+    assert!(
+        lines.contains(&format!("Or enter this key by hand: {}", grouped(secret)).as_str()),
+        "the key by hand is not the URI's secret:\n{shown}"
+    );
+    secret.to_string()
+}
+
+/// The state directory's file `name`: root:root, 0600, a plain regular
+/// file with one link (the store's own rules); returns its text.
+fn root_only_file(sys: &System, name: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let path = sys.sb.state_dir().join(name);
+    let meta = std::fs::symlink_metadata(&path)
+        .unwrap_or_else(|e| panic!("{} is missing: {e}", path.display()));
+    assert!(
+        meta.file_type().is_file(),
+        "{} is not a file",
+        path.display()
+    );
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777, meta.nlink()),
+        (0, 0, 0o600, 1),
+        "{}: owner, group, mode, links",
+        path.display()
+    );
+    std::fs::read_to_string(&path).unwrap()
+}
+
+/// The names in the state directory.
+fn state_files(sys: &System) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(sys.sb.state_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Nothing of `user`'s is stored but (at most) the lock file, which is never
+/// unlinked by design.
+fn assert_nothing_stored_for(sys: &System, user: &str) {
+    let files = state_files(sys);
+    let theirs: Vec<&String> = files
+        .iter()
+        .filter(|f| f.starts_with(&format!("{user}.")) && **f != format!("{user}.lock"))
+        .collect();
+    assert!(theirs.is_empty(), "stored for {user}: {files:?}");
+}
+
+/// Checks the secret record of a user enrolled at login at T0 with `secret`
+/// (one default device, SHA1/6/30, ten backup-code hashes); returns its text.
+fn assert_enrolled_at_login(sys: &System, user: &str, secret: &str) -> String {
+    let text = root_only_file(sys, &format!("{user}.secret"));
+    let record: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let devices = record["devices"].as_array().expect("devices");
+    assert_eq!(devices.len(), 1, "{text}");
+    let device = devices[0].as_table().expect("device table");
+    assert_eq!(device["label"].as_str(), Some("default"), "{text}");
+    assert_eq!(device["secret"].as_str(), Some(secret), "{text}");
+    assert_eq!(device["algorithm"].as_str(), Some("SHA1"), "{text}");
+    assert_eq!(device["digits"].as_integer(), Some(6), "{text}");
+    assert_eq!(device["period"].as_integer(), Some(30), "{text}");
+    assert_eq!(
+        device["created"].as_integer(),
+        Some(T0_UNIX as i64),
+        "{text}"
+    );
+    assert_eq!(
+        record["created"].as_integer(),
+        Some(T0_UNIX as i64),
+        "{text}"
+    );
+    let hashes = record["backup_codes"]["hashes"].as_array().expect("hashes");
+    assert_eq!(hashes.len(), 10, "{text}");
+    text
+}
+
+/// The backup codes the client was shown once after enrolling.
+fn shown_backup_codes(run: &e2e_support::SshRun) -> Vec<String> {
+    let stderr = &run.run.stderr;
+    let header = "Two-factor authentication is set up. Your backup codes (each works once; \
+                  keep them safe, they are not shown again):";
+    let after = stderr
+        .split_once(&format!("{header}\n"))
+        .unwrap_or_else(|| panic!("no backup codes shown:\n{run}"))
+        .1;
+    let codes: Vec<String> = after
+        .lines()
+        .map_while(|l| l.strip_prefix("  "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(codes.len(), 10, "{run}");
+    for code in &codes {
+        let groups: Vec<&str> = code.split('-').collect();
+        assert!(
+            groups.len() == 4
+                && groups
+                    .iter()
+                    .all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_digit())),
+            "backup code {code:?} is not 16 digits in groups of four"
+        );
+    }
+    codes
+}
+
+/// sshd, `unenrolled = "enroll"`: the client is shown the QR code, URI and
+/// key; the code computed from them enrolls and logs in; the record is
+/// stored root-only with that secret; later logins need a code (the
+/// enrollment code replayed is refused, a fresh one and a shown backup
+/// code work).
+#[test]
+fn sshd_enrolls_an_unenrolled_user_at_first_login_and_then_asks_for_codes() {
+    if !e2e_support::can_run(false) {
+        return;
+    }
+    let (sys, _) = password_then_code("e2e-sshd-enroll", ENROLL_CONFIG, false);
+    assert_nothing_stored_for(&sys, USER);
+
+    let mut enrollment_code = String::new();
+    let (first, shown) = sys.ssh_answering(USER, PASSWORD, |text| {
+        let secret = enrollment_offer(USER, text);
+        enrollment_code = common::oathtool_code(&secret, "SHA1", 6, 30, T0);
+        enrollment_code.clone()
+    });
+    let shown = shown.unwrap_or_else(|| panic!("no code prompt came\n{first}"));
+    let secret = enrollment_offer(USER, &shown);
+    assert!(first.logged_in(), "{first}");
+    assert_eq!(first.prompts.first(), Some(&ssh_prompt(USER, "Password: ")));
+    assert_eq!(
+        first.prompts.len(),
+        shown.split('\n').count() + 1,
+        "exactly two prompts: {first}"
+    );
+    assert!(
+        first.sshd_log.contains(&format!(
+            "Accepted keyboard-interactive/pam for {USER} from 127.0.0.1"
+        )),
+        "{first}"
+    );
+    let backup = shown_backup_codes(&first);
+    assert!(
+        !first.run.stderr.contains(&secret),
+        "the secret was shown again after enrolling:\n{first}"
+    );
+
+    // On disk: the record with the secret the client showed, and the
+    // enrollment code's step already used.
+    let record = assert_enrolled_at_login(&sys, USER, &secret);
+    let state = root_only_file(&sys, &format!("{USER}.state"));
+    assert!(state.contains(&accepted_step(T0_UNIX)), "{state}");
+    assert_eq!(sys.state_value(USER, "failures").as_deref(), Some("0"));
+    for code in &backup {
+        assert!(!record.contains(code.as_str()) && !record.contains(&code.replace('-', "")));
+    }
+
+    // The next time step: the enrollment code is still inside the window,
+    // so only replay protection refuses it; no enrollment is offered again.
+    let t1 = common::at_offset(T0, 30);
+    let t1_unix = T0_UNIX + 30;
+    sys.restart_sshd_at(KBD, &t1);
+    let replay = sys.ssh(USER, Some(PASSWORD), Some(&enrollment_code));
+    assert!(replay.denied(KBD), "{replay}");
+    assert_eq!(replay.prompts, password_and_code_prompts(USER), "{replay}");
+    assert_eq!(sys.state_value(USER, "failures").as_deref(), Some("1"));
+    assert!(sys.state(USER).contains(&accepted_step(T0_UNIX)));
+
+    let fresh = common::oathtool_code(&secret, "SHA1", 6, 30, &t1);
+    assert_ne!(fresh, enrollment_code);
+    let second = sys.ssh(USER, Some(PASSWORD), Some(&fresh));
+    assert!(second.logged_in(), "{second}");
+    assert_eq!(second.prompts, password_and_code_prompts(USER), "{second}");
+    assert!(sys.state(USER).contains(&accepted_step(t1_unix)));
+    assert_eq!(sys.state_value(USER, "failures").as_deref(), Some("0"));
+
+    let with_backup = sys.ssh(USER, Some(PASSWORD), Some(&backup[3]));
+    assert!(with_backup.logged_in(), "{with_backup}");
+    assert!(
+        with_backup
+            .run
+            .stderr
+            .lines()
+            .any(|l| l == "Backup code accepted. 9 backup codes left."),
+        "{with_backup}"
+    );
+    // Logging in never re-enrolled: same record, same secret.
+    assert_eq!(root_only_file(&sys, &format!("{USER}.secret")), record);
+}
+
+/// sshd, `unenrolled = "enroll"`: a wrong confirmation code refuses the
+/// login and stores nothing; the next login offers a new secret.
+#[test]
+fn sshd_enrollment_with_a_wrong_code_is_refused_and_stores_nothing() {
+    if !e2e_support::can_run(false) {
+        return;
+    }
+    let (sys, _) = password_then_code("e2e-sshd-enroll-wrong", ENROLL_CONFIG, false);
+
+    let (wrong, shown) = sys.ssh_answering(USER, PASSWORD, |text| {
+        e2e_support::wrong_code_for(&enrollment_offer(USER, text))
+    });
+    let shown = shown.unwrap_or_else(|| panic!("no code prompt came\n{wrong}"));
+    let offered = enrollment_offer(USER, &shown);
+    assert!(wrong.denied(KBD), "{wrong}");
+    assert!(!wrong.run.stderr.contains("backup codes"), "{wrong}");
+    assert!(
+        !wrong.sshd_log.contains("Accepted keyboard-interactive"),
+        "{wrong}"
+    );
+    assert_nothing_stored_for(&sys, USER);
+
+    // Not enrolled: the next login is offered enrollment again, with a new
+    // secret; that one is what gets stored.
+    let (again, shown) = sys.ssh_answering(USER, PASSWORD, |text| {
+        common::oathtool_code(&enrollment_offer(USER, text), "SHA1", 6, 30, T0)
+    });
+    let secret = enrollment_offer(USER, &shown.expect("a code prompt"));
+    assert_ne!(secret, offered, "the refused secret was offered again");
+    assert!(again.logged_in(), "{again}");
+    assert_enrolled_at_login(&sys, USER, &secret);
+}
+
+/// sshd, `enroll_groups`: a user outside the groups is treated as under
+/// `deny` (the plain code prompt, refused, nothing stored); a member of the
+/// group is offered enrollment and enrolls.
+#[test]
+fn sshd_enrollment_is_limited_to_enroll_groups() {
+    if !e2e_support::can_run(false) {
+        return;
+    }
+    let sys = System::new(
+        "e2e-sshd-enroll-groups",
+        &format!("{ENROLL_CONFIG}enroll_groups = [\"{ENROLLERS}\"]\n"),
+    );
+    sys.add_user(USER);
+    sys.add_user(CALLER);
+    sys.add_group(ENROLLERS, &[CALLER]);
+    let module = sys.module_line();
+    sys.set_auth("sshd", &["@include common-auth", &module]);
+    sys.start_sshd(KBD);
+
+    let outsider = sys.ssh(USER, Some(PASSWORD), Some(&code_at(T0)));
+    assert!(outsider.denied(KBD), "{outsider}");
+    assert_eq!(
+        outsider.prompts,
+        password_and_code_prompts(USER),
+        "no enrollment offered: {outsider}"
+    );
+    assert!(!outsider.run.stderr.contains("otpauth"), "{outsider}");
+    assert_nothing_stored_for(&sys, USER);
+
+    let (member, shown) = sys.ssh_answering(CALLER, PASSWORD, |text| {
+        common::oathtool_code(&enrollment_offer(CALLER, text), "SHA1", 6, 30, T0)
+    });
+    let secret = enrollment_offer(CALLER, &shown.unwrap_or_else(|| panic!("{member}")));
+    assert!(member.logged_in(), "{member}");
+    assert_enrolled_at_login(&sys, CALLER, &secret);
+    assert_nothing_stored_for(&sys, USER);
+}

@@ -63,9 +63,16 @@ pub fn code_at(at: &str) -> String {
 /// [`T0`] to 20 steps after, so it is plainly wrong (not a replay, not clock
 /// drift).
 pub fn wrong_code() -> String {
-    let near = common::oathtool(SECRET, &common::at_offset(T0, -600), &["-w", "40"]);
-    let near: HashSet<&str> = near.lines().map(str::trim).collect();
-    assert_eq!(near.len(), 41, "oathtool -w 40 gave {near:?}");
+    wrong_code_for(SECRET)
+}
+
+/// A 6-digit code that is none of `secret`'s (SHA1, 30 s) codes from 20
+/// steps before [`T0`] to 20 steps after.
+pub fn wrong_code_for(secret: &str) -> String {
+    let near = common::oathtool(secret, &common::at_offset(T0, -600), &["-w", "40"]);
+    let lines: Vec<&str> = near.lines().map(str::trim).collect();
+    assert_eq!(lines.len(), 41, "oathtool -w 40 gave {near:?}");
+    let near: HashSet<&str> = lines.into_iter().collect();
     ["123456", "000000", "999999", "246802", "135791"]
         .into_iter()
         .find(|c| !near.contains(c))
@@ -528,13 +535,27 @@ exec "$@"
     }
 
     /// The askpass program for ssh: answers by prompt text (`$1`) from the
-    /// files in `$E2E_ANSWERS` and logs every prompt there.
+    /// files in `$E2E_ANSWERS` and logs every prompt there. If the file
+    /// `code-later` exists, the code prompt is first written whole to
+    /// `shown` and the answer is the file `code` once the test has written
+    /// it (see [`System::ssh_answering`]); the wait is bounded (20 s).
     fn write_askpass(&self) {
         let script = r#"#!/bin/sh
-printf '%s\n' "$1" >> "$E2E_ANSWERS/prompts"
+a="$E2E_ANSWERS"
+printf '%s\n' "$1" >> "$a/prompts"
 case "$1" in
-  *"Verification code: "*) exec cat "$E2E_ANSWERS/code" ;;
-  *"Password: "*) exec cat "$E2E_ANSWERS/password" ;;
+  *"Verification code: "*)
+    if [ -f "$a/code-later" ]; then
+      printf '%s' "$1" > "$a/shown.tmp" && mv "$a/shown.tmp" "$a/shown"
+      i=0
+      while [ ! -f "$a/code" ]; do
+        i=$((i + 1))
+        if [ "$i" -gt 400 ]; then echo "askpass: no code from the test" >&2; exit 1; fi
+        sleep 0.05
+      done
+    fi
+    exec cat "$a/code" ;;
+  *"Password: "*) exec cat "$a/password" ;;
 esac
 echo "askpass: unexpected prompt: $1" >&2
 exit 1
@@ -600,6 +621,22 @@ exit 1
         );
         append(&etc.join("group"), &format!("{user}:x:{uid}:"));
         append(&etc.join("gshadow"), &format!("{user}:!::"));
+    }
+
+    /// Adds the group `group` (own gid, the given supplementary members) to
+    /// the copied group databases.
+    pub fn add_group(&self, group: &str, members: &[&str]) {
+        let gid = self.next_uid.fetch_add(1, Ordering::SeqCst);
+        let etc = self.sb.dir().join("etc");
+        let text = fs::read_to_string(etc.join("group")).expect("read copy");
+        assert!(
+            !text.lines().any(|l| l.starts_with(&format!("{group}:"))
+                || l.split(':').nth(2) == Some(&gid.to_string())),
+            "{group} or gid {gid} already in /etc/group"
+        );
+        let members = members.join(",");
+        append(&etc.join("group"), &format!("{group}:x:{gid}:{members}"));
+        append(&etc.join("gshadow"), &format!("{group}:!::{members}"));
     }
 
     pub fn home(&self, user: &str) -> PathBuf {
@@ -688,7 +725,18 @@ exit 1
     /// It runs until the `System` is dropped.
     pub fn start_sshd(&self, methods: &str) {
         assert!(self.sshd.borrow().is_none(), "sshd already started");
-        let sshd = self.spawn_sshd(methods);
+        let sshd = self.spawn_sshd(methods, T0);
+        *self.sshd.borrow_mut() = Some(sshd);
+    }
+
+    /// Stops the running sshd (and everything in its namespace) and starts
+    /// a new one with the same host key and the clock frozen at `at` (a
+    /// later time step for the next logins; the state on disk stays).
+    pub fn restart_sshd_at(&self, methods: &str, at: &str) {
+        let old = self.sshd.borrow_mut().take();
+        assert!(old.is_some(), "start_sshd first");
+        drop(old);
+        let sshd = self.spawn_sshd(methods, at);
         *self.sshd.borrow_mut() = Some(sshd);
     }
 
@@ -701,7 +749,7 @@ exit 1
             .unwrap_or_default()
     }
 
-    fn spawn_sshd(&self, methods: &str) -> Sshd {
+    fn spawn_sshd(&self, methods: &str, at: &str) -> Sshd {
         if !Path::new("/run/sshd").is_dir() {
             // sshd's privilege-separation directory (normally made by systemd).
             let _ = fs::DirBuilder::new().mode(0o755).create("/run/sshd");
@@ -740,7 +788,7 @@ exit 1
                 "-E",
                 &log_s,
             ];
-            let mut cmd = self.ns_command_at(&argv, T0);
+            let mut cmd = self.ns_command_at(&argv, at);
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(fs::File::create(&stderr_file).expect("sshd.stderr"));
@@ -837,6 +885,66 @@ exit 1
         code: Option<&str>,
         key: Option<&Path>,
     ) -> SshRun {
+        let (mut cmd, answers) = self.ssh_command(user, password, code, key, false);
+        let run = drive(&mut cmd, &[], COMMAND_TIMEOUT);
+        self.ssh_result(run, &answers)
+    }
+
+    /// [`System::ssh`] for a code that depends on what the server shows
+    /// (enrollment at login): answers the password, then hands the whole
+    /// text the ssh client showed with the code prompt (what its askpass
+    /// got, info lines included) to `answer` and sends the code it returns.
+    /// Also returns that text, or `None` if no code prompt came.
+    pub fn ssh_answering(
+        &self,
+        user: &str,
+        password: &str,
+        answer: impl FnOnce(&str) -> String,
+    ) -> (SshRun, Option<String>) {
+        let (mut cmd, answers) = self.ssh_command(user, Some(password), None, None, true);
+        // A UTF-8 terminal's locale: in the C locale the ssh client shows
+        // the QR code's half blocks as octal escapes.
+        cmd.env("LC_ALL", "C.UTF-8");
+        let login = thread::spawn(move || drive(&mut cmd, &[], COMMAND_TIMEOUT));
+        let shown_path = answers.join("shown");
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        let mut shown = None;
+        while !login.is_finished() && Instant::now() < deadline {
+            if let Ok(text) = fs::read_to_string(&shown_path) {
+                // If `answer` panics (its checks failed), the login still
+                // gets an (empty) answer and ends before the panic goes on.
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(&text)));
+                let tmp = answers.join("code.tmp");
+                let line = code
+                    .as_deref()
+                    .map_or(String::from("\n"), |c| format!("{c}\n"));
+                write_mode(&tmp, &line, 0o600);
+                fs::rename(&tmp, answers.join("code")).expect("rename code.tmp");
+                if let Err(panic) = code {
+                    let _ = login.join();
+                    std::panic::resume_unwind(panic);
+                }
+                shown = Some(text);
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        // drive() bounds the login itself and panics (here re-raised) on expiry.
+        let run = login
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (self.ssh_result(run, &answers), shown)
+    }
+
+    /// The ssh command line for a login and its answers directory.
+    fn ssh_command(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        code: Option<&str>,
+        key: Option<&Path>,
+        code_later: bool,
+    ) -> (Command, PathBuf) {
         let port = self
             .sshd
             .borrow()
@@ -851,6 +959,9 @@ exit 1
         }
         if let Some(c) = code {
             write_mode(&answers.join("code"), &format!("{c}\n"), 0o600);
+        }
+        if code_later {
+            write_mode(&answers.join("code-later"), "", 0o600);
         }
         let mut cmd = Command::new(program("ssh"));
         cmd.args(["-F", "/dev/null", "-p"])
@@ -898,7 +1009,10 @@ exit 1
             .env("SSH_ASKPASS", self.sb.dir().join("askpass"))
             .env("SSH_ASKPASS_REQUIRE", "force")
             .env("E2E_ANSWERS", &answers);
-        let run = drive(&mut cmd, &[], COMMAND_TIMEOUT);
+        (cmd, answers)
+    }
+
+    fn ssh_result(&self, run: Run, answers: &Path) -> SshRun {
         let prompts = fs::read_to_string(answers.join("prompts"))
             .unwrap_or_default()
             .lines()
