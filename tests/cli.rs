@@ -31,47 +31,9 @@ const SVC: &str = "svc";
 /// `[lockout] lock_seconds` default.
 const LOCK_SECONDS: u64 = 1800;
 
-/// What one `twofactor` run produced.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from(out: &Output) -> Run {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Asserts the exit code, showing both streams otherwise.
-    fn expect(self, code: i32) -> Run {
-        assert_eq!(
-            self.code, code,
-            "exit code\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    /// stdout as one JSON value (the contract: one object).
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim_end())
-            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{}", self.stdout))
-    }
-}
-
-/// `twofactor --config <sandbox config> args...`, real clock.
-fn cli(sb: &Sandbox, args: &[&str]) -> Run {
-    Run::from(&run_cli(sb, args))
-}
-
 /// Like [`cli`] with the clock frozen at `at` (`"YYYY-MM-DD HH:MM:SS"` UTC).
-fn cli_at(sb: &Sandbox, args: &[&str], at: &str) -> Run {
-    Run::from(&run_cli_with(sb, args, &[], at))
+fn cli_at(sb: &Sandbox, args: &[&str], at: &str) -> CliRun {
+    CliRun::from(&run_cli_with(sb, args, &[], at))
 }
 
 /// A sandbox with `extra` config lines.
@@ -602,7 +564,7 @@ fn without_config_a_non_root_caller_is_refused_with_exit_3() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        let out = Run::from(&out).expect(3);
+        let out = CliRun::from(&out).expect(3);
         assert!(out.stderr.contains("root"), "{args:?}: {}", out.stderr);
         assert_eq!(out.stdout, "", "{args:?}");
     }
@@ -1008,7 +970,7 @@ fn config_option_works_after_the_subcommand() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let v = Run::from(&out).expect(0).json();
+    let v = CliRun::from(&out).expect(0).json();
     assert_eq!(v["user"], json!(USER));
     assert_eq!(v["enrolled"], json!(true));
     assert_eq!(v["backup_codes_remaining"], json!(10));

@@ -54,42 +54,6 @@ fn sandbox(name: &str, extra: &str) -> Sandbox {
     sb
 }
 
-/// What one `twofactor` run produced.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from(out: &Output) -> Run {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Asserts the exit code, showing both streams otherwise.
-    fn expect(self, code: i32) -> Run {
-        assert_eq!(
-            self.code, code,
-            "exit code\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim_end())
-            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{}", self.stdout))
-    }
-}
-
-fn cli(sb: &Sandbox, args: &[&str]) -> Run {
-    Run::from(&run_cli(sb, args))
-}
-
 /// `twofactor enroll USER --secret SECRET --json` (must succeed); the JSON.
 fn enroll(sb: &Sandbox, user: &str, secret: &str) -> Value {
     cli(sb, &["enroll", user, "--secret", secret, "--json"])
@@ -220,19 +184,7 @@ impl Live {
             .arg("_STDBUF_O=0")
             .arg(program("pamtester"))
             .args(["-v", service, user, "authenticate"]);
-        for var in [
-            "LD_PRELOAD",
-            "PAM_WRAPPER",
-            "PAM_WRAPPER_SERVICE_DIR",
-            "PAM_WRAPPER_RUNTIME_DIR",
-            "FAKETIME",
-            "FAKETIME_DONT_FAKE_MONOTONIC",
-            "LANGUAGE",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("LC_ALL", "C")
-            .env("TZ", "UTC")
+        clean_env(&mut cmd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

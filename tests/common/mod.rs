@@ -3,8 +3,8 @@
 //! Layer 2 of `TESTING.md`: the real `libpam_twofactor.so` loaded by the real
 //! libpam through pam_wrapper, driven by `pamtester`, with the clock pinned by
 //! libfaketime and expected codes computed by `oathtool`. Standard library
-//! only. Nothing here skips: a missing tool is a loud panic
-//! ([`require_tools`]).
+//! (and serde_json for the CLI's `--json`) only. Nothing here skips: a
+//! missing tool is a loud panic ([`require_tools`]).
 //!
 //! # What pamtester prints (pamtester 0.1.2, Linux-PAM 1.5.2, pam_wrapper 1.1.4)
 //!
@@ -782,6 +782,44 @@ pub fn oathtool_code(
     )
 }
 
+/// What one `twofactor` run produced.
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    pub fn from(out: &Output) -> CliRun {
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts the exit code, showing both streams otherwise.
+    pub fn expect(self, code: i32) -> CliRun {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// stdout as one JSON value (the contract: one object).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim_end())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}):\n{}", self.stdout))
+    }
+}
+
+/// `twofactor --config <sandbox config> args...`, real clock.
+pub fn cli(sb: &Sandbox, args: &[&str]) -> CliRun {
+    CliRun::from(&run_cli(sb, args))
+}
+
 /// Runs `twofactor --config <config_path> <args...>` (no stdin, real clock).
 pub fn run_cli(sandbox: &Sandbox, args: &[&str]) -> Output {
     run_cli_with(sandbox, args, &[], "")
@@ -870,7 +908,7 @@ pub fn at_offset(at: &str, seconds: i64) -> String {
 
 /// C locale (untranslated pam_strerror texts), UTC, and no inherited preload
 /// or pam_wrapper/faketime settings.
-fn clean_env(cmd: &mut Command) -> &mut Command {
+pub fn clean_env(cmd: &mut Command) -> &mut Command {
     for var in [
         "LD_PRELOAD",
         "PAM_WRAPPER",
