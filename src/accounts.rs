@@ -1,5 +1,6 @@
-//! Group membership from the system's user database (NSS), for
-//! `[exempt] groups` and `enroll_groups`. Only called when those are set.
+//! The system's user database (NSS): group membership for `[exempt] groups`
+//! and `enroll_groups` (only called when those are set), and the first name
+//! of a uid for names without an enrollment (aliases such as `toor`).
 
 use std::ffi::CString;
 
@@ -29,6 +30,15 @@ pub fn first_shared_group(user: &str, wanted: &[String]) -> Option<String> {
     wanted.iter().find(|g| have.contains(g)).cloned()
 }
 
+/// The name the user database gives first for `user`'s uid, when that is
+/// another name: `toor` (uid 0, listed after `root`) gives `root`. `None`
+/// for an unknown user or one that is its uid's first name.
+pub fn first_name_of_uid(user: &str) -> Option<String> {
+    let account = User::from_name(user).ok().flatten()?;
+    let owner = User::from_uid(account.uid).ok().flatten()?;
+    (owner.name != user).then_some(owner.name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +53,12 @@ mod tests {
         );
         assert!(groups_of("no-such-user-xyz").is_empty());
         assert_eq!(first_shared_group("root", &[]), None);
+    }
+
+    /// root is its uid's first name; an unknown user has none.
+    #[test]
+    fn first_name_of_uid_only_names_another_account() {
+        assert_eq!(first_name_of_uid("root"), None);
+        assert_eq!(first_name_of_uid("no-such-user-xyz"), None);
     }
 }

@@ -275,6 +275,28 @@ pub fn authenticate(
 }
 
 /// Authenticates `raw_user` connecting from `rhost` (PAM_RHOST) at `now`.
+/// For a name without an enrollment: the enrollment of the first name of
+/// its uid, if that is another name and is enrolled. Files are keyed by
+/// name, but an alias (`toor`, uid 0 after `root`) is the same account: it
+/// must not slip past `root`'s second factor under `unenrolled = "skip"`,
+/// nor enroll a phone of its own at login. The alias then uses that
+/// enrollment's codes, state and lock. (An alias listed *before* the
+/// enrolled name is its uid's first name, so nothing redirects it; README
+/// and docs/threat-model.md say so.) Costs two NSS lookups, only for names
+/// without a record.
+fn enrolled_first_name(
+    dir: &TrustedDir,
+    user: &Username,
+) -> Result<Option<(Username, SecretRecord)>, AuthError> {
+    let Some(first) = accounts::first_name_of_uid(user.as_str()) else {
+        return Ok(None);
+    };
+    let Ok(first) = Username::parse(&first) else {
+        return Ok(None);
+    };
+    Ok(read_record(dir, &first)?.map(|record| (first, record)))
+}
+
 pub fn authenticate_from(
     config: &Config,
     raw_user: &str,
@@ -299,12 +321,18 @@ pub fn authenticate_from(
         return Ok(Outcome::Skip(SkipReason::ExemptGroup(group)));
     }
     let dir = TrustedDir::open(&config.state_dir, true)?;
-    let Some(record) = read_record(&dir, &user)? else {
-        return match config.unenrolled {
-            Unenrolled::Skip => Ok(Outcome::Skip(SkipReason::Unenrolled)),
-            Unenrolled::Deny => deny_after_prompt(conv, DenyReason::Unenrolled),
-            Unenrolled::Enroll => enroll_at_login(config, &dir, &user, conv, now),
-        };
+    let (user, record) = match read_record(&dir, &user)? {
+        Some(record) => (user, record),
+        None => match enrolled_first_name(&dir, &user)? {
+            Some(found) => found,
+            None => {
+                return match config.unenrolled {
+                    Unenrolled::Skip => Ok(Outcome::Skip(SkipReason::Unenrolled)),
+                    Unenrolled::Deny => deny_after_prompt(conv, DenyReason::Unenrolled),
+                    Unenrolled::Enroll => enroll_at_login(config, &dir, &user, conv, now),
+                };
+            }
+        },
     };
     if let (Some(host), true) = (rhost, config.grace_seconds > 0) {
         // A hint read without the lock: the file is replaced atomically.

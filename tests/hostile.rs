@@ -435,3 +435,58 @@ fn non_root_caller_fails_closed() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains(pam_err::AUTHINFO_UNAVAIL), "{stderr}");
 }
+
+/// Two names for one uid: `daemon2`, an alias listed after `daemon` (uid 1),
+/// has no enrollment of its own. Under `unenrolled = "skip"` it must not log
+/// in without `daemon`'s code: it uses `daemon`'s record, state and lock,
+/// and nothing is written under its own name. An alias listed first is its
+/// uid's first name and is not redirected (documented in
+/// docs/threat-model.md); a name with a uid of its own is simply unenrolled.
+#[test]
+fn alias_of_an_enrolled_uid_needs_its_code() {
+    let sb = enrolled("alias");
+    sb.write_config("unenrolled = \"skip\"\n");
+    // After pam_permit, a skip is a success without a prompt.
+    let svc = "then-permit";
+    sb.write_service(
+        svc,
+        &format!("{}\nauth required pam_permit.so", sb.module_line("")),
+    );
+    let daemon = "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n";
+    let alias = "daemon2:x:1:1:alias:/usr/sbin:/usr/sbin/nologin\n";
+    let after = format!("root:x:0:0:root:/root:/bin/bash\n{daemon}{alias}");
+    let wrong = if right_code() == "123456" {
+        "654321"
+    } else {
+        "123456"
+    };
+
+    let out = sb.pamtester_with_passwd(svc, "daemon2", &[wrong], T0, &after);
+    assert_eq!(out.pam_error(), Some(pam_err::AUTH_ERR), "{out}");
+    assert_eq!(out.prompt_count("Verification code: "), 1, "{out}");
+    let state = fs::read_to_string(state_path(&sb)).unwrap();
+    assert!(state.contains("failures = 1\n"), "daemon's state:\n{state}");
+
+    let out = sb.pamtester_with_passwd(svc, "daemon2", &[&right_code()], T0, &after);
+    assert!(out.succeeded(), "{out}");
+    // The step is now used for daemon itself: the same code is a replay.
+    let out = sb.pamtester(svc, USER, &[&right_code()], T0);
+    assert_eq!(out.pam_error(), Some(pam_err::AUTH_ERR), "{out}");
+    let names: Vec<String> = fs::read_dir(sb.state_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("daemon2"))
+        .collect();
+    assert!(names.is_empty(), "files written for the alias: {names:?}");
+
+    // Listed first, the alias is its uid's first name: not redirected.
+    let first = format!("root:x:0:0:root:/root:/bin/bash\n{alias}{daemon}");
+    let out = sb.pamtester_with_passwd(svc, "daemon2", &[], T0, &first);
+    assert!(out.succeeded(), "{out}");
+    assert_eq!(out.prompt_count("Verification code: "), 0, "{out}");
+    // Its own uid: plainly unenrolled, skipped without a prompt.
+    let own = format!("{after}daemon3:x:4242:4242::/:/bin/false\n");
+    let out = sb.pamtester_with_passwd(svc, "daemon3", &[], T0, &own);
+    assert!(out.succeeded(), "{out}");
+    assert_eq!(out.prompt_count("Verification code: "), 0, "{out}");
+}

@@ -146,6 +146,12 @@ pub fn libfaketime() -> PathBuf {
         .join("libfaketime.so.1")
 }
 
+/// nss_wrapper's preload library (package libnss-wrapper): a private user
+/// database for one process ([`Sandbox::pamtester_with_passwd`]).
+pub fn nss_wrapper_lib() -> PathBuf {
+    multiarch_lib_dir().join("libnss_wrapper.so")
+}
+
 /// Finds an executable in `PATH` (or the usual directories if unset).
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")
@@ -184,6 +190,7 @@ pub fn require_tools() {
             (pam_wrapper_lib(), "libpam-wrapper"),
             (pam_wrapper_module("pam_matrix.so"), "libpam-wrapper"),
             (libfaketime(), "libfaketime, pulled in by faketime"),
+            (nss_wrapper_lib(), "libnss-wrapper"),
         ] {
             if !file.is_file() {
                 missing.push(format!("{} (package {package})", file.display()));
@@ -193,7 +200,7 @@ pub fn require_tools() {
             panic!(
                 "\n\n*** pam-twofactor integration tests CANNOT RUN: missing\n***   {}\n\
                  *** Install them: apt-get update && apt-get install -y \
-                 libpam0g-dev pamtester libpam-wrapper oathtool faketime\n\
+                 libpam0g-dev pamtester libpam-wrapper oathtool faketime libnss-wrapper\n\
                  *** (these tests never skip silently)\n",
                 missing.join("\n***   ")
             );
@@ -591,6 +598,55 @@ impl Sandbox {
         options: &[&str],
         operation: &str,
     ) -> PamOutcome {
+        self.run_pamtester(
+            service,
+            user,
+            stdin_lines,
+            faketime,
+            options,
+            operation,
+            None,
+        )
+    }
+
+    /// [`Sandbox::pamtester`] with `passwd` (lines of `/etc/passwd` syntax)
+    /// as pamtester's whole user database, through nss_wrapper (the
+    /// machine's `/etc/passwd` is never touched; the group database is one
+    /// `root` group). The CLI still sees the real database.
+    pub fn pamtester_with_passwd(
+        &self,
+        service: &str,
+        user: &str,
+        stdin_lines: &[&str],
+        faketime: &str,
+        passwd: &str,
+    ) -> PamOutcome {
+        let passwd_file = self.dir.join("nss-passwd");
+        let group_file = self.dir.join("nss-group");
+        fs::write(&passwd_file, passwd).expect("write nss-passwd");
+        fs::write(&group_file, "root:x:0:\n").expect("write nss-group");
+        self.run_pamtester(
+            service,
+            user,
+            stdin_lines,
+            faketime,
+            &[],
+            "authenticate",
+            Some((&passwd_file, &group_file)),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_pamtester(
+        &self,
+        service: &str,
+        user: &str,
+        stdin_lines: &[&str],
+        faketime: &str,
+        options: &[&str],
+        operation: &str,
+        nss: Option<(&Path, &Path)>,
+    ) -> PamOutcome {
         assert!(
             self.pamd.join(service).is_file(),
             "no {}/{service}: call write_service({service:?}, ...) first (an unknown \
@@ -598,11 +654,16 @@ impl Sandbox {
             self.pamd.display()
         );
         let mut preload = pam_wrapper_lib().display().to_string();
-        let mut clock = Vec::new();
+        let mut settings = Vec::new();
         if !faketime.is_empty() {
             preload = format!("{preload} {}", libfaketime().display());
-            clock.push(format!("FAKETIME={faketime}"));
-            clock.push("FAKETIME_DONT_FAKE_MONOTONIC=1".to_string());
+            settings.push(format!("FAKETIME={faketime}"));
+            settings.push("FAKETIME_DONT_FAKE_MONOTONIC=1".to_string());
+        }
+        if let Some((passwd, group)) = nss {
+            preload = format!("{preload} {}", nss_wrapper_lib().display());
+            settings.push(format!("NSS_WRAPPER_PASSWD={}", passwd.display()));
+            settings.push(format!("NSS_WRAPPER_GROUP={}", group.display()));
         }
         let mut cmd = Command::new(tool("flock"));
         // flock: serialise pam_wrapper runs (see the module docs). timeout:
@@ -616,7 +677,7 @@ impl Sandbox {
             .arg(format!("LD_PRELOAD={preload}"))
             .arg("PAM_WRAPPER=1")
             .arg(format!("PAM_WRAPPER_SERVICE_DIR={}", self.pamd.display()))
-            .args(&clock)
+            .args(&settings)
             .arg(tool("pamtester"))
             .arg("-v")
             .args(options)
@@ -916,6 +977,8 @@ pub fn clean_env(cmd: &mut Command) -> &mut Command {
         "PAM_WRAPPER_RUNTIME_DIR",
         "FAKETIME",
         "FAKETIME_DONT_FAKE_MONOTONIC",
+        "NSS_WRAPPER_PASSWD",
+        "NSS_WRAPPER_GROUP",
         "LANGUAGE",
     ] {
         cmd.env_remove(var);
