@@ -7,9 +7,11 @@ CARGO ?= cargo
 
 # What building and testing need on Debian 12.
 DEPS := libpam0g-dev pamtester libpam-wrapper oathtool faketime \
-        openssh-server openssh-client sudo
+        openssh-server openssh-client sudo libpam-google-authenticator \
+        libnss-wrapper
 
-.PHONY: all build release deps test lint unit integration demo clean
+.PHONY: all build release deps test lint demo deb deb-test bench bench-smoke \
+        fuzz fuzz-smoke clean
 
 all: build
 
@@ -26,10 +28,47 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Everything: format, lints, unit tests, and the real .so through real
-# libpam (pam_wrapper + pamtester + libfaketime, codes from oathtool).
+# Everything: format, lints, unit tests, the real .so through real libpam
+# (pam_wrapper + pamtester + libfaketime, codes from oathtool), real sshd,
+# sudo and su (as root), host-process hygiene, then the Debian package
+# installed in a namespace, a short fixed-seed fuzz run of every target and
+# a smoke run of the benchmark. The package test and the benchmark need
+# root; as another user they say loudly that they are skipped.
 test: deps lint build
 	$(CARGO) test --all-targets -- --test-threads=2
+	@$(call as_root,deb-test,tests/deb-test.sh)
+	fuzz/run.sh --smoke
+	@$(call as_root,bench-smoke,bench/run.sh --smoke)
+
+# $(call as_root,NAME,COMMAND): runs COMMAND as root, else prints why not.
+as_root = if [ "$$(id -u)" -eq 0 ]; then $(2); \
+          else echo "*** SKIPPED $(1): needs root (mount namespaces, dpkg, /var/lib) ***"; fi
+
+# The Debian package: target/deb/libpam-twofactor_*.deb, checked by lintian.
+deb:
+	scripts/make-deb.sh
+
+# Installs the package in a throwaway root (overlay in a mount namespace),
+# enables it with pam-auth-update, logs in through common-auth, purges.
+deb-test:
+	tests/deb-test.sh
+
+# Side by side with libpam-google-authenticator and libpam-oath; writes
+# bench/results.md (a few minutes). bench-smoke only checks the harness.
+bench:
+	bench/run.sh
+
+bench-smoke:
+	bench/run.sh --smoke
+
+# Every fuzz target for FUZZ_SECONDS each (default 600); fuzz-smoke is the
+# short fixed-seed run that `make test` does.
+FUZZ_SECONDS ?= 600
+fuzz:
+	fuzz/run.sh --long $(FUZZ_SECONDS)
+
+fuzz-smoke:
+	fuzz/run.sh --smoke
 
 demo: build
 	@scripts/demo.sh
