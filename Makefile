@@ -5,10 +5,11 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-# What building and testing need on Debian 12.
-DEPS := libpam0g-dev pamtester libpam-wrapper oathtool faketime \
-        openssh-server openssh-client sudo libpam-google-authenticator \
-        libnss-wrapper
+# What building and the demo need on Debian 12; the tests need more (real
+# sshd, sudo, google-authenticator for imports, nss_wrapper for aliases).
+DEPS := libpam0g-dev pamtester libpam-wrapper oathtool faketime
+TEST_DEPS := $(DEPS) openssh-server openssh-client sudo \
+        libpam-google-authenticator libnss-wrapper
 
 .PHONY: all build release deps test lint demo deb deb-test bench bench-smoke \
         fuzz fuzz-smoke clean
@@ -35,6 +36,7 @@ lint:
 # a smoke run of the benchmark. The package test and the benchmark need
 # root; as another user they say loudly that they are skipped.
 test: deps lint build
+	@scripts/ensure-packages $(TEST_DEPS)
 	$(CARGO) test --all-targets -- --test-threads=2
 	@$(call as_root,deb-test,tests/deb-test.sh)
 	fuzz/run.sh --smoke
