@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::fasttoml::Doc;
 use crate::net::Cidr;
 use crate::otp::{self, Algorithm, TotpParams};
+use crate::record::{int, list, text};
 use crate::store::{self, Access, StoreError};
 
 /// Where the module and the CLI look by default.
@@ -131,6 +133,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     state_dir: Option<String>,
@@ -147,6 +150,7 @@ struct RawConfig {
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawExempt {
     groups: Option<Vec<String>>,
@@ -154,12 +158,14 @@ struct RawExempt {
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawGrace {
     seconds: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawDelivery {
     command: Option<String>,
@@ -168,6 +174,7 @@ struct RawDelivery {
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawTotp {
     window: Option<i64>,
@@ -178,6 +185,7 @@ struct RawTotp {
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawLockout {
     max_failures: Option<i64>,
@@ -185,6 +193,7 @@ struct RawLockout {
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawRateLimit {
     max_attempts: Option<i64>,
@@ -192,9 +201,77 @@ struct RawRateLimit {
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawBackupCodes {
     count: Option<i64>,
+}
+
+impl RawConfig {
+    /// The hand mapping of a fast-read config (None = ask toml, which also
+    /// gives the error message). Where it answers, it answers as serde
+    /// would (`fast_mapping_matches_serde` below).
+    fn from_doc(doc: &Doc) -> Option<RawConfig> {
+        let mut raw = RawConfig::default();
+        for table in &doc.tables {
+            if table.elements.is_some() {
+                return None;
+            }
+            match table.name {
+                "totp" => raw.totp = Some(RawTotp::default()),
+                "lockout" => raw.lockout = Some(RawLockout::default()),
+                "rate_limit" => raw.rate_limit = Some(RawRateLimit::default()),
+                "backup_codes" => raw.backup_codes = Some(RawBackupCodes::default()),
+                "exempt" => raw.exempt = Some(RawExempt::default()),
+                "grace" => raw.grace = Some(RawGrace::default()),
+                "delivery" => raw.delivery = Some(RawDelivery::default()),
+                _ => return None,
+            }
+        }
+        for e in &doc.entries {
+            let v = &e.value;
+            match (e.table, e.key) {
+                ("", "state_dir") => raw.state_dir = Some(text(v)?),
+                ("", "unenrolled") => raw.unenrolled = Some(text(v)?),
+                ("", "issuer") => raw.issuer = Some(text(v)?),
+                ("", "enroll_groups") => raw.enroll_groups = Some(list(v, text)?),
+                ("totp", key) => {
+                    let t = raw.totp.as_mut()?;
+                    match key {
+                        "window" => t.window = Some(int(v)?),
+                        "algorithm" => t.algorithm = Some(text(v)?),
+                        "digits" => t.digits = Some(int(v)?),
+                        "period" => t.period = Some(int(v)?),
+                        "max_drift_steps" => t.max_drift_steps = Some(int(v)?),
+                        _ => return None,
+                    }
+                }
+                ("lockout", "max_failures") => raw.lockout.as_mut()?.max_failures = Some(int(v)?),
+                ("lockout", "lock_seconds") => raw.lockout.as_mut()?.lock_seconds = Some(int(v)?),
+                ("rate_limit", "max_attempts") => {
+                    raw.rate_limit.as_mut()?.max_attempts = Some(int(v)?);
+                }
+                ("rate_limit", "per_seconds") => {
+                    raw.rate_limit.as_mut()?.per_seconds = Some(int(v)?);
+                }
+                ("backup_codes", "count") => raw.backup_codes.as_mut()?.count = Some(int(v)?),
+                ("exempt", "groups") => raw.exempt.as_mut()?.groups = Some(list(v, text)?),
+                ("exempt", "networks") => raw.exempt.as_mut()?.networks = Some(list(v, text)?),
+                ("grace", "seconds") => raw.grace.as_mut()?.seconds = Some(int(v)?),
+                ("delivery", key) => {
+                    let d = raw.delivery.as_mut()?;
+                    match key {
+                        "command" => d.command = Some(text(v)?),
+                        "valid_seconds" => d.valid_seconds = Some(int(v)?),
+                        "max_per_hour" => d.max_per_hour = Some(int(v)?),
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Some(raw)
+    }
 }
 
 impl Config {
@@ -227,7 +304,7 @@ impl Config {
             message,
         };
         let text = std::str::from_utf8(bytes).map_err(|_| parse_err("not valid UTF-8".into()))?;
-        let fast = crate::fasttoml::parse(text).and_then(|v| RawConfig::deserialize(v).ok());
+        let fast = crate::fasttoml::read(text).and_then(|doc| RawConfig::from_doc(&doc));
         let raw: RawConfig = match fast {
             Some(raw) => raw,
             None => toml::from_str(text).map_err(|e| parse_err(e.to_string()))?,
@@ -504,6 +581,41 @@ max_per_hour = 3
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?} gave {err:?}");
+        }
+    }
+
+    /// Where the fast reader's hand mapping answers, it gives what serde
+    /// gives from the toml crate; otherwise it leaves the file to toml.
+    #[test]
+    fn fast_mapping_matches_serde() {
+        let answered = [
+            "",
+            include_str!("../conf/twofactor.toml"),
+            "state_dir = \"/srv/tf\"\nunenrolled = \"skip\"\nissuer = \"Example\"\n[totp]\nwindow = 2\nalgorithm = \"SHA512\"\ndigits = 8\nperiod = 60\nmax_drift_steps = 4\n[lockout]\nmax_failures = 3\nlock_seconds = 60\n[rate_limit]\nmax_attempts = 4\nper_seconds = 30\n[backup_codes]\ncount = 5\n",
+            "unenrolled = \"enroll\"\nenroll_groups = [\"staff\"]\n[exempt]\ngroups = [\"robots\"]\nnetworks = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n[grace]\nseconds = 600\n[delivery]\ncommand = \"/usr/local/sbin/send-code\"\nvalid_seconds = 120\nmax_per_hour = 3\n",
+            "[totp]\n[lockout]\n",
+            "[grace]\nseconds = -1",
+        ];
+        for text in answered {
+            let doc = crate::fasttoml::read(text).unwrap();
+            let fast = RawConfig::from_doc(&doc);
+            let slow: RawConfig = toml::from_str(text).unwrap();
+            assert_eq!(fast, Some(slow), "{text:?}");
+        }
+        let left_to_toml = [
+            "nullok = 1",
+            "[totp]\ndigit = 6",
+            "[totp]\nwindow = \"1\"",
+            "state_dir = 5",
+            "enroll_groups = [1]",
+            "[[totp]]\nwindow = 1",
+            "[other]\n",
+            "totp = 1",
+        ];
+        for text in left_to_toml {
+            let doc = crate::fasttoml::read(text).unwrap();
+            assert_eq!(RawConfig::from_doc(&doc), None, "{text:?}");
+            assert!(toml::from_str::<RawConfig>(text).is_err(), "{text:?}");
         }
     }
 

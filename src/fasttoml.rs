@@ -59,81 +59,108 @@ impl<'a> Doc<'a> {
 }
 
 /// Reads `text` as a document of the subset, or `None` outside it.
+///
+/// One pass over the bytes with a cursor (every login reads two records
+/// and a config, so this is on the hot path); each delimiter is ASCII, so
+/// every slice taken is at a char boundary.
 pub fn read(text: &str) -> Option<Doc<'_>> {
-    let mut doc = Doc::default();
+    let b = text.as_bytes();
+    let mut doc = Doc {
+        tables: Vec::with_capacity(4),
+        entries: Vec::with_capacity(16),
+    };
     // Entries of the current table (element) start here: a key may appear
     // once per table, and tables are never reopened in the subset.
     let mut current = ("", 0usize);
     let mut section_start = 0;
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let line = trim_ws(line);
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("[[") {
-            let (name, tail) = rest.split_once("]]")?;
-            end_of_line(tail)?;
-            let name = bare_key(trim_ws(name))?;
-            if doc
-                .entries
-                .iter()
-                .any(|e| e.table.is_empty() && e.key == name)
-            {
-                return None;
-            }
-            let element = match doc.tables.iter_mut().find(|t| t.name == name) {
-                Some(Table {
-                    elements: Some(n), ..
-                }) => {
-                    *n += 1;
-                    *n - 1
+    let mut i = 0;
+    loop {
+        i = skip_ws(b, i);
+        let Some(&c) = b.get(i) else { break };
+        match c {
+            b'\n' | b'\r' | b'#' => i = end_of_line(b, i)?,
+            b'[' if b.get(i + 1) == Some(&b'[') => {
+                let (name, after) = bare_name(text, i + 2)?;
+                if b.get(after..after + 2) != Some(b"]]".as_slice()) {
+                    return None;
                 }
-                Some(_) => return None,
-                None => {
-                    doc.tables.push(Table {
-                        name,
-                        elements: Some(1),
-                    });
-                    0
-                }
-            };
-            current = (name, element);
-            section_start = doc.entries.len();
-        } else if let Some(rest) = line.strip_prefix('[') {
-            let (name, tail) = rest.split_once(']')?;
-            end_of_line(tail)?;
-            let name = bare_key(trim_ws(name))?;
-            if doc.tables.iter().any(|t| t.name == name)
-                || doc
+                i = end_of_line(b, after + 2)?;
+                if doc
                     .entries
                     .iter()
                     .any(|e| e.table.is_empty() && e.key == name)
-            {
-                return None;
+                {
+                    return None;
+                }
+                let element = match doc.tables.iter_mut().find(|t| t.name == name) {
+                    Some(Table {
+                        elements: Some(n), ..
+                    }) => {
+                        *n += 1;
+                        *n - 1
+                    }
+                    Some(_) => return None,
+                    None => {
+                        doc.tables.push(Table {
+                            name,
+                            elements: Some(1),
+                        });
+                        0
+                    }
+                };
+                current = (name, element);
+                section_start = doc.entries.len();
             }
-            doc.tables.push(Table {
-                name,
-                elements: None,
-            });
-            current = (name, 0);
-            section_start = doc.entries.len();
-        } else {
-            let (key, rest) = split_key(line)?;
-            let rest = trim_ws(rest.strip_prefix('=')?);
-            let (value, tail) = parse_value(rest)?;
-            end_of_line(tail)?;
-            if doc.entries[section_start..].iter().any(|e| e.key == key)
-                || (current.0.is_empty() && doc.tables.iter().any(|t| t.name == key))
-            {
-                return None;
+            b'[' => {
+                let (name, after) = bare_name(text, i + 1)?;
+                if b.get(after) != Some(&b']') {
+                    return None;
+                }
+                i = end_of_line(b, after + 1)?;
+                if doc.tables.iter().any(|t| t.name == name)
+                    || doc
+                        .entries
+                        .iter()
+                        .any(|e| e.table.is_empty() && e.key == name)
+                {
+                    return None;
+                }
+                doc.tables.push(Table {
+                    name,
+                    elements: None,
+                });
+                current = (name, 0);
+                section_start = doc.entries.len();
             }
-            doc.entries.push(Entry {
-                table: current.0,
-                element: current.1,
-                key,
-                value,
-            });
+            _ => {
+                let (key, after) = if c == b'"' {
+                    let end = plain_end(b, i + 1)?;
+                    (text.get(i + 1..end)?, end + 1)
+                } else {
+                    let end = bare_end(b, i);
+                    if end == i {
+                        return None;
+                    }
+                    (text.get(i..end)?, end)
+                };
+                let at = skip_ws(b, after);
+                if b.get(at) != Some(&b'=') {
+                    return None;
+                }
+                let (value, after) = parse_value(text, skip_ws(b, at + 1))?;
+                i = end_of_line(b, after)?;
+                if doc.entries[section_start..].iter().any(|e| e.key == key)
+                    || (current.0.is_empty() && doc.tables.iter().any(|t| t.name == key))
+                {
+                    return None;
+                }
+                doc.entries.push(Entry {
+                    table: current.0,
+                    element: current.1,
+                    key,
+                    value,
+                });
+            }
         }
     }
     Some(doc)
@@ -174,101 +201,138 @@ pub fn parse(text: &str) -> Option<Value> {
     Some(Value::Object(root))
 }
 
-fn trim_ws(s: &str) -> &str {
-    let b = s.as_bytes();
-    let start = b
-        .iter()
-        .position(|&c| c != b' ' && c != b'\t')
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|&c| c != b' ' && c != b'\t')
-        .map_or(start, |i| i + 1);
-    // Both ends are at ASCII bytes, so these are char boundaries.
-    s.get(start..end).unwrap_or("")
-}
+/// Byte classes for the scanners below.
+const PLAIN: u8 = 0; // may appear in a string without escapes
+const QUOTE: u8 = 1; // `"`
+const BAD: u8 = 2; // `\`, or a control character other than tab
 
 /// TOML basic strings may not hold `\` unescaped here (we do not decode
-/// escapes), nor control characters other than tab.
-fn plain_text(s: &str) -> bool {
-    !s.bytes()
-        .any(|b| b == b'\\' || (b < 0x20 && b != b'\t') || b == 0x7f)
+/// escapes), nor control characters other than tab (TOML 1.0).
+const CLASS: [u8; 256] = {
+    let mut table = [PLAIN; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        table[c] = BAD;
+        c += 1;
+    }
+    table[b'\t' as usize] = PLAIN;
+    table[0x7f] = BAD;
+    table[b'\\' as usize] = BAD;
+    table[b'"' as usize] = QUOTE;
+    table
+};
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    i
 }
 
-/// Only whitespace or a comment may follow a value or a header.
-fn end_of_line(tail: &str) -> Option<()> {
-    let tail = trim_ws(tail);
-    (tail.is_empty() || tail.starts_with('#')).then_some(())
+/// The index of the `"` closing a string that starts at `i`, if every
+/// byte before it is plain.
+fn plain_end(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        match CLASS[usize::from(*b.get(i)?)] {
+            PLAIN => i += 1,
+            QUOTE => return Some(i),
+            _ => return None,
+        }
+    }
+}
+
+/// Only whitespace or a comment may follow a value or a header; returns
+/// where the next line starts. Comments may not hold control characters
+/// other than tab (TOML 1.0), and `\r` only as part of `\r\n`.
+fn end_of_line(b: &[u8], i: usize) -> Option<usize> {
+    let mut i = skip_ws(b, i);
+    if b.get(i) == Some(&b'#') {
+        i += 1;
+        while let Some(&c) = b.get(i) {
+            if c == b'\n' || c == b'\r' || (c != b'\t' && (c < 0x20 || c == 0x7f)) {
+                break;
+            }
+            i += 1;
+        }
+    }
+    match b.get(i) {
+        None => Some(i),
+        Some(b'\n') => Some(i + 1),
+        Some(b'\r') if b.get(i + 1) == Some(&b'\n') => Some(i + 2),
+        Some(_) => None,
+    }
 }
 
 fn is_bare(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
 }
 
-fn bare_key(s: &str) -> Option<&str> {
-    (!s.is_empty() && s.bytes().all(is_bare)).then_some(s)
+fn bare_end(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(|&c| is_bare(c)) {
+        i += 1;
+    }
+    i
 }
 
-/// `key` or `"quoted key"` (no escapes), then the rest after spaces.
-fn split_key(line: &str) -> Option<(&str, &str)> {
-    if let Some(rest) = line.strip_prefix('"') {
-        let (key, rest) = rest.split_once('"')?;
-        if !plain_text(key) {
-            return None;
-        }
-        return Some((key, trim_ws(rest)));
-    }
-    let end = line.bytes().position(|c| !is_bare(c)).unwrap_or(line.len());
-    let key = bare_key(line.get(..end)?)?;
-    Some((key, trim_ws(line.get(end..)?)))
-}
-
-/// One value and what follows it.
-fn parse_value(s: &str) -> Option<(Val<'_>, &str)> {
-    if let Some(rest) = s.strip_prefix('"') {
-        let (text, rest) = rest.split_once('"')?;
-        // Escapes and control characters (TOML allows tab) go to `toml`.
-        if !plain_text(text) {
-            return None;
-        }
-        return Some((Val::Str(text), rest));
-    }
-    if let Some(mut rest) = s.strip_prefix('[') {
-        let mut items = Vec::new();
-        loop {
-            rest = trim_ws(rest);
-            if let Some(after) = rest.strip_prefix(']') {
-                return Some((Val::Array(items), after));
-            }
-            let (item, after) = parse_value(rest)?;
-            if matches!(item, Val::Array(_)) {
-                return None;
-            }
-            items.push(item);
-            rest = trim_ws(after);
-            if let Some(after) = rest.strip_prefix(',') {
-                rest = after;
-            } else if !rest.starts_with(']') {
-                return None;
-            }
-        }
-    }
-    let end = s
-        .bytes()
-        .position(|c| !(c.is_ascii_digit() || c == b'-'))
-        .unwrap_or(s.len());
-    let digits = &s[..end];
-    let unsigned = digits.strip_prefix('-').unwrap_or(digits);
-    // Decimal only, no leading zeros (TOML forbids them), no `+`, no `_`.
-    if unsigned.is_empty()
-        || !unsigned.bytes().all(|b| b.is_ascii_digit())
-        || (unsigned.len() > 1 && unsigned.starts_with('0'))
-        || digits == "-0"
-    {
+/// A table name: spaces, a non-empty bare key, spaces; and where it ends.
+fn bare_name(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    let start = skip_ws(b, i);
+    let end = bare_end(b, start);
+    if end == start {
         return None;
     }
-    let n: i64 = digits.parse().ok()?;
-    Some((Val::Int(n), s.get(end..)?))
+    Some((text.get(start..end)?, skip_ws(b, end)))
+}
+
+/// One value starting at `i`, and the index after it.
+fn parse_value(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
+    let b = text.as_bytes();
+    match *b.get(i)? {
+        b'"' => {
+            // Escapes and control characters (TOML allows tab) go to `toml`.
+            let end = plain_end(b, i + 1)?;
+            Some((Val::Str(text.get(i + 1..end)?), end + 1))
+        }
+        b'[' => {
+            let mut items = Vec::new();
+            let mut i = i + 1;
+            loop {
+                i = skip_ws(b, i);
+                if b.get(i) == Some(&b']') {
+                    return Some((Val::Array(items), i + 1));
+                }
+                if b.get(i) == Some(&b'[') {
+                    return None;
+                }
+                let (item, after) = parse_value(text, i)?;
+                items.push(item);
+                i = skip_ws(b, after);
+                match b.get(i) {
+                    Some(b',') => i += 1,
+                    Some(b']') => {}
+                    _ => return None,
+                }
+            }
+        }
+        _ => {
+            let mut end = i;
+            while b.get(end).is_some_and(|&c| c.is_ascii_digit() || c == b'-') {
+                end += 1;
+            }
+            let digits = text.get(i..end)?;
+            let unsigned = digits.strip_prefix('-').unwrap_or(digits);
+            // Decimal only, no leading zeros (TOML forbids them), no `+`, no `_`.
+            if unsigned.is_empty()
+                || !unsigned.bytes().all(|b| b.is_ascii_digit())
+                || (unsigned.len() > 1 && unsigned.starts_with('0'))
+                || digits == "-0"
+            {
+                return None;
+            }
+            Some((Val::Int(digits.parse().ok()?), end))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +387,11 @@ mod tests {
             "\"k\\\"\" = 1",
             "[a.b]",
             "a = \"\u{1}\"",
+            "a = 1 # \u{1}",
+            "# \u{7f}\na = 1",
+            "a = 1\r",
+            "a = 1\rb = 2",
+            "[t] # \u{0}",
         ];
         for doc in docs {
             assert_eq!(parse(doc), None, "{doc:?}");

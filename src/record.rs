@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use crate::backup::{HASH_BYTES, KdfParams, SALT_BYTES};
 use crate::fasttoml::{Doc, Val};
 use crate::otp::{self, Algorithm, SecretKey, TotpParams};
+use crate::timefmt::push_decimal;
 
 /// The format version both files carry.
 pub const VERSION: u32 = 1;
@@ -72,21 +73,21 @@ fn parse_toml<T: serde::de::DeserializeOwned>(
     toml::from_str(text).map_err(|e| RecordError::Parse(e.message().to_string()))
 }
 
-fn int<T: TryFrom<i64>>(v: &Val) -> Option<T> {
+pub(crate) fn int<T: TryFrom<i64>>(v: &Val) -> Option<T> {
     match v {
         Val::Int(n) => T::try_from(*n).ok(),
         _ => None,
     }
 }
 
-fn text(v: &Val) -> Option<String> {
+pub(crate) fn text(v: &Val) -> Option<String> {
     match v {
         Val::Str(s) => Some((*s).to_string()),
         _ => None,
     }
 }
 
-fn list<T>(v: &Val, item: impl Fn(&Val) -> Option<T>) -> Option<Vec<T>> {
+pub(crate) fn list<T>(v: &Val, item: impl Fn(&Val) -> Option<T>) -> Option<Vec<T>> {
     match v {
         Val::Array(items) => items.iter().map(item).collect(),
         _ => None,
@@ -240,20 +241,38 @@ pub fn valid_host(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'_' | b'%'))
 }
 
+/// Hex digit values; 0xff for any other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut c = 0;
+    while c < 10 {
+        table[b'0' as usize + c] = c as u8;
+        c += 1;
+    }
+    let mut c = 0;
+    while c < 6 {
+        table[b'a' as usize + c] = 10 + c as u8;
+        table[b'A' as usize + c] = 10 + c as u8;
+        c += 1;
+    }
+    table
+};
+
 fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     let bytes = text.as_bytes();
     if bytes.len() != 2 * N {
         return None;
     }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
     let mut out = [0u8; N];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let (high, low) = (
+            HEX_VALUE[usize::from(pair[0])],
+            HEX_VALUE[usize::from(pair[1])],
+        );
+        if (high | low) > 0x0f {
+            return None;
+        }
+        *slot = high << 4 | low;
     }
     Some(out)
 }
@@ -596,47 +615,74 @@ impl State {
     /// are validated labels and hosts, values integers and hex, so nothing
     /// needs quoting rules beyond `"`; the tests check `toml` reads it back.
     pub fn to_toml(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::with_capacity(256 + 70 * self.used_backup_codes.len());
-        let _ = write!(out, "version = {VERSION}\nfailures = {}\n", self.failures);
-        if let Some(t) = self.locked_until {
-            let _ = writeln!(out, "locked_until = {t}");
+        // Every login writes this: built with pushes, no `core::fmt`.
+        fn line(out: &mut String, key: &str, value: u64) {
+            out.push_str(key);
+            out.push_str(" = ");
+            push_decimal(out, value);
+            out.push('\n');
         }
-        let _ = write!(
-            out,
-            "rate_window_start = {}\nrate_window_attempts = {}\nused_backup_codes = [",
-            self.rate_window_start, self.rate_window_attempts
+        let mut out = String::with_capacity(256 + 70 * self.used_backup_codes.len());
+        line(&mut out, "version", u64::from(VERSION));
+        line(&mut out, "failures", u64::from(self.failures));
+        if let Some(t) = self.locked_until {
+            line(&mut out, "locked_until", t);
+        }
+        line(&mut out, "rate_window_start", self.rate_window_start);
+        line(
+            &mut out,
+            "rate_window_attempts",
+            u64::from(self.rate_window_attempts),
         );
+        out.push_str("used_backup_codes = [");
         for (i, h) in self.used_backup_codes.iter().enumerate() {
-            let _ = write!(out, "{}\"{}\"", if i == 0 { "" } else { ", " }, hex(h));
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push('"');
+            out.push_str(&hex(h));
+            out.push('"');
         }
         out.push_str("]\n");
         if let Some(d) = &self.delivered {
-            let _ = write!(
-                out,
-                "delivered_code = \"{}\"\ndelivered_expires = {}\n",
-                hex(&d.hash),
-                d.expires
-            );
+            out.push_str("delivered_code = \"");
+            out.push_str(&hex(&d.hash));
+            out.push_str("\"\n");
+            line(&mut out, "delivered_expires", d.expires);
         }
         if !self.deliveries.is_empty() {
-            let times: Vec<String> = self.deliveries.iter().map(u64::to_string).collect();
-            let _ = writeln!(out, "deliveries = [{}]", times.join(", "));
+            out.push_str("deliveries = [");
+            for (i, t) in self.deliveries.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                push_decimal(&mut out, *t);
+            }
+            out.push_str("]\n");
         }
         out.push_str("\n[last_accepted_step]\n");
         for (label, step) in &self.last_accepted_step {
-            let _ = writeln!(out, "{label} = {step}");
+            line(&mut out, label, *step);
         }
         if !self.drift_steps.is_empty() {
             out.push_str("\n[drift_steps]\n");
             for (label, d) in &self.drift_steps {
-                let _ = writeln!(out, "{label} = {d}");
+                out.push_str(label);
+                out.push_str(" = ");
+                if *d < 0 {
+                    out.push('-');
+                }
+                push_decimal(&mut out, d.unsigned_abs());
+                out.push('\n');
             }
         }
         if !self.grace.is_empty() {
             out.push_str("\n[grace]\n");
             for (host, t) in &self.grace {
-                let _ = writeln!(out, "\"{host}\" = {t}");
+                out.push('"');
+                out.push_str(host);
+                out.push('"');
+                line(&mut out, "", *t);
             }
         }
         out

@@ -12,6 +12,24 @@ pub fn human(unix: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
 
+/// Appends `n` in decimal: for text built on every login (log lines, temp
+/// file names) without the `core::fmt` machinery.
+pub fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
 /// Days-to-civil conversion (Howard Hinnant's algorithm, proleptic Gregorian).
 fn civil(unix: u64) -> (u64, u64, u64, u64, u64, u64) {
     let days = unix / 86_400;
@@ -40,5 +58,15 @@ mod tests {
         assert_eq!(rfc3339(1_910_520_000), "2030-07-17T12:00:00Z");
         assert_eq!(rfc3339(20_000_000_000), "2603-10-11T11:33:20Z");
         assert_eq!(human(1_781_524_800), "2026-06-15 12:00:00 UTC");
+    }
+
+    /// Decimal text is what `Display` gives, at the edges too.
+    #[test]
+    fn push_decimal_matches_display() {
+        for n in [0, 7, 10, 99, 100, 4_294_967_295, u64::MAX] {
+            let mut out = String::from("x");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
     }
 }
