@@ -7,6 +7,8 @@
 
 use std::os::unix::net::UnixDatagram;
 
+use crate::timefmt::push_decimal;
+
 /// Where syslog listens.
 const SOCKET: &str = "/dev/log";
 const IDENT: &str = "pam_twofactor";
@@ -38,11 +40,20 @@ impl Severity {
 
 /// Formats one syslog line: `<PRI>pam_twofactor[PID]: message`.
 pub fn format_line(severity: Severity, message: &str) -> String {
-    format!(
-        "<{}>{IDENT}[{}]: {message}",
-        u16::from(AUTHPRIV) * 8 + u16::from(severity.code()),
-        std::process::id()
-    )
+    // Built by hand: this runs on every login (no `core::fmt`).
+    let mut line = String::with_capacity(message.len() + 32);
+    line.push('<');
+    push_decimal(
+        &mut line,
+        u64::from(AUTHPRIV) * 8 + u64::from(severity.code()),
+    );
+    line.push('>');
+    line.push_str(IDENT);
+    line.push('[');
+    push_decimal(&mut line, u64::from(std::process::id()));
+    line.push_str("]: ");
+    line.push_str(message);
+    line
 }
 
 /// Sends one message; every error is ignored (logging is best effort).

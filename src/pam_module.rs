@@ -138,11 +138,16 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     };
     let service = item_text(pamh.get_item::<Service>().ok().flatten().map(|s| s.0));
     let rhost_item = pamh.get_item::<RHost>().ok().flatten().map(|s| s.0);
-    let who = format!(
-        "user={} service={service} rhost={}",
-        escape(&user),
-        item_text(rhost_item)
-    );
+    // Built by hand, like the log line: no `core::fmt` on every login.
+    let mut who = String::with_capacity(96);
+    for (label, value) in [
+        ("user=", escape(&user)),
+        (" service=", service),
+        (" rhost=", item_text(rhost_item)),
+    ] {
+        who.push_str(label);
+        who.push_str(&value);
+    }
     // The raw remote host for exemptions and grace; empty or non-UTF-8 = none.
     let rhost: Option<String> = rhost_item
         .and_then(|h| h.to_str().ok())
@@ -173,7 +178,10 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     let code = pam_code(&result);
     match &result {
         Ok(outcome @ Outcome::Allow(_)) | Ok(outcome @ Outcome::Skip(_)) => {
-            log::send(Severity::Info, &format!("{} {who}", outcome.describe()));
+            let mut line = outcome.describe();
+            line.push(' ');
+            line.push_str(&who);
+            log::send(Severity::Info, &line);
         }
         Ok(outcome) => log::send(Severity::Warning, &format!("{} {who}", outcome.describe())),
         Err(AuthError::Conversation) => {

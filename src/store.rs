@@ -185,7 +185,7 @@ fn insecure(path: &Path, reason: String) -> StoreError {
 
 /// Checks one directory's metadata: a directory, trusted owner, not
 /// group/world writable; `private` also forbids any group/other access.
-fn check_dir(path: &Path, meta: &std::fs::Metadata, private: bool) -> Result<(), StoreError> {
+fn check_dir(path: &Path, meta: &Meta, private: bool) -> Result<(), StoreError> {
     if !meta.is_dir() {
         return Err(insecure(path, "is not a directory".into()));
     }
@@ -221,28 +221,63 @@ fn check_dir(path: &Path, meta: &std::fs::Metadata, private: bool) -> Result<(),
     Ok(())
 }
 
-fn fd_metadata(fd: &OwnedFd, path: &Path) -> Result<std::fs::Metadata, StoreError> {
-    let file = File::from(fd.try_clone().map_err(|e| {
+/// What the checks need from the metadata of an open fd.
+struct Meta(std::fs::Metadata);
+
+impl Meta {
+    fn is_dir(&self) -> bool {
+        self.0.is_dir()
+    }
+    fn is_file(&self) -> bool {
+        self.0.file_type().is_file()
+    }
+    fn uid(&self) -> u32 {
+        self.0.uid()
+    }
+    fn mode(&self) -> u32 {
+        self.0.mode()
+    }
+    fn nlink(&self) -> u64 {
+        self.0.nlink()
+    }
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+}
+
+/// `fstat` of an open file (std uses statx on the fd itself).
+fn fd_metadata(file: &File, path: impl Fn() -> PathBuf) -> Result<Meta, StoreError> {
+    file.metadata().map(Meta).map_err(|e| {
         io_err(
-            path,
-            "dup",
-            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        )
-    })?);
-    file.metadata().map_err(|e| {
-        io_err(
-            path,
+            &path(),
             "fstat",
             Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         )
     })
 }
 
+/// `.<name>.tmp-<pid>-<16 hex digits>`: unique per process and attempt, in
+/// the same directory as `name` (rename is atomic only within one).
+fn temp_name(name: &str, pid: u32, random: &[u8; 8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(name.len() + 32);
+    out.push('.');
+    out.push_str(name);
+    out.push_str(".tmp-");
+    crate::timefmt::push_decimal(&mut out, u64::from(pid));
+    out.push('-');
+    for b in random {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 /// A directory we walked to from `/` without following links, every
 /// component checked. Files are only ever reached relative to its fd.
 #[derive(Debug)]
 pub struct TrustedDir {
-    fd: OwnedFd,
+    fd: File,
     path: PathBuf,
 }
 
@@ -256,25 +291,28 @@ impl TrustedDir {
         }
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let root = Path::new("/");
-        let mut fd =
-            openat(AT_FDCWD, root, flags, Mode::empty()).map_err(|e| io_err(root, "open", e))?;
-        let mut walked = PathBuf::from("/");
-        let components: Vec<Component> = path.components().collect();
-        let last = components.len().saturating_sub(1);
-        for (i, component) in components.iter().enumerate() {
+        let mut fd = File::from(
+            openat(AT_FDCWD, root, flags, Mode::empty()).map_err(|e| io_err(root, "open", e))?,
+        );
+        let mut walked = PathBuf::with_capacity(path.as_os_str().len() + 1);
+        walked.push(root);
+        let mut components = path.components().peekable();
+        while let Some(component) = components.next() {
             match component {
                 Component::RootDir => {}
                 Component::Normal(name) => {
-                    check_dir(&walked, &fd_metadata(&fd, &walked)?, false)?;
+                    check_dir(&walked, &fd_metadata(&fd, || walked.clone())?, false)?;
                     walked.push(name);
-                    fd = openat(&fd, *name, flags, Mode::empty()).map_err(|e| match e {
-                        Errno::ELOOP | Errno::ENOTDIR => {
-                            insecure(&walked, "is a symbolic link or not a directory".into())
-                        }
-                        other => io_err(&walked, "open", other),
-                    })?;
-                    if i == last {
-                        check_dir(&walked, &fd_metadata(&fd, &walked)?, private)?;
+                    fd = File::from(openat(&fd, name, flags, Mode::empty()).map_err(
+                        |e| match e {
+                            Errno::ELOOP | Errno::ENOTDIR => {
+                                insecure(&walked, "is a symbolic link or not a directory".into())
+                            }
+                            other => io_err(&walked, "open", other),
+                        },
+                    )?);
+                    if components.peek().is_none() {
+                        check_dir(&walked, &fd_metadata(&fd, || walked.clone())?, private)?;
                     }
                 }
                 _ => {
@@ -285,7 +323,7 @@ impl TrustedDir {
             }
         }
         if walked == root {
-            check_dir(&walked, &fd_metadata(&fd, &walked)?, private)?;
+            check_dir(&walked, &fd_metadata(&fd, || walked.clone())?, private)?;
         }
         Ok(TrustedDir { fd, path: walked })
     }
@@ -307,31 +345,39 @@ impl TrustedDir {
         access: Access,
         limit: u64,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        let path = self.child(name);
+        // The full path is only built for a message (not on every login).
+        let path = || self.child(name);
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
         let fd = match openat(&self.fd, name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
-            Err(Errno::ELOOP) => return Err(insecure(&path, "is a symbolic link".into())),
-            Err(e) => return Err(io_err(&path, "open", e)),
+            Err(Errno::ELOOP) => return Err(insecure(&path(), "is a symbolic link".into())),
+            Err(e) => return Err(io_err(&path(), "open", e)),
         };
-        let meta = fd_metadata(&fd, &path)?;
-        check_file(&path, &meta, access)?;
+        let file = File::from(fd);
+        let meta = fd_metadata(&file, path)?;
+        check_file(path, &meta, access)?;
         if meta.len() > limit {
-            return Err(StoreError::TooLarge { path, limit });
+            return Err(StoreError::TooLarge {
+                path: path(),
+                limit,
+            });
         }
         let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
         // Read at most limit + 1 bytes: a file that grew after fstat is refused.
-        let mut file = File::from(fd).take(limit + 1);
+        let mut file = file.take(limit + 1);
         file.read_to_end(&mut buf).map_err(|e| {
             io_err(
-                &path,
+                &path(),
                 "read",
                 Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             )
         })?;
         if buf.len() as u64 > limit {
-            return Err(StoreError::TooLarge { path, limit });
+            return Err(StoreError::TooLarge {
+                path: path(),
+                limit,
+            });
         }
         Ok(Some(buf))
     }
@@ -339,7 +385,7 @@ impl TrustedDir {
     /// Takes the exclusive lock `name` (created 0600 if missing, never
     /// unlinked so every process locks the same inode), waiting a bounded time.
     pub fn lock(&self, name: &str) -> Result<LockGuard, StoreError> {
-        let path = self.child(name);
+        let path = || self.child(name);
         let flags = OFlag::O_RDWR
             | OFlag::O_CREAT
             | OFlag::O_NOFOLLOW
@@ -347,12 +393,13 @@ impl TrustedDir {
             | OFlag::O_CLOEXEC;
         let fd = openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600)).map_err(
             |e| match e {
-                Errno::ELOOP => insecure(&path, "is a symbolic link".into()),
-                other => io_err(&path, "open", other),
+                Errno::ELOOP => insecure(&path(), "is a symbolic link".into()),
+                other => io_err(&path(), "open", other),
             },
         )?;
-        check_file(&path, &fd_metadata(&fd, &path)?, Access::Private)?;
-        let mut fd = fd;
+        let file = File::from(fd);
+        check_file(path, &fd_metadata(&file, path)?, Access::Private)?;
+        let mut fd = OwnedFd::from(file);
         for _ in 0..LOCK_ATTEMPTS {
             match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => return Ok(LockGuard { _lock: lock }),
@@ -360,10 +407,10 @@ impl TrustedDir {
                     fd = back;
                     std::thread::sleep(LOCK_RETRY);
                 }
-                Err((_, e)) => return Err(io_err(&path, "flock", e)),
+                Err((_, e)) => return Err(io_err(&path(), "flock", e)),
             }
         }
-        Err(StoreError::LockTimeout { path })
+        Err(StoreError::LockTimeout { path: path() })
     }
 
     /// Atomically replaces `name` with `contents` and makes it durable:
@@ -372,15 +419,7 @@ impl TrustedDir {
     pub fn replace(&self, name: &str, contents: &[u8]) -> Result<(), StoreError> {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(|_| io_err(&self.path, "getrandom", Errno::EIO))?;
-        let tmp_name = format!(
-            ".{name}.tmp-{}-{}",
-            std::process::id(),
-            random
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
-        let tmp_path = self.child(&tmp_name);
+        let tmp_name = temp_name(name, std::process::id(), &random);
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = checkpoint(Step::CreateTemp)
@@ -392,8 +431,8 @@ impl TrustedDir {
                     Mode::from_bits_truncate(0o600),
                 )
             })
-            .map_err(|e| io_err(&tmp_path, "create", e))?;
-        let result = self.finish_replace(fd, &tmp_name, &tmp_path, name, contents);
+            .map_err(|e| io_err(&self.child(&tmp_name), "create", e))?;
+        let result = self.finish_replace(fd, &tmp_name, name, contents);
         if result.is_err() {
             let _ = unlinkat(&self.fd, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
         }
@@ -404,24 +443,30 @@ impl TrustedDir {
         &self,
         fd: OwnedFd,
         tmp_name: &str,
-        tmp_path: &Path,
         name: &str,
         contents: &[u8],
     ) -> Result<(), StoreError> {
+        let tmp_path = || self.child(tmp_name);
         let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
         let mut file = File::from(fd);
         // The umask may have removed bits, never added; make the mode exact.
         nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(0o600))
-            .map_err(|e| io_err(tmp_path, "chmod", e))?;
-        let half = contents.len() / 2;
+            .map_err(|e| io_err(&tmp_path(), "chmod", e))?;
+        // Tests stop a write half-way (Step::Write); a real build writes
+        // everything with one call.
+        let half = if cfg!(any(test, fuzzing)) {
+            contents.len() / 2
+        } else {
+            contents.len()
+        };
         file.write_all(&contents[..half])
-            .map_err(|e| io_err(tmp_path, "write", errno(e)))?;
-        checkpoint(Step::Write).map_err(|e| io_err(tmp_path, "write", e))?;
+            .map_err(|e| io_err(&tmp_path(), "write", errno(e)))?;
+        checkpoint(Step::Write).map_err(|e| io_err(&tmp_path(), "write", e))?;
         file.write_all(&contents[half..])
-            .map_err(|e| io_err(tmp_path, "write", errno(e)))?;
+            .map_err(|e| io_err(&tmp_path(), "write", errno(e)))?;
         checkpoint(Step::FsyncFile)
             .and_then(|()| fsync(&file))
-            .map_err(|e| io_err(tmp_path, "fsync", e))?;
+            .map_err(|e| io_err(&tmp_path(), "fsync", e))?;
         drop(file);
         checkpoint(Step::Rename)
             .and_then(|()| renameat(&self.fd, tmp_name, &self.fd, name))
@@ -463,16 +508,22 @@ fn lossy(name: &OsStr) -> String {
 }
 
 /// Checks an opened file: regular, trusted owner, one link, mode rule.
-fn check_file(path: &Path, meta: &std::fs::Metadata, access: Access) -> Result<(), StoreError> {
-    if !meta.file_type().is_file() {
+/// `make_path` gives the file's path, only needed for a message.
+fn check_file(
+    make_path: impl Fn() -> PathBuf,
+    meta: &Meta,
+    access: Access,
+) -> Result<(), StoreError> {
+    if !meta.is_file() {
         return Err(insecure(
-            path,
+            &make_path(),
             "is not a regular file (FIFO, device, directory or socket)".into(),
         ));
     }
     if !trusted_owner(meta.uid()) {
+        let path = make_path();
         return Err(insecure(
-            path,
+            &path,
             format!(
                 "is owned by uid {}; expected root (fix: chown root:root {})",
                 meta.uid(),
@@ -482,7 +533,7 @@ fn check_file(path: &Path, meta: &std::fs::Metadata, access: Access) -> Result<(
     }
     if meta.nlink() != 1 {
         return Err(insecure(
-            path,
+            &make_path(),
             format!("has {} hard links; expected exactly 1", meta.nlink()),
         ));
     }
@@ -492,8 +543,9 @@ fn check_file(path: &Path, meta: &std::fs::Metadata, access: Access) -> Result<(
         Access::Public => (0o022, "0644 or stricter"),
     };
     if mode & forbidden != 0 {
+        let path = make_path();
         return Err(insecure(
-            path,
+            &path,
             format!(
                 "has mode {mode:04o}; expected {want} (fix: chmod {} {})",
                 if access == Access::Private {
@@ -553,8 +605,9 @@ pub fn check_executable(path: &Path) -> Result<(), StoreError> {
         Errno::ELOOP => insecure(path, "is a symbolic link".into()),
         other => io_err(path, "open", other),
     })?;
-    let meta = fd_metadata(&fd, path)?;
-    check_file(path, &meta, Access::Public)?;
+    let file = File::from(fd);
+    let meta = fd_metadata(&file, || path.to_path_buf())?;
+    check_file(|| path.to_path_buf(), &meta, Access::Public)?;
     if meta.mode() & 0o111 == 0 {
         return Err(insecure(path, "is not executable".into()));
     }
@@ -596,7 +649,7 @@ mod tests {
     use super::faults::{self, Fault};
     use super::testdir::scratch;
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::os::unix::process::ExitStatusExt;
 
     const OLD: &[u8] = b"version = 1\nfailures = 1\n";
