@@ -1,0 +1,472 @@
+/*
+ * pam_bench: times PAM authentications in-process through the real libpam.
+ *
+ * Each iteration is one login transaction: pam_start_confdir(SERVICE, USER,
+ * conv, CONFDIR) -> pam_authenticate(pamh, 0) -> pam_end. The conversation
+ * answers every prompt with the answer given (-a, or line i of -A FILE) and
+ * swallows info/error messages. pam_start_confdir (Linux-PAM >= 1.4) reads
+ * the same service directory that pam_wrapper uses for pamtester, without
+ * pam_wrapper, so the harness can also fork() concurrent logins safely.
+ *
+ * Before every iteration (or round, with -P) the files given with -r/-R are
+ * restored from pristine copies and fsync'ed, OUTSIDE the timed region: with
+ * the time pinned by libfaketime a code can be accepted only once (replay
+ * protection), and failures would lock or rate-limit the account, so every
+ * timed login starts from the same on-disk state.
+ *
+ * Times come from the raw clock_gettime syscall, so libfaketime (which pins
+ * the modules' wall clock) cannot touch them.
+ *
+ * Output: one line of key=value pairs on stdout (see print_summary).
+ *
+ * Build: cc -O2 -Wall -o pam_bench pam_bench.c -lpam
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <security/pam_appl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RESTORE 20000
+#define MAX_PROCS 1024
+
+struct restore {
+    char *dst;
+    char *data;
+    size_t len;
+};
+
+static struct restore restores[MAX_RESTORE];
+static int n_restores;
+static char **answers;
+static int n_answers;
+static const char *answer_now;
+static int prompts_seen;
+
+static void die(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "pam_bench: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+    exit(3);
+}
+
+static uint64_t now_ns(clockid_t clock)
+{
+    struct timespec ts;
+    /* The raw syscall: libfaketime interposes clock_gettime(). */
+    if (syscall(SYS_clock_gettime, clock, &ts) != 0)
+        die("clock_gettime failed: %s", strerror(errno));
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        die("cannot open %s", path);
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        if (got == 0)
+            break;
+        n += got;
+    }
+    fclose(f);
+    *len = n;
+    return buf;
+}
+
+static void add_restore(const char *src, const char *dst)
+{
+    if (n_restores == MAX_RESTORE)
+        die("too many restores (max %s)", "20000");
+    restores[n_restores].dst = strdup(dst);
+    restores[n_restores].data = read_file(src, &restores[n_restores].len);
+    n_restores++;
+}
+
+/* Puts every file back as it was, durably, so that the timed fsyncs of the
+ * next login do not pay for our writes. */
+static void restore_all(void)
+{
+    for (int i = 0; i < n_restores; i++) {
+        int fd = open(restores[i].dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            die("cannot restore %s", restores[i].dst);
+        size_t off = 0;
+        while (off < restores[i].len) {
+            ssize_t w = write(fd, restores[i].data + off, restores[i].len - off);
+            if (w <= 0)
+                die("write failed on %s", restores[i].dst);
+            off += (size_t)w;
+        }
+        if (fsync(fd) != 0)
+            die("fsync failed on %s", restores[i].dst);
+        close(fd);
+    }
+}
+
+static int conv(int n, const struct pam_message **msg, struct pam_response **resp, void *data)
+{
+    (void)data;
+    struct pam_response *r = calloc((size_t)n, sizeof *r);
+    if (!r)
+        return PAM_BUF_ERR;
+    for (int i = 0; i < n; i++) {
+        switch (msg[i]->msg_style) {
+        case PAM_PROMPT_ECHO_OFF:
+        case PAM_PROMPT_ECHO_ON:
+            r[i].resp = strdup(answer_now);
+            prompts_seen++;
+            break;
+        default: /* PAM_TEXT_INFO, PAM_ERROR_MSG: nothing to answer */
+            break;
+        }
+    }
+    *resp = r;
+    return PAM_SUCCESS;
+}
+
+/* strace -e write shows these, so a parser can cut out one pam_authenticate */
+static void marker(int on, const char *what)
+{
+    if (on) {
+        ssize_t ignored = write(-1, what, strlen(what));
+        (void)ignored;
+    }
+}
+
+struct sample {
+    uint64_t txn_ns;  /* pam_start .. pam_end */
+    uint64_t auth_ns; /* pam_authenticate alone */
+    uint64_t cpu_ns;  /* process CPU time during pam_authenticate */
+    int rc;
+};
+
+static int login(const char *service, const char *confdir, const char *user, int markers,
+                 struct sample *s)
+{
+    struct pam_conv c = {conv, NULL};
+    pam_handle_t *pamh = NULL;
+    uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+    int rc = pam_start_confdir(service, user, &c, confdir, &pamh);
+    if (rc != PAM_SUCCESS) {
+        fprintf(stderr, "pam_bench: pam_start_confdir: %s\n", pam_strerror(pamh, rc));
+        exit(3);
+    }
+    uint64_t t1 = now_ns(CLOCK_MONOTONIC);
+    uint64_t c1 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    marker(markers, "BENCH_AUTH_BEGIN");
+    rc = pam_authenticate(pamh, 0);
+    marker(markers, "BENCH_AUTH_END");
+    uint64_t c2 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    uint64_t t2 = now_ns(CLOCK_MONOTONIC);
+    pam_end(pamh, rc);
+    uint64_t t3 = now_ns(CLOCK_MONOTONIC);
+    s->txn_ns = t3 - t0;
+    s->auth_ns = t2 - t1;
+    s->cpu_ns = c2 - c1;
+    s->rc = rc;
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts v in place and returns the q-quantile (nearest rank). */
+static double quantile_us(uint64_t *v, int n, double q)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_u64);
+    int i = (int)(q * (n - 1) + 0.5);
+    return v[i] / 1000.0;
+}
+
+static double median_us(uint64_t *v, int n)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_u64);
+    if (n % 2)
+        return v[n / 2] / 1000.0;
+    return (v[n / 2 - 1] + v[n / 2]) / 2000.0;
+}
+
+/* -L PATH: a stand-in for the syslog daemon (these machines run none): binds a
+ * datagram socket at PATH (/dev/log) and discards what arrives, so that
+ * modules logging through syslog(3) do not fall back to writing
+ * /dev/console (LOG_CONS), which costs milliseconds on a serial console. */
+static int log_sink(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (fd < 0 || strlen(path) >= sizeof sa.sun_path)
+        die("socket for %s", path);
+    strcpy(sa.sun_path, path);
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        die("cannot bind %s", path);
+    chmod(path, 0666);
+    unsigned long n = 0;
+    char buf[8192];
+    for (;;) {
+        if (recv(fd, buf, sizeof buf, 0) >= 0)
+            n++;
+        else if (errno != EINTR)
+            break;
+    }
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: pam_bench -s SERVICE -d CONFDIR -u USER (-a ANSWER | -A FILE)\n"
+            "                 [-n ITER] [-w WARMUP] [-e EXPECTED_RC] [-r SRC:DST]... [-R LIST]\n"
+            "                 [-m] [-P PROCS] [-N]\n"
+            "  -u USER     user name; with -P, a printf format taking the child number\n"
+            "              (1..PROCS), e.g. u%%05d\n"
+            "  -A FILE     answers, one per line, line i for iteration i (no restore needed)\n"
+            "  -e RC       every timed login must return this PAM code (0 = success,\n"
+            "              7 = PAM_AUTH_ERR); otherwise exit 2\n"
+            "  -r SRC:DST  restore DST from SRC before every iteration/round (untimed)\n"
+            "  -R LIST     file of 'SRC DST' lines, same as many -r\n"
+            "  -m          write(-1, \"BENCH_AUTH_BEGIN/END\") around pam_authenticate\n"
+            "  -P PROCS    fork PROCS concurrent logins per round; ITER rounds\n"
+            "  -N          no restore before the timed iterations (setup runs)\n"
+            "  -o FILE     append raw samples (auth_ns txn_ns cpu_ns rc), one per line\n"
+            "  -e -2       any result but PAM_SUCCESS is expected\n"
+            "       pam_bench -L PATH   discard syslog datagrams sent to PATH (/dev/log)\n");
+    exit(3);
+}
+
+int main(int argc, char **argv)
+{
+    const char *service = NULL, *confdir = NULL, *user = NULL, *answer = NULL, *raw = NULL;
+    int iters = 100, warmup = 5, expected = -1, markers = 0, procs = 0, no_restore = 0;
+    int opt;
+    while ((opt = getopt(argc, argv, "s:d:u:a:A:n:w:e:r:R:mP:NL:o:")) != -1) {
+        switch (opt) {
+        case 's': service = optarg; break;
+        case 'd': confdir = optarg; break;
+        case 'u': user = optarg; break;
+        case 'a': answer = optarg; break;
+        case 'A': {
+            size_t len;
+            char *text = read_file(optarg, &len);
+            text = realloc(text, len + 1);
+            text[len] = 0;
+            answers = calloc(len + 1, sizeof *answers);
+            for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+                answers[n_answers++] = line;
+            break;
+        }
+        case 'n': iters = atoi(optarg); break;
+        case 'w': warmup = atoi(optarg); break;
+        case 'e': expected = atoi(optarg); break;
+        case 'r': {
+            char *spec = strdup(optarg), *colon = strchr(spec, ':');
+            if (!colon)
+                usage();
+            *colon = 0;
+            add_restore(spec, colon + 1);
+            break;
+        }
+        case 'R': {
+            FILE *f = fopen(optarg, "r");
+            if (!f)
+                die("cannot open %s", optarg);
+            char src[4096], dst[4096];
+            while (fscanf(f, "%4095s %4095s", src, dst) == 2)
+                add_restore(src, dst);
+            fclose(f);
+            break;
+        }
+        case 'm': markers = 1; break;
+        case 'P': procs = atoi(optarg); break;
+        case 'N': no_restore = 1; break;
+        case 'L': return log_sink(optarg);
+        case 'o': raw = optarg; break;
+        default: usage();
+        }
+    }
+    if (!service || !confdir || !user || (!answer && !answers) || iters < 1 || procs < 0 ||
+        procs > MAX_PROCS)
+        usage();
+    answer_now = answer ? answer : answers[0];
+
+    if (procs == 0) {
+        /* Sequential: warm-up logins (untimed), then ITER timed logins. */
+        int total = warmup + iters;
+        struct sample *s = calloc((size_t)total, sizeof *s);
+        uint64_t *v = calloc((size_t)total, sizeof *v);
+        int ok = 0, bad = 0, hist[64] = {0};
+        for (int i = 0; i < total; i++) {
+            if (answers)
+                answer_now = answers[i % n_answers];
+            if (!no_restore)
+                restore_all();
+            prompts_seen = 0;
+            int rc = login(service, confdir, user, markers && i >= warmup, &s[i]);
+            if (prompts_seen != 1) {
+                fprintf(stderr, "pam_bench: login %d saw %d prompts (expected 1)\n", i,
+                        prompts_seen);
+                exit(2);
+            }
+            if (i < warmup)
+                continue;
+            hist[rc & 63]++;
+            if (rc != expected && (expected >= 0 || (expected == -2 && rc == PAM_SUCCESS)))
+                bad++;
+            if (rc == PAM_SUCCESS)
+                ok++;
+        }
+        if (!no_restore)
+            restore_all();
+        struct sample *t = s + warmup;
+        if (raw) {
+            /* raw samples, appended: auth_ns txn_ns cpu_ns rc */
+            FILE *f = fopen(raw, "a");
+            if (!f)
+                die("cannot open %s", raw);
+            for (int i = 0; i < iters; i++)
+                fprintf(f, "%llu %llu %llu %d\n", (unsigned long long)t[i].auth_ns,
+                        (unsigned long long)t[i].txn_ns, (unsigned long long)t[i].cpu_ns, t[i].rc);
+            fclose(f);
+        }
+        printf("mode=seq iters=%d success=%d", iters, ok);
+        for (int k = 0; k < 64; k++)
+            if (hist[k])
+                printf(" rc%d=%d", k, hist[k]);
+        for (int i = 0; i < iters; i++) v[i] = t[i].auth_ns;
+        printf(" auth_median_us=%.1f auth_p10_us=%.1f auth_p90_us=%.1f",
+               median_us(v, iters), quantile_us(v, iters, 0.1), quantile_us(v, iters, 0.9));
+        for (int i = 0; i < iters; i++) v[i] = t[i].txn_ns;
+        printf(" txn_median_us=%.1f", median_us(v, iters));
+        for (int i = 0; i < iters; i++) v[i] = t[i].cpu_ns;
+        printf(" cpu_median_us=%.1f cpu_max_us=%.1f\n", median_us(v, iters),
+               quantile_us(v, iters, 1.0));
+        if (bad) {
+            fprintf(stderr, "pam_bench: %d of %d logins did not return %d\n", bad, iters,
+                    expected);
+            return 2;
+        }
+        return 0;
+    }
+
+    /* Concurrent: ITER rounds of PROCS forked logins released together. */
+    int rounds = warmup + iters;
+    uint64_t *batch = calloc((size_t)rounds, sizeof *batch);
+    uint64_t *lat = calloc((size_t)rounds * procs, sizeof *lat);
+    int nlat = 0, ok = 0, bad = 0, noprompt = 0, hist[64] = {0};
+    for (int r = 0; r < rounds; r++) {
+        restore_all();
+        int go[2], res[2];
+        if (pipe(go) || pipe(res))
+            die("pipe: %s", strerror(errno));
+        pid_t pids[MAX_PROCS];
+        for (int p = 0; p < procs; p++) {
+            pid_t pid = fork();
+            if (pid < 0)
+                die("fork: %s", strerror(errno));
+            if (pid == 0) {
+                close(go[1]);
+                close(res[0]);
+                char name[256];
+                snprintf(name, sizeof name, user, p + 1);
+                char c;
+                while (read(go[0], &c, 1) < 0 && errno == EINTR) {
+                }
+                struct sample s;
+                prompts_seen = 0;
+                login(service, confdir, name, 0, &s);
+                uint64_t out[2] = {(uint64_t)s.rc | ((uint64_t)prompts_seen << 32), s.txn_ns};
+                ssize_t ignored = write(res[1], out, sizeof out);
+                (void)ignored;
+                _exit(0); /* no atexit/destructors: nothing shared is torn down */
+            }
+            pids[p] = pid;
+        }
+        close(go[0]);
+        close(res[1]);
+        usleep(20000); /* let every child reach the barrier */
+        uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+        close(go[1]); /* EOF releases every child at once */
+        int got = 0;
+        uint64_t out[2];
+        while (got < procs) {
+            ssize_t n = read(res[0], out, sizeof out);
+            if (n == (ssize_t)sizeof out) {
+                int rc = (int)(out[0] & 0xffffffff), prompts = (int)(out[0] >> 32);
+                got++;
+                if (prompts > 1) {
+                    fprintf(stderr, "pam_bench: a child saw %d prompts\n", prompts);
+                    exit(2);
+                }
+                if (r >= warmup) {
+                    /* a module may refuse before prompting (rate limit) */
+                    if (prompts == 0)
+                        noprompt++;
+                    lat[nlat++] = out[1];
+                    hist[rc & 63]++;
+                    if (rc == PAM_SUCCESS)
+                        ok++;
+                    if (rc != expected &&
+                        (expected >= 0 || (expected == -2 && rc == PAM_SUCCESS)))
+                        bad++;
+                }
+            } else if (n == 0) {
+                break; /* a child died without reporting */
+            } else if (n < 0 && errno != EINTR) {
+                die("read: %s", strerror(errno));
+            }
+        }
+        uint64_t t1 = now_ns(CLOCK_MONOTONIC);
+        close(res[0]);
+        for (int p = 0; p < procs; p++) {
+            int st;
+            waitpid(pids[p], &st, 0);
+        }
+        if (got < procs) {
+            fprintf(stderr, "pam_bench: only %d of %d children reported\n", got, procs);
+            exit(2);
+        }
+        batch[r] = t1 - t0;
+    }
+    restore_all();
+    printf("mode=fork procs=%d rounds=%d success=%d no_prompt=%d", procs, iters, ok, noprompt);
+    for (int k = 0; k < 64; k++)
+        if (hist[k])
+            printf(" rc%d=%d", k, hist[k]);
+    double lat_med = median_us(lat, nlat);
+    double lat_max = quantile_us(lat, nlat, 1.0);
+    printf(" batch_median_us=%.1f batch_max_us=%.1f login_median_us=%.1f login_max_us=%.1f\n",
+           median_us(batch + warmup, iters), quantile_us(batch + warmup, iters, 1.0), lat_med,
+           lat_max);
+    if (bad) {
+        fprintf(stderr, "pam_bench: %d of %d logins did not return %d\n", bad, nlat, expected);
+        return 2;
+    }
+    return 0;
+}
