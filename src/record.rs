@@ -568,13 +568,6 @@ impl State {
         {
             return Err(RecordError::Invalid("bad device label".into()));
         }
-        if raw
-            .grace
-            .keys()
-            .any(|h| h.is_empty() || h.len() > 255 || h.chars().any(char::is_control))
-        {
-            return Err(RecordError::Invalid("bad grace host".into()));
-        }
         if raw.drift_steps.values().any(|d| d.unsigned_abs() > 1000) {
             return Err(RecordError::Invalid("drift out of range".into()));
         }
@@ -605,7 +598,16 @@ impl State {
             rate_window_attempts: raw.rate_window_attempts,
             used_backup_codes,
             drift_steps: raw.drift_steps,
-            grace: raw.grace,
+            // Hosts the module would not record (a quote, a space: a file
+            // from before hosts were restricted, or edited by hand) are
+            // dropped, not refused: they could not be written back as the
+            // same TOML, and losing a grace entry only means that host's
+            // next login asks for a code.
+            grace: raw
+                .grace
+                .into_iter()
+                .filter(|(h, _)| valid_host(h))
+                .collect(),
             delivered,
             deliveries: raw.deliveries,
         })
@@ -762,6 +764,26 @@ mod tests {
             .last_accepted_step
             .insert("default".into(), 63_333_333);
         assert_eq!(State::parse(state.to_toml().as_bytes()).unwrap(), state);
+    }
+
+    /// Grace hosts the module would not record are dropped when read (the
+    /// fuzzer's reproducers): written back by hand they would be broken or
+    /// different TOML (`"a\" = 1 #"` became grace for host `a`).
+    #[test]
+    fn unrecordable_grace_hosts_are_dropped_on_read() {
+        for text in [
+            "version = 1\n[grace]\n\"a\\\"b\" = 5\n\"192.0.2.1\" = 7\n",
+            "version = 1\n[grace]\n\"a\\\" = 1 #\" = 5\n\"192.0.2.1\" = 7\n",
+            "version = 1\n[grace]\n\"a b\" = 5\n\"192.0.2.1\" = 7\n",
+        ] {
+            let state = State::parse(text.as_bytes()).unwrap();
+            assert_eq!(
+                state.grace.keys().collect::<Vec<_>>(),
+                ["192.0.2.1"],
+                "{text}"
+            );
+            assert_eq!(State::parse(state.to_toml().as_bytes()).unwrap(), state);
+        }
     }
 
     /// The hand-written state reads back through the toml crate exactly as
