@@ -9,6 +9,7 @@
 //! Devices are a list with labels from the start so that several devices
 //! per user fit without a format break; version 1 writes one, `default`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -62,9 +63,9 @@ impl std::error::Error for RecordError {}
 /// the last word, and the error messages, for everything else. Where the
 /// fast path answers, it answers exactly as the slow one would (tests below
 /// and the `fasttoml_agrees` fuzz target).
-fn parse_toml<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    fast: impl FnOnce(&Doc) -> Option<T>,
+fn parse_toml<'t, T: serde::de::DeserializeOwned>(
+    bytes: &'t [u8],
+    fast: impl FnOnce(&Doc<'t>) -> Option<T>,
 ) -> Result<T, RecordError> {
     let text = std::str::from_utf8(bytes).map_err(|_| RecordError::Parse("not UTF-8".into()))?;
     if let Some(parsed) = crate::fasttoml::read(text).as_ref().and_then(fast) {
@@ -87,16 +88,24 @@ pub(crate) fn text(v: &Val) -> Option<String> {
     }
 }
 
-pub(crate) fn list<T>(v: &Val, item: impl Fn(&Val) -> Option<T>) -> Option<Vec<T>> {
+/// A string borrowed from the record's text (no allocation per field).
+fn borrowed<'a>(v: &Val<'a>) -> Option<Cow<'a, str>> {
+    match v {
+        Val::Str(s) => Some(Cow::Borrowed(*s)),
+        _ => None,
+    }
+}
+
+pub(crate) fn list<'a, T>(v: &Val<'a>, item: impl Fn(&Val<'a>) -> Option<T>) -> Option<Vec<T>> {
     match v {
         Val::Array(items) => items.iter().map(item).collect(),
         _ => None,
     }
 }
 
-impl RawSecretRecord {
+impl<'a> RawSecretRecord<'a> {
     /// The hand mapping of a fast-read secret record (None = ask toml).
-    fn from_doc(doc: &Doc) -> Option<RawSecretRecord> {
+    fn from_doc(doc: &Doc<'a>) -> Option<RawSecretRecord<'a>> {
         let devices_n = doc.elements("devices");
         if doc.tables.iter().any(|t| match t.name {
             "devices" => t.elements.is_none(),
@@ -106,8 +115,8 @@ impl RawSecretRecord {
             return None;
         }
         let (mut version, mut created, mut deliver_to) = (None, None, None);
-        let mut devices: Vec<[Option<Val>; 6]> = vec![Default::default(); devices_n];
-        let mut b: [Option<&Val>; 8] = [None; 8];
+        let mut devices: Vec<[Option<&Val<'a>>; 6]> = vec![[None; 6]; devices_n];
+        let mut b: [Option<&Val<'a>>; 8] = [None; 8];
         const DEVICE: [&str; 6] = [
             "label",
             "secret",
@@ -127,7 +136,7 @@ impl RawSecretRecord {
                 ("", _) => return None,
                 ("devices", key) => {
                     let i = DEVICE.iter().position(|k| *k == key)?;
-                    devices.get_mut(e.element)?[i] = Some(e.value.clone());
+                    devices.get_mut(e.element)?[i] = Some(&e.value);
                 }
                 ("backup_codes", key) => b[BACKUP.iter().position(|k| *k == key)?] = Some(&e.value),
                 _ => return None,
@@ -137,12 +146,12 @@ impl RawSecretRecord {
             .iter()
             .map(|d| {
                 Some(RawDevice {
-                    label: text(d[0].as_ref()?)?,
-                    secret: Zeroizing::new(text(d[1].as_ref()?)?),
-                    algorithm: text(d[2].as_ref()?)?,
-                    digits: int(d[3].as_ref()?)?,
-                    period: int(d[4].as_ref()?)?,
-                    created: int(d[5].as_ref()?)?,
+                    label: borrowed(d[0]?)?,
+                    secret: Zeroizing::new(text(d[1]?)?),
+                    algorithm: borrowed(d[2]?)?,
+                    digits: int(d[3]?)?,
+                    period: int(d[4]?)?,
+                    created: int(d[5]?)?,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -153,16 +162,16 @@ impl RawSecretRecord {
             devices,
             backup_codes: RawBackupSet {
                 created: int(b[0]?)?,
-                kdf: text(b[1]?)?,
+                kdf: borrowed(b[1]?)?,
                 m_cost: int(b[2]?)?,
                 t_cost: int(b[3]?)?,
                 p_cost: int(b[4]?)?,
-                salt: text(b[5]?)?,
+                salt: borrowed(b[5]?)?,
                 digits: match b[6] {
                     Some(v) => Some(int(v)?),
                     None => None,
                 },
-                hashes: list(b[7]?, text)?,
+                hashes: list(b[7]?, borrowed)?,
             },
         })
     }
@@ -314,21 +323,21 @@ pub fn valid_target(target: &str) -> bool {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSecretRecord {
+struct RawSecretRecord<'a> {
     version: u32,
     created: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     deliver_to: Option<String>,
-    devices: Vec<RawDevice>,
-    backup_codes: RawBackupSet,
+    devices: Vec<RawDevice<'a>>,
+    backup_codes: RawBackupSet<'a>,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawDevice {
-    label: String,
+struct RawDevice<'a> {
+    label: Cow<'a, str>,
     secret: Zeroizing<String>,
-    algorithm: String,
+    algorithm: Cow<'a, str>,
     digits: u8,
     period: u32,
     created: u64,
@@ -336,18 +345,18 @@ struct RawDevice {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawBackupSet {
+struct RawBackupSet<'a> {
     created: u64,
-    kdf: String,
+    kdf: Cow<'a, str>,
     m_cost: u32,
     t_cost: u32,
     p_cost: u32,
-    salt: String,
+    salt: Cow<'a, str>,
     /// Digits per code: 16 for ours, 8 for codes imported from
     /// google-authenticator (absent = 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     digits: Option<u8>,
-    hashes: Vec<String>,
+    hashes: Vec<Cow<'a, str>>,
 }
 
 /// Device labels: short, printable, safe in messages.
@@ -395,7 +404,7 @@ impl SecretRecord {
             let secret = SecretKey::from_base32_min(&d.secret, crate::import::MIN_IMPORT_BITS)
                 .map_err(|e| RecordError::Invalid(format!("device {:?}: {e}", d.label)))?;
             devices.push(Device {
-                label: d.label.clone(),
+                label: d.label.to_string(),
                 secret,
                 params: TotpParams {
                     algorithm,
@@ -462,9 +471,9 @@ impl SecretRecord {
                 .devices
                 .iter()
                 .map(|d| RawDevice {
-                    label: d.label.clone(),
+                    label: Cow::Borrowed(&d.label),
                     secret: d.secret.to_base32(),
-                    algorithm: d.params.algorithm.name().to_string(),
+                    algorithm: Cow::Borrowed(d.params.algorithm.name()),
                     digits: d.params.digits,
                     period: d.params.period,
                     created: d.created,
@@ -472,13 +481,13 @@ impl SecretRecord {
                 .collect(),
             backup_codes: RawBackupSet {
                 created: self.backup.created,
-                kdf: "argon2id".into(),
+                kdf: Cow::Borrowed("argon2id"),
                 m_cost: self.backup.kdf.m_cost,
                 t_cost: self.backup.kdf.t_cost,
                 p_cost: self.backup.kdf.p_cost,
-                salt: hex(&self.backup.salt),
+                salt: hex(&self.backup.salt).into(),
                 digits: (self.backup.digits != 16).then_some(self.backup.digits),
-                hashes: self.backup.hashes.iter().map(|h| hex(h)).collect(),
+                hashes: self.backup.hashes.iter().map(|h| hex(h).into()).collect(),
             },
         };
         Zeroizing::new(toml::to_string(&raw).unwrap_or_default())
