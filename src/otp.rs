@@ -89,20 +89,11 @@ impl SecretKey {
     /// Like `from_base32`, with a lower minimum (imports keep the 80-bit
     /// secrets google-authenticator made; records accept them).
     pub fn from_base32_min(text: &str, min_bits: usize) -> Result<SecretKey, SecretError> {
-        let mut clean: Zeroizing<String> = Zeroizing::new(
-            text.chars()
-                .filter(|c| !matches!(c, ' ' | '-' | '='))
-                .map(|c| c.to_ascii_uppercase())
-                .collect(),
-        );
-        let decoded =
-            totp_rs::Secret::try_from_base32(clean.as_str()).map_err(|_| SecretError::NotBase32)?;
-        clean.zeroize();
-        let bytes = decoded.as_bytes().to_vec();
+        let bytes = decode_base32(text).ok_or(SecretError::NotBase32)?;
         if bytes.len() * 8 < min_bits || bytes.len() > *SECRET_BYTES.end() {
             return Err(SecretError::BadLength(bytes.len() * 8));
         }
-        Ok(SecretKey::new(bytes))
+        Ok(SecretKey(bytes))
     }
 
     /// The canonical base32 form (upper case, no padding).
@@ -114,6 +105,33 @@ impl SecretKey {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+}
+
+/// RFC 4648 §6 base32, upper or lower case, ignoring spaces, `-` and `=`
+/// (apps show secrets in groups; padding is optional). Bits after the last
+/// whole byte are dropped, as the `base32` crate behind totp-rs does; the
+/// tests hold the two to the same answers. Our own because it is on every
+/// login (the record's secret) and writes straight into wiped memory.
+fn decode_base32(text: &str) -> Option<Zeroizing<Vec<u8>>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 5 / 8));
+    let (mut acc, mut bits) = (0u16, 0u32);
+    for &c in text.as_bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a',
+            b'2'..=b'7' => c - b'2' + 26,
+            b' ' | b'-' | b'=' => continue,
+            _ => return None,
+        };
+        acc = (acc << 5 | u16::from(value)) & 0x0fff;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    acc.zeroize();
+    Some(out)
 }
 
 impl fmt::Debug for SecretKey {
@@ -305,6 +323,73 @@ pub fn match_in_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 4648 §10 test vectors, padded and unpadded, either case.
+    #[test]
+    fn base32_decodes_the_rfc_4648_vectors() {
+        let vectors: [(&str, &[u8]); 7] = [
+            ("", b""),
+            ("MY======", b"f"),
+            ("MZXQ====", b"fo"),
+            ("MZXW6===", b"foo"),
+            ("MZXW6YQ=", b"foob"),
+            ("MZXW6YTB", b"fooba"),
+            ("MZXW6YTBOI======", b"foobar"),
+        ];
+        for (text, bytes) in vectors {
+            for form in [text.to_string(), text.trim_end_matches('=').to_lowercase()] {
+                assert_eq!(
+                    decode_base32(&form).as_deref().map(Vec::as_slice),
+                    Some(bytes),
+                    "{form}"
+                );
+            }
+        }
+    }
+
+    /// Our base32 reader answers as totp-rs's (the `base32` crate) did for
+    /// the same cleaned text: bytes, dropped trailing bits, and refusals.
+    #[test]
+    fn base32_agrees_with_totp_rs() {
+        let old = |text: &str| {
+            let clean: String = text
+                .chars()
+                .filter(|c| !matches!(c, ' ' | '-' | '='))
+                .map(|c| c.to_ascii_uppercase())
+                .collect();
+            totp_rs::Secret::try_from_base32(clean)
+                .ok()
+                .map(|s| s.as_bytes().to_vec())
+        };
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567abcz -=0189!é\u{0}";
+        let chars: Vec<char> = alphabet.chars().collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..80 {
+            for _ in 0..60 {
+                let text: String = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        // Mostly the alphabet, sometimes anything else.
+                        let n = if seed % 8 == 0 { chars.len() } else { 32 };
+                        chars[(seed >> 8) as usize % n]
+                    })
+                    .collect();
+                assert_eq!(
+                    decode_base32(&text).map(|b| b.to_vec()),
+                    old(&text),
+                    "{text:?}"
+                );
+            }
+        }
+        let secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+        assert_eq!(decode_base32(secret).map(|b| b.to_vec()), old(secret));
+        assert_eq!(
+            decode_base32("gezd gnbv-gy3t===").map(|b| b.to_vec()),
+            old("gezd gnbv-gy3t===")
+        );
+    }
 
     const SEED20: &[u8] = b"12345678901234567890";
     const SEED32: &[u8] = b"12345678901234567890123456789012";
