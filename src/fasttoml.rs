@@ -317,7 +317,8 @@ fn parse_value(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
             Some((Val::Str(text.get(i + 1..end)?), end + 1))
         }
         b'[' => {
-            let mut items = Vec::new();
+            // Room for a set of backup-code hashes without regrowing.
+            let mut items = Vec::with_capacity(16);
             let mut i = i + 1;
             loop {
                 i = skip_ws(b, i);
@@ -337,24 +338,41 @@ fn parse_value(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
                 }
             }
         }
-        _ => {
-            let mut end = i;
-            while b.get(end).is_some_and(|&c| c.is_ascii_digit() || c == b'-') {
-                end += 1;
-            }
-            let digits = text.get(i..end)?;
-            let unsigned = digits.strip_prefix('-').unwrap_or(digits);
-            // Decimal only, no leading zeros (TOML forbids them), no `+`, no `_`.
-            if unsigned.is_empty()
-                || !unsigned.bytes().all(|b| b.is_ascii_digit())
-                || (unsigned.len() > 1 && unsigned.starts_with('0'))
-                || digits == "-0"
-            {
-                return None;
-            }
-            Some((Val::Int(digits.parse().ok()?), end))
-        }
+        _ => int(b, i),
     }
+}
+
+/// A decimal integer at `i` in one pass: an optional `-`, no leading zeros
+/// (TOML forbids them), no `+`, no `_`, not `-0`, within i64 (overflow is
+/// left to the toml crate, which refuses it).
+fn int(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
+    let negative = b.get(i) == Some(&b'-');
+    let start = i + usize::from(negative);
+    let mut end = start;
+    // Accumulated as a negative number so that i64::MIN fits.
+    let mut value: i64 = 0;
+    while let Some(&c) = b.get(end) {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        value = value.checked_mul(10)?.checked_sub(i64::from(c - b'0'))?;
+        end += 1;
+    }
+    let digits = end - start;
+    // `1-2` or `--1`: a `-` right after the digits was never a TOML integer.
+    if digits == 0
+        || b.get(end) == Some(&b'-')
+        || (digits > 1 && b[start] == b'0')
+        || (negative && value == 0)
+    {
+        return None;
+    }
+    let value = if negative {
+        value
+    } else {
+        value.checked_neg()?
+    };
+    Some((Val::Int(value), end))
 }
 
 #[cfg(test)]
@@ -374,6 +392,7 @@ mod tests {
         let docs = [
             "version = 1\ncreated = 1795401159\n\n[[devices]]\nlabel = \"default\"\nsecret = \"GEZDGNBV\"\ndigits = 6\n\n[[devices]]\nlabel = \"b\"\n\n[backup_codes]\nhashes = [\"aa\", \"bb\"]\nempty = []\n",
             "version = 1\nfailures = 0\nused_backup_codes = []\n\n[last_accepted_step]\ndefault = 63591840\n[drift_steps]\ndefault = -3\n[grace]\n\"192.0.2.5\" = 1781524800\n\"2001:db8::1\" = 5\n",
+            "min = -9223372036854775808\nmax = 9223372036854775807\nzero = 0\nneg = -17\nlist = [0, -1, 10]\n",
             "# comment\nstate_dir = \"/var/lib/twofactor\"   # trailing # comment\n[totp]\nwindow = 1 # x\n\talgorithm=\"SHA1\"\r\n[exempt]\nnetworks = [\"10.0.0.0/8\", \"::1\" ] # c\nnums = [1, -2,3]\n",
         ];
         for doc in docs {
@@ -454,6 +473,13 @@ mod tests {
             "a = 1 b",
             "a = \"unterminated",
             "a = 99999999999999999999",
+            "a = 9223372036854775808",
+            "a = -9223372036854775809",
+            "a = 1-2",
+            "a = --1",
+            "a = -",
+            "a = -00",
+            "a = [1-2]",
             "\"k\\\"\" = 1",
             "[a.b]",
             "a = \"\u{1}\"",

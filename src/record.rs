@@ -441,12 +441,12 @@ impl SecretRecord {
         if b.hashes.len() > 100 {
             return Err(RecordError::Invalid("backup codes: more than 100".into()));
         }
-        let hashes = b
-            .hashes
-            .iter()
-            .map(|h| unhex::<HASH_BYTES>(h))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| RecordError::Invalid("backup codes: bad hash".into()))?;
+        let mut hashes = Vec::with_capacity(b.hashes.len());
+        for h in &b.hashes {
+            let hash = unhex::<HASH_BYTES>(h)
+                .ok_or_else(|| RecordError::Invalid("backup codes: bad hash".into()))?;
+            hashes.push(hash);
+        }
         Ok(SecretRecord {
             created: raw.created,
             devices,
