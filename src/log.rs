@@ -5,7 +5,9 @@
 //! socket is non-blocking so a full or missing syslog never delays or
 //! changes a login (../shared/SECURITY.md, "Inside the host process").
 
-use std::os::unix::net::UnixDatagram;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sendto, socket};
 
 use crate::timefmt::push_decimal;
 
@@ -59,10 +61,18 @@ pub fn format_line(severity: Severity, message: &str) -> String {
 /// Sends one message; every error is ignored (logging is best effort).
 pub fn send(severity: Severity, message: &str) {
     let line = format_line(severity, message);
-    if let Ok(socket) = UnixDatagram::unbound() {
-        if socket.set_nonblocking(true).is_ok() {
-            let _ = socket.send_to(line.as_bytes(), SOCKET);
-        }
+    // Non-blocking from the start (no FIONBIO ioctl); closed on drop.
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    if let (Ok(socket), Ok(addr)) = (
+        socket(AddressFamily::Unix, SockType::Datagram, flags, None),
+        UnixAddr::new(SOCKET),
+    ) {
+        let _ = sendto(
+            socket.as_raw_fd(),
+            line.as_bytes(),
+            &addr,
+            MsgFlags::MSG_NOSIGNAL,
+        );
     }
 }
 

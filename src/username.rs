@@ -65,19 +65,27 @@ impl Username {
         &self.0
     }
 
+    /// The name and a suffix, without `core::fmt` (three per login).
+    fn with_suffix(&self, suffix: &str) -> String {
+        let mut name = String::with_capacity(self.0.len() + suffix.len());
+        name.push_str(&self.0);
+        name.push_str(suffix);
+        name
+    }
+
     /// File holding the secret record (written only by the CLI).
     pub fn secret_file(&self) -> String {
-        format!("{}.secret", self.0)
+        self.with_suffix(".secret")
     }
 
     /// File holding the mutable state (written under the user's lock).
     pub fn state_file(&self) -> String {
-        format!("{}.state", self.0)
+        self.with_suffix(".state")
     }
 
     /// The per-user lock file, never unlinked.
     pub fn lock_file(&self) -> String {
-        format!("{}.lock", self.0)
+        self.with_suffix(".lock")
     }
 }
 
