@@ -322,8 +322,7 @@ impl Config {
                 Err(invalid(key, format!("{v} is out of range {min}..={max}")))
             }
         };
-        let d = Config::default();
-        let mut config = d.clone();
+        let mut config = Config::default();
         if let Some(dir) = raw.state_dir {
             let dir = PathBuf::from(dir);
             let clean = dir.is_absolute()
