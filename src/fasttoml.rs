@@ -285,15 +285,25 @@ fn end_of_line(b: &[u8], i: usize) -> Option<usize> {
     }
 }
 
+/// Bytes of a bare key: `A-Za-z0-9_-` (one lookup per byte on the hot path).
+const BARE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        c += 1;
+    }
+    table
+};
+
 fn is_bare(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+    BARE[usize::from(c)]
 }
 
-fn bare_end(b: &[u8], mut i: usize) -> usize {
-    while b.get(i).is_some_and(|&c| is_bare(c)) {
-        i += 1;
-    }
-    i
+fn bare_end(b: &[u8], i: usize) -> usize {
+    let rest = b.get(i..).unwrap_or_default();
+    i + rest.iter().position(|&c| !is_bare(c)).unwrap_or(rest.len())
 }
 
 /// A table name: spaces, a non-empty bare key, spaces; and where it ends.
