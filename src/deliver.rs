@@ -104,7 +104,13 @@ mod tests {
     /// (the code was already in the pipe); a failing one reports its status.
     #[test]
     fn exit_status_decides() {
-        send(Path::new("/usr/bin/true"), "alice", "+15555550100", "123456").unwrap();
+        send(
+            Path::new("/usr/bin/true"),
+            "alice",
+            "+15555550100",
+            "123456",
+        )
+        .unwrap();
         match send(Path::new("/usr/bin/false"), "alice", "x", "123456") {
             Err(DeliveryError::Failed(status)) => assert_eq!(status, "exit status: 1"),
             other => panic!("{other:?}"),
