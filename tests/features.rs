@@ -1285,4 +1285,41 @@ fn oath_usersfile_imports_time_based_lines() {
     assert_eq!(bin_code.len(), 8);
     let out = sb.pamtester(SVC, "bin", &[&bin_code], &t);
     assert!(out.succeeded(), "{out}");
+
+    // Importing again never replaces an enrollment without --force: both
+    // lines are reported (exit 1: nothing imported), the records stay
+    // byte for byte; with --force both are replaced.
+    let records =
+        || ["daemon", "bin"].map(|u| fs::read(sb.state_dir().join(format!("{u}.secret"))).unwrap());
+    let before = records();
+    let path = file.to_str().unwrap();
+    let again = cli(&sb, &["import", "--oath-usersfile", path, "--json"]).expect(1);
+    let report = again.json();
+    assert_eq!(report["imported"], json!([]), "{report}");
+    let lines: Vec<(u64, bool)> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let reason = s["reason"].as_str().unwrap();
+            (
+                s["line"].as_u64().unwrap(),
+                reason.contains("already enrolled"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [(2, true), (3, true), (4, false), (5, false), (6, false)],
+        "{report}"
+    );
+    assert_eq!(records(), before);
+    let forced = cli(
+        &sb,
+        &["import", "--oath-usersfile", path, "--force", "--json"],
+    )
+    .expect(0)
+    .json();
+    assert_eq!(forced["imported"].as_array().unwrap().len(), 2, "{forced}");
+    assert_ne!(records()[0], before[0]);
 }
