@@ -131,11 +131,6 @@ fn libstdbuf() -> PathBuf {
     path
 }
 
-fn program(name: &str) -> PathBuf {
-    require_tools();
-    find_program(name).unwrap_or_else(|| panic!("`{name}` is not in PATH"))
-}
-
 /// A pamtester run driven live: answers are written after the prompt they
 /// answer was seen. Runs under the harness's pam_wrapper lock, with the
 /// harness's preloads plus libstdbuf (`_STDBUF_O=0`) so PAM_TEXT_INFO lines
@@ -160,32 +155,12 @@ enum Stream {
 impl Live {
     /// `pamtester -v SERVICE USER authenticate` with the clock frozen at `at`.
     fn start(sb: &Sandbox, service: &str, user: &str, at: &str) -> Live {
-        assert!(sb.service_dir().join(service).is_file(), "no {service}");
-        let preload = format!(
-            "{} {} {}",
-            pam_wrapper_lib().display(),
-            libfaketime().display(),
-            libstdbuf().display()
-        );
-        let mut cmd = Command::new(program("flock"));
-        cmd.args(["-w", "300", "-E", "75"])
-            .arg(sandbox_base().join("pam_wrapper.lock"))
-            .arg(program("timeout"))
-            .args(["-k", "10", "120"])
-            .arg(program("env"))
-            .arg(format!("LD_PRELOAD={preload}"))
-            .arg("PAM_WRAPPER=1")
-            .arg(format!(
-                "PAM_WRAPPER_SERVICE_DIR={}",
-                sb.service_dir().display()
-            ))
-            .arg(format!("FAKETIME={at}"))
-            .arg("FAKETIME_DONT_FAKE_MONOTONIC=1")
-            .arg("_STDBUF_O=0")
-            .arg(program("pamtester"))
-            .args(["-v", service, user, "authenticate"]);
-        clean_env(&mut cmd)
-            .stdin(Stdio::piped())
+        let extra = Extra {
+            preload: vec![libstdbuf()],
+            settings: vec!["_STDBUF_O=0".into()],
+        };
+        let mut cmd = sb.pamtester_command(service, user, at, &[], "authenticate", &extra);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd
@@ -1190,7 +1165,7 @@ const OATH_HEX_B: &str = "000102030405060708090a0b0c0d0e0f10111213";
 
 /// oathtool's TOTP code for a hex key.
 fn oathtool_hex(hex: &str, digits: u32, period: u32, at: &str) -> String {
-    let out = Command::new(program("oathtool"))
+    let out = Command::new(tool("oathtool"))
         .args(["--totp", "-d", &digits.to_string(), "-s"])
         .arg(format!("{period}s"))
         .arg("--now")

@@ -162,8 +162,16 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
 }
 
+/// More for one pamtester run ([`Sandbox::pamtester_command`]): libraries
+/// to preload after pam_wrapper and libfaketime, and `VAR=value` settings.
+#[derive(Default)]
+pub struct Extra {
+    pub preload: Vec<PathBuf>,
+    pub settings: Vec<String>,
+}
+
 /// The absolute path of a program checked by [`require_tools`].
-fn tool(name: &str) -> PathBuf {
+pub fn tool(name: &str) -> PathBuf {
     require_tools();
     find_program(name).unwrap_or_else(|| panic!("`{name}` is not in PATH"))
 }
@@ -636,6 +644,56 @@ impl Sandbox {
         )
     }
 
+    /// The command line of one pamtester run: under the pam_wrapper lock
+    /// (flock, see the module docs), bounded by `timeout` (a hung module
+    /// fails the test instead of hanging it), with pam_wrapper, libfaketime
+    /// when `faketime` is not `""`, and `extra` preloaded only into
+    /// pamtester (`env`), in a clean environment; stdio is the caller's.
+    pub fn pamtester_command(
+        &self,
+        service: &str,
+        user: &str,
+        faketime: &str,
+        options: &[&str],
+        operation: &str,
+        extra: &Extra,
+    ) -> Command {
+        assert!(
+            self.pamd.join(service).is_file(),
+            "no {}/{service}: call write_service({service:?}, ...) first (an unknown \
+             service silently falls back to `other`)",
+            self.pamd.display()
+        );
+        let mut preload = vec![pam_wrapper_lib()];
+        let mut settings = Vec::new();
+        if !faketime.is_empty() {
+            preload.push(libfaketime());
+            settings.push(format!("FAKETIME={faketime}"));
+            settings.push("FAKETIME_DONT_FAKE_MONOTONIC=1".to_string());
+        }
+        preload.extend(extra.preload.iter().cloned());
+        settings.extend(extra.settings.iter().cloned());
+        let preload: Vec<String> = preload.iter().map(|p| p.display().to_string()).collect();
+        let mut cmd = Command::new(tool("flock"));
+        cmd.args(["-w", "300", "-E", "75"])
+            .arg(sandbox_base().join("pam_wrapper.lock"))
+            .arg(tool("timeout"))
+            .args(["-k", "10", "120"])
+            .arg(tool("env"))
+            .arg(format!("LD_PRELOAD={}", preload.join(" ")))
+            .arg("PAM_WRAPPER=1")
+            .arg(format!("PAM_WRAPPER_SERVICE_DIR={}", self.pamd.display()))
+            .args(&settings)
+            .arg(tool("pamtester"))
+            .arg("-v")
+            .args(options)
+            .arg(service)
+            .arg(user)
+            .arg(operation);
+        clean_env(&mut cmd);
+        cmd
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn run_pamtester(
         &self,
@@ -647,44 +705,18 @@ impl Sandbox {
         operation: &str,
         nss: Option<(&Path, &Path)>,
     ) -> PamOutcome {
-        assert!(
-            self.pamd.join(service).is_file(),
-            "no {}/{service}: call write_service({service:?}, ...) first (an unknown \
-             service silently falls back to `other`)",
-            self.pamd.display()
-        );
-        let mut preload = pam_wrapper_lib().display().to_string();
-        let mut settings = Vec::new();
-        if !faketime.is_empty() {
-            preload = format!("{preload} {}", libfaketime().display());
-            settings.push(format!("FAKETIME={faketime}"));
-            settings.push("FAKETIME_DONT_FAKE_MONOTONIC=1".to_string());
-        }
+        let mut extra = Extra::default();
         if let Some((passwd, group)) = nss {
-            preload = format!("{preload} {}", nss_wrapper_lib().display());
-            settings.push(format!("NSS_WRAPPER_PASSWD={}", passwd.display()));
-            settings.push(format!("NSS_WRAPPER_GROUP={}", group.display()));
+            extra.preload.push(nss_wrapper_lib());
+            extra
+                .settings
+                .push(format!("NSS_WRAPPER_PASSWD={}", passwd.display()));
+            extra
+                .settings
+                .push(format!("NSS_WRAPPER_GROUP={}", group.display()));
         }
-        let mut cmd = Command::new(tool("flock"));
-        // flock: serialise pam_wrapper runs (see the module docs). timeout:
-        // a hung module fails the test instead of hanging it. env: only
-        // pamtester gets the preloads.
-        cmd.args(["-w", "300", "-E", "75"])
-            .arg(sandbox_base().join("pam_wrapper.lock"))
-            .arg(tool("timeout"))
-            .args(["-k", "10", "120"])
-            .arg(tool("env"))
-            .arg(format!("LD_PRELOAD={preload}"))
-            .arg("PAM_WRAPPER=1")
-            .arg(format!("PAM_WRAPPER_SERVICE_DIR={}", self.pamd.display()))
-            .args(&settings)
-            .arg(tool("pamtester"))
-            .arg("-v")
-            .args(options)
-            .arg(service)
-            .arg(user)
-            .arg(operation);
-        let output = run_with_stdin(clean_env(&mut cmd), stdin_lines);
+        let mut cmd = self.pamtester_command(service, user, faketime, options, operation, &extra);
+        let output = run_with_stdin(&mut cmd, stdin_lines);
         let outcome = PamOutcome::from_output(&output);
         let status = output.status.code();
         match status {
