@@ -683,6 +683,7 @@ impl Admin {
             }
             Err(e) => return Err(e),
         };
+        let mut enrolled = Vec::new();
         for name in dir.entries()? {
             let path = dir.path().join(&name);
             let mut report = |problem: String| {
@@ -716,6 +717,7 @@ impl Admin {
             };
             match kind {
                 "secret" => {
+                    enrolled.push(user.to_string());
                     if let Err(e) = SecretRecord::parse(&bytes) {
                         report(format!("{e} (re-enroll: twofactor enroll --force {user})"));
                     }
@@ -735,8 +737,56 @@ impl Admin {
                 _ => {}
             }
         }
+        if let Ok(passwd) = std::fs::read_to_string(PASSWD) {
+            for (first, uid, enrolled_alias) in aliases_before_enrolled(&passwd, &enrolled) {
+                problems.push(Problem {
+                    path: PathBuf::from(PASSWD),
+                    problem: format!(
+                        "{first} (uid {uid}) is listed before {enrolled_alias}, who is enrolled: logins as {first} do not use {enrolled_alias}'s enrollment (move {enrolled_alias}'s line above {first}'s, or enroll {first})"
+                    ),
+                });
+            }
+        }
         Ok(problems)
     }
+}
+
+/// The local user database `check` reads for names sharing a uid (NSS
+/// sources such as LDAP are not enumerated).
+const PASSWD: &str = "/etc/passwd";
+
+/// `(first name, uid, enrolled later name)` for every uid whose first name
+/// in `passwd` has no enrollment while a later name with the same uid has
+/// one. The module redirects an unenrolled name to its uid's *first* name
+/// (auth.rs, `enrolled_first_name`), so such a first name would get no
+/// second factor of the account's under `unenrolled = "skip"`.
+fn aliases_before_enrolled(passwd: &str, enrolled: &[String]) -> Vec<(String, u32, String)> {
+    let mut first_of_uid: Vec<(u32, &str)> = Vec::new();
+    let mut found = Vec::new();
+    for line in passwd.lines() {
+        let mut fields = line.split(':');
+        let (Some(name), Some(_), Some(uid)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let Ok(uid) = uid.parse::<u32>() else {
+            continue;
+        };
+        match first_of_uid.iter().find(|(u, _)| *u == uid) {
+            None => first_of_uid.push((uid, name)),
+            Some(&(_, first)) => {
+                let is_enrolled = |n: &str| enrolled.iter().any(|e| e == n);
+                if is_enrolled(name)
+                    && !is_enrolled(first)
+                    && !found
+                        .iter()
+                        .any(|(f, u, _): &(String, u32, String)| f == first && *u == uid)
+                {
+                    found.push((first.to_string(), uid, name.to_string()));
+                }
+            }
+        }
+    }
+    found
 }
 
 /// A store error as (path, problem without the path), for `check`'s
@@ -827,6 +877,28 @@ mod tests {
     }
 
     /// Exit codes are distinct per class of error.
+    /// Only an unenrolled first name before an enrolled alias is reported,
+    /// once per uid.
+    #[test]
+    fn aliases_listed_before_an_enrolled_name_are_found() {
+        let passwd = "root:x:0:0::/root:/bin/sh\n\
+                      toor:x:0:0::/root:/bin/sh\n\
+                      alias:x:1000:1000::/:/bin/sh\n\
+                      alice:x:1000:1000::/:/bin/sh\n\
+                      alice2:x:1000:1000::/:/bin/sh\n\
+                      bob:x:1001:1001::/:/bin/sh\n\
+                      # a comment line\n\
+                      broken\n";
+        let enrolled = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            aliases_before_enrolled(passwd, &enrolled(&["alice", "alice2", "bob"])),
+            [("alias".to_string(), 1000, "alice".to_string())]
+        );
+        // root first and enrolled: toor is redirected, nothing to report.
+        assert!(aliases_before_enrolled(passwd, &enrolled(&["root", "toor"])).is_empty());
+        assert!(aliases_before_enrolled(passwd, &enrolled(&["alias", "bob"])).is_empty());
+    }
+
     #[test]
     fn exit_codes_follow_the_documented_table() {
         assert_eq!(AdminError::NotRoot.exit_code(), 3);

@@ -286,8 +286,8 @@ pub fn authenticate(
 /// must not slip past `root`'s second factor under `unenrolled = "skip"`,
 /// nor enroll a phone of its own at login. The alias then uses that
 /// enrollment's codes, state and lock. (An alias listed *before* the
-/// enrolled name is its uid's first name, so nothing redirects it; README
-/// and docs/threat-model.md say so.) Costs two NSS lookups, only for names
+/// enrolled name is its uid's first name, so nothing redirects it;
+/// `twofactor check` reports it.) Costs two NSS lookups, only for names
 /// without a record.
 fn enrolled_first_name(
     dir: &TrustedDir,

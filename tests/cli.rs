@@ -917,10 +917,63 @@ fn check_reports_a_record_of_a_user_missing_from_passwd() {
     cli(&sb, &["check"]).expect(0);
 }
 
-/// SRC BUG (admin.rs `status`): once a lock has expired the module counts
-/// failures from zero again (README, "Counting"), but `status` keeps showing
-/// the old count: 5 failed attempts and no lock, then 1 after one more
-/// failure.
+/// `check` reports a name listed in /etc/passwd before an enrolled name with
+/// the same uid: the module redirects aliases to their uid's first name
+/// only. Runs `check` in a private mount namespace with a copy of
+/// /etc/passwd bind-mounted over it (root only; the machine's file is never
+/// touched).
+#[test]
+fn check_reports_an_alias_listed_before_an_enrolled_name() {
+    let can_unshare = euid() == 0
+        && Command::new("unshare")
+            .args(["-m", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !can_unshare {
+        eprintln!(
+            "*** SKIPPED check_reports_an_alias_listed_before_an_enrolled_name: needs root and unshare -m"
+        );
+        return;
+    }
+    let (sb, _) = enrolled("check-alias", "");
+    let real = read(Path::new("/etc/passwd"));
+    let check_with = |passwd: &str| {
+        let copy = sb.dir().join("passwd");
+        fs::write(&copy, passwd).unwrap();
+        let out = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$1\" /etc/passwd && exec \"$2\" --config \"$3\" check --json")
+            .arg("sh")
+            .arg(&copy)
+            .arg(cli_path())
+            .arg(sb.config_path())
+            .output()
+            .unwrap();
+        CliRun::from(&out)
+    };
+    let v = check_with(&real).expect(0).json();
+    assert_eq!(v["problems"], json!([]), "{v}");
+
+    // An alias of daemon (uid 1) listed first.
+    let alias = "tfalias:x:1:1::/:/usr/sbin/nologin\n";
+    let v = check_with(&format!("{alias}{real}")).expect(1).json();
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{v}");
+    assert_eq!(problems[0]["path"], json!("/etc/passwd"));
+    let problem = problems[0]["problem"].as_str().unwrap();
+    assert!(
+        problem.starts_with("tfalias (uid 1) is listed before daemon, who is enrolled"),
+        "{problem}"
+    );
+    // Listed after daemon it is redirected: nothing to report.
+    let v = check_with(&format!("{real}{alias}")).expect(0).json();
+    assert_eq!(v["problems"], json!([]), "{v}");
+}
+
+/// Once a lock has expired the module counts
+/// failures from zero again (README, "Counting"), and `status` shows that
+/// count: 0 and no lock, then 1 after one more failure (it once kept
+/// showing 5).
 #[test]
 fn status_after_the_lock_expires_reports_the_count_the_module_uses() {
     let (sb, _) = enrolled("status-expired", "");
@@ -932,15 +985,14 @@ fn status_after_the_lock_expires_reports_the_count_the_module_uses() {
             .json();
         (v["failed_attempts"].clone(), v["locked_until"].clone())
     };
-    // Fails today: (5, null).
     assert_eq!(status(), (json!(0), Value::Null));
     // The module's count: one more wrong code at expiry is failure 1, not 6.
     assert_denied(&login(&sb, wrong_code(), &expiry));
     assert_eq!(status(), (json!(1), Value::Null));
 }
 
-/// SRC BUG (cosmetic, `check` text output): each line is `PATH: problem`,
-/// but a file-safety problem repeats the path (`PATH: PATH: has mode ...`).
+/// `check` text output: each line is `PATH: problem`, and a file-safety
+/// problem does not repeat the path (it once printed `PATH: PATH: ...`).
 #[test]
 fn check_text_names_a_problem_path_only_once_before_the_colon() {
     let (sb, _) = enrolled("check-path-once", "");
