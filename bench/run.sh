@@ -531,7 +531,12 @@ num() { # thousands separators for big integers
     s = ""; while (length(a) > 3) { s = "," substr(a, length(a) - 2) s; a = substr(a, 1, length(a) - 3) } print a s }'
 }
 ms() { awk -v a="$1" 'BEGIN { if (a == "") print "n/a"; else printf "%.3f", a / 1000 }'; }
-passfail() { awk -v a="$1" -v lim="$2" 'BEGIN { if (a == "n/a" || a == "") print "n/a"; else if (a + 0 <= lim + 0) print "PASS"; else print "FAIL" }'; }
+# A smoke run measures a debug build with few iterations: its figures say
+# the harness works, not whether a target is met.
+passfail() {
+  if [[ $MODE == smoke ]]; then echo "not judged (smoke: debug build)"; return; fi
+  awk -v a="$1" -v lim="$2" 'BEGIN { if (a == "n/a" || a == "") print "n/a"; else if (a + 0 <= lim + 0) print "PASS"; else print "FAIL" }'
+}
 
 # Entries of a callgrind_annotate listing (--auto=no) as "Ir<TAB>pct<TAB>function<TAB>object",
 # without the callers above pam_sm_authenticate (>= 100%).
