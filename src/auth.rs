@@ -279,7 +279,6 @@ pub fn authenticate(
     authenticate_from(config, raw_user, None, conv, now)
 }
 
-/// Authenticates `raw_user` connecting from `rhost` (PAM_RHOST) at `now`.
 /// For a name without an enrollment: the enrollment of the first name of
 /// its uid, if that is another name and is enrolled. Files are keyed by
 /// name, but an alias (`toor`, uid 0 after `root`) is the same account: it
@@ -302,6 +301,7 @@ fn enrolled_first_name(
     Ok(read_record(dir, &first)?.map(|record| (first, record)))
 }
 
+/// Authenticates `raw_user` connecting from `rhost` (PAM_RHOST) at `now`.
 pub fn authenticate_from(
     config: &Config,
     raw_user: &str,

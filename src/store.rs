@@ -9,7 +9,7 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -185,7 +185,7 @@ fn insecure(path: &Path, reason: String) -> StoreError {
 
 /// Checks one directory's metadata: a directory, trusted owner, not
 /// group/world writable; `private` also forbids any group/other access.
-fn check_dir(path: &Path, meta: &Meta, private: bool) -> Result<(), StoreError> {
+fn check_dir(path: &Path, meta: &Metadata, private: bool) -> Result<(), StoreError> {
     if !meta.is_dir() {
         return Err(insecure(path, "is not a directory".into()));
     }
@@ -221,33 +221,9 @@ fn check_dir(path: &Path, meta: &Meta, private: bool) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// What the checks need from the metadata of an open fd.
-struct Meta(std::fs::Metadata);
-
-impl Meta {
-    fn is_dir(&self) -> bool {
-        self.0.is_dir()
-    }
-    fn is_file(&self) -> bool {
-        self.0.file_type().is_file()
-    }
-    fn uid(&self) -> u32 {
-        self.0.uid()
-    }
-    fn mode(&self) -> u32 {
-        self.0.mode()
-    }
-    fn nlink(&self) -> u64 {
-        self.0.nlink()
-    }
-    fn len(&self) -> u64 {
-        self.0.len()
-    }
-}
-
 /// `fstat` of an open file (std uses statx on the fd itself).
-fn fd_metadata(file: &File, path: impl Fn() -> PathBuf) -> Result<Meta, StoreError> {
-    file.metadata().map(Meta).map_err(|e| {
+fn fd_metadata(file: &File, path: impl Fn() -> PathBuf) -> Result<Metadata, StoreError> {
+    file.metadata().map_err(|e| {
         io_err(
             &path(),
             "fstat",
@@ -511,10 +487,10 @@ fn lossy(name: &OsStr) -> String {
 /// `make_path` gives the file's path, only needed for a message.
 fn check_file(
     make_path: impl Fn() -> PathBuf,
-    meta: &Meta,
+    meta: &Metadata,
     access: Access,
 ) -> Result<(), StoreError> {
-    if !meta.is_file() {
+    if !meta.file_type().is_file() {
         return Err(insecure(
             &make_path(),
             "is not a regular file (FIFO, device, directory or socket)".into(),
@@ -649,7 +625,7 @@ mod tests {
     use super::faults::{self, Fault};
     use super::testdir::scratch;
     use super::*;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::ExitStatusExt;
 
     const OLD: &[u8] = b"version = 1\nfailures = 1\n";
