@@ -8,10 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::fasttoml::Doc;
+use crate::fasttoml::{Doc, int, list, text};
 use crate::net::Cidr;
 use crate::otp::{self, Algorithm, TotpParams};
-use crate::record::{int, list, text};
 use crate::store::{self, Access, StoreError};
 
 /// Where the module and the CLI look by default.

@@ -11,6 +11,8 @@
 //! document, it yields exactly what `toml` would (the `fasttoml_agrees`
 //! fuzz target and the tests below hold it to that).
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Number, Value};
 
 /// A value in the subset: integer, string (no escapes), one-line array.
@@ -55,6 +57,37 @@ impl<'a> Doc<'a> {
             .find(|t| t.name == name)
             .and_then(|t| t.elements)
             .unwrap_or(0)
+    }
+}
+
+/// Values of a read document, for the hand mappings of the records and
+/// the config (`None` where the type is not the one wanted).
+pub(crate) fn int<T: TryFrom<i64>>(v: &Val) -> Option<T> {
+    match v {
+        Val::Int(n) => T::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+pub(crate) fn text(v: &Val) -> Option<String> {
+    match v {
+        Val::Str(s) => Some((*s).to_string()),
+        _ => None,
+    }
+}
+
+/// A string borrowed from the document's text (no allocation per field).
+pub(crate) fn borrowed<'a>(v: &Val<'a>) -> Option<Cow<'a, str>> {
+    match v {
+        Val::Str(s) => Some(Cow::Borrowed(*s)),
+        _ => None,
+    }
+}
+
+pub(crate) fn list<'a, T>(v: &Val<'a>, item: impl Fn(&Val<'a>) -> Option<T>) -> Option<Vec<T>> {
+    match v {
+        Val::Array(items) => items.iter().map(item).collect(),
+        _ => None,
     }
 }
 
@@ -348,14 +381,14 @@ fn parse_value(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
                 }
             }
         }
-        _ => int(b, i),
+        _ => parse_int(b, i),
     }
 }
 
 /// A decimal integer at `i` in one pass: an optional `-`, no leading zeros
 /// (TOML forbids them), no `+`, no `_`, not `-0`, within i64 (overflow is
 /// left to the toml crate, which refuses it).
-fn int(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
+fn parse_int(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
     let negative = b.get(i) == Some(&b'-');
     let start = i + usize::from(negative);
     let mut end = start;

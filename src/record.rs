@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::backup::{HASH_BYTES, KdfParams, SALT_BYTES};
-use crate::fasttoml::{Doc, Val};
+use crate::fasttoml::{Doc, Val, borrowed, int, list, text};
 use crate::otp::{self, Algorithm, SecretKey, TotpParams};
 use crate::timefmt::push_decimal;
 
@@ -72,35 +72,6 @@ fn parse_toml<'t, T: serde::de::DeserializeOwned>(
         return Ok(parsed);
     }
     toml::from_str(text).map_err(|e| RecordError::Parse(e.message().to_string()))
-}
-
-pub(crate) fn int<T: TryFrom<i64>>(v: &Val) -> Option<T> {
-    match v {
-        Val::Int(n) => T::try_from(*n).ok(),
-        _ => None,
-    }
-}
-
-pub(crate) fn text(v: &Val) -> Option<String> {
-    match v {
-        Val::Str(s) => Some((*s).to_string()),
-        _ => None,
-    }
-}
-
-/// A string borrowed from the record's text (no allocation per field).
-fn borrowed<'a>(v: &Val<'a>) -> Option<Cow<'a, str>> {
-    match v {
-        Val::Str(s) => Some(Cow::Borrowed(*s)),
-        _ => None,
-    }
-}
-
-pub(crate) fn list<'a, T>(v: &Val<'a>, item: impl Fn(&Val<'a>) -> Option<T>) -> Option<Vec<T>> {
-    match v {
-        Val::Array(items) => items.iter().map(item).collect(),
-        _ => None,
-    }
 }
 
 impl<'a> RawSecretRecord<'a> {
