@@ -14,7 +14,8 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -27,6 +28,8 @@ use zeroize::Zeroizing;
 /// Bounded so a stuck process can never hang sshd (LoginGraceTime).
 const LOCK_ATTEMPTS: u32 = 300;
 const LOCK_RETRY: Duration = Duration::from_millis(10);
+/// Temp names tried past the first when one is taken (see `temp_name`).
+const TEMP_ATTEMPTS: u32 = 8;
 
 /// What went wrong in the store, with the path, so an admin can act on it.
 #[derive(Debug)]
@@ -232,20 +235,24 @@ fn fd_metadata(file: &File, path: impl Fn() -> PathBuf) -> Result<Metadata, Stor
     })
 }
 
-/// `.<name>.tmp-<pid>-<16 hex digits>`: unique per process and attempt, in
-/// the same directory as `name` (rename is atomic only within one).
-fn temp_name(name: &str, pid: u32, random: &[u8; 8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+/// Temp files made by this process so far (see `temp_name`).
+static TEMP_SERIAL: AtomicU32 = AtomicU32::new(0);
+
+/// `.<name>.tmp-<pid>-<serial>`, in the same directory as `name` (rename is
+/// atomic only within one). Unpredictable names are not needed: the
+/// directory is root-only (0700, checked on every open), the temp file is
+/// created with `O_EXCL | O_NOFOLLOW`, and pid + a per-process serial keep
+/// live writers apart (threads of one host included). A leftover of a
+/// crashed process whose pid came back only makes `O_EXCL` fail, and the
+/// next serial is tried (`replace`). No random bytes are read per login.
+fn temp_name(name: &str, pid: u32, serial: u32) -> String {
     let mut out = String::with_capacity(name.len() + 32);
     out.push('.');
     out.push_str(name);
     out.push_str(".tmp-");
     crate::timefmt::push_decimal(&mut out, u64::from(pid));
     out.push('-');
-    for b in random {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
+    crate::timefmt::push_decimal(&mut out, u64::from(serial));
     out
 }
 
@@ -259,49 +266,57 @@ pub struct TrustedDir {
 
 impl TrustedDir {
     /// Opens `path`; `private` requires the last component to be 0700-like.
+    /// The walk splits the path's bytes itself: empty and `.` components
+    /// are skipped, `..` is refused, and messages name the prefix walked.
     pub fn open(path: &Path, private: bool) -> Result<TrustedDir, StoreError> {
-        if !path.is_absolute() {
-            return Err(StoreError::BadPath {
-                path: path.to_path_buf(),
-            });
+        let bytes = path.as_os_str().as_bytes();
+        let bad = || StoreError::BadPath {
+            path: path.to_path_buf(),
+        };
+        if bytes.first() != Some(&b'/') {
+            return Err(bad());
         }
+        // The part of `path` walked so far (`/` at first), for messages.
+        let walked = |end: usize| Path::new(OsStr::from_bytes(&bytes[..end.max(1)]));
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let root = Path::new("/");
         let mut fd = File::from(
             openat(AT_FDCWD, root, flags, Mode::empty()).map_err(|e| io_err(root, "open", e))?,
         );
-        let mut walked = PathBuf::with_capacity(path.as_os_str().len() + 1);
-        walked.push(root);
-        let mut components = path.components().peekable();
-        while let Some(component) = components.next() {
-            match component {
-                Component::RootDir => {}
-                Component::Normal(name) => {
-                    check_dir(&walked, &fd_metadata(&fd, || walked.clone())?, false)?;
-                    walked.push(name);
-                    fd = File::from(openat(&fd, name, flags, Mode::empty()).map_err(
-                        |e| match e {
-                            Errno::ELOOP | Errno::ENOTDIR => {
-                                insecure(&walked, "is a symbolic link or not a directory".into())
-                            }
-                            other => io_err(&walked, "open", other),
-                        },
-                    )?);
-                    if components.peek().is_none() {
-                        check_dir(&walked, &fd_metadata(&fd, || walked.clone())?, private)?;
+        let mut end = 0;
+        let mut next = next_component(bytes, 0).ok_or_else(bad)?;
+        if next.is_none() {
+            check_dir(root, &fd_metadata(&fd, || root.to_path_buf())?, private)?;
+        }
+        while let Some((start, stop)) = next {
+            check_dir(
+                walked(end),
+                &fd_metadata(&fd, || walked(end).to_path_buf())?,
+                false,
+            )?;
+            end = stop;
+            let name = OsStr::from_bytes(&bytes[start..stop]);
+            fd = File::from(
+                openat(&fd, name, flags, Mode::empty()).map_err(|e| match e {
+                    Errno::ELOOP | Errno::ENOTDIR => {
+                        insecure(walked(end), "is a symbolic link or not a directory".into())
                     }
-                }
-                _ => {
-                    return Err(StoreError::BadPath {
-                        path: path.to_path_buf(),
-                    });
-                }
+                    other => io_err(walked(end), "open", other),
+                })?,
+            );
+            next = next_component(bytes, stop).ok_or_else(bad)?;
+            if next.is_none() {
+                check_dir(
+                    walked(end),
+                    &fd_metadata(&fd, || walked(end).to_path_buf())?,
+                    private,
+                )?;
             }
         }
-        if walked == root {
-            check_dir(&walked, &fd_metadata(&fd, || walked.clone())?, private)?;
-        }
-        Ok(TrustedDir { fd, path: walked })
+        Ok(TrustedDir {
+            fd,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The directory's path, for messages.
@@ -333,13 +348,14 @@ impl TrustedDir {
         let file = File::from(fd);
         let meta = fd_metadata(&file, path)?;
         check_file(path, &meta, access)?;
-        if meta.len() > limit {
+        let len = meta.len();
+        if len > limit {
             return Err(StoreError::TooLarge {
                 path: path(),
                 limit,
             });
         }
-        let mut buf = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+        let mut buf = Zeroizing::new(Vec::with_capacity(len as usize));
         // Read at most limit + 1 bytes: a file that grew after fstat is refused.
         let mut file = file.take(limit + 1);
         file.read_to_end(&mut buf).map_err(|e| {
@@ -393,21 +409,27 @@ impl TrustedDir {
     /// temp file (O_EXCL, 0600) in this directory, fsync, rename, fsync dir.
     /// On any failure the old file is intact and the temp file is removed.
     pub fn replace(&self, name: &str, contents: &[u8]) -> Result<(), StoreError> {
-        let mut random = [0u8; 8];
-        getrandom::fill(&mut random).map_err(|_| io_err(&self.path, "getrandom", Errno::EIO))?;
-        let tmp_name = temp_name(name, std::process::id(), &random);
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = checkpoint(Step::CreateTemp)
-            .and_then(|()| {
+        let pid = std::process::id();
+        let mut attempts = 0;
+        let (fd, tmp_name) = loop {
+            let tmp_name = temp_name(name, pid, TEMP_SERIAL.fetch_add(1, Ordering::Relaxed));
+            let created = checkpoint(Step::CreateTemp).and_then(|()| {
                 openat(
                     &self.fd,
                     tmp_name.as_str(),
                     flags,
                     Mode::from_bits_truncate(0o600),
                 )
-            })
-            .map_err(|e| io_err(&self.child(&tmp_name), "create", e))?;
+            });
+            match created {
+                Ok(fd) => break (fd, tmp_name),
+                // A crashed process's leftover under a reused pid.
+                Err(Errno::EEXIST) if attempts < TEMP_ATTEMPTS => attempts += 1,
+                Err(e) => return Err(io_err(&self.child(&tmp_name), "create", e)),
+            }
+        };
         let result = self.finish_replace(fd, &tmp_name, name, contents);
         if result.is_err() {
             let _ = unlinkat(&self.fd, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
@@ -476,6 +498,28 @@ impl TrustedDir {
             .collect();
         names.sort();
         Ok(names)
+    }
+}
+
+/// The next component of an absolute path at or after `from`, as a byte
+/// range: `Some(None)` at the end, `None` for a `..` (refused).
+fn next_component(bytes: &[u8], mut from: usize) -> Option<Option<(usize, usize)>> {
+    loop {
+        while bytes.get(from) == Some(&b'/') {
+            from += 1;
+        }
+        if from >= bytes.len() {
+            return Some(None);
+        }
+        let stop = bytes[from..]
+            .iter()
+            .position(|&c| c == b'/')
+            .map_or(bytes.len(), |k| from + k);
+        match &bytes[from..stop] {
+            b"." => from = stop,
+            b".." => return None,
+            _ => return Some(Some((from, stop))),
+        }
     }
 }
 
@@ -633,6 +677,71 @@ mod tests {
 
     /// An I/O error at any step of a replace leaves the old file (or, once
     /// renamed, the new one), reports the error, and leaves no temp file.
+    /// The walk's components: `//` and `.` skipped, `..` refused.
+    #[test]
+    fn path_components_are_split_like_the_kernel_walks_them() {
+        let all = |p: &str| {
+            let b = p.as_bytes();
+            let mut out = Vec::new();
+            let mut at = 0;
+            while let Some((s, e)) = next_component(b, at)? {
+                out.push(std::str::from_utf8(&b[s..e]).unwrap().to_string());
+                at = e;
+            }
+            Some(out)
+        };
+        assert_eq!(all("/"), Some(vec![]));
+        assert_eq!(
+            all("/var/lib/x"),
+            Some(vec!["var".into(), "lib".into(), "x".into()])
+        );
+        assert_eq!(
+            all("//var/./lib//x/"),
+            Some(vec!["var".into(), "lib".into(), "x".into()])
+        );
+        assert_eq!(
+            all("/var/.../x"),
+            Some(vec!["var".into(), "...".into(), "x".into()])
+        );
+        assert_eq!(all("/var/../etc"), None);
+        assert_eq!(all("/var/.."), None);
+        assert!(matches!(
+            TrustedDir::open(Path::new("/run/../etc"), false),
+            Err(StoreError::BadPath { .. })
+        ));
+        assert!(matches!(
+            TrustedDir::open(Path::new("run"), false),
+            Err(StoreError::BadPath { .. })
+        ));
+    }
+
+    /// A temp name taken by a leftover (a crashed writer whose pid came
+    /// back) does not stop the replace; the leftover is left alone.
+    #[test]
+    fn leftover_temp_with_our_name_is_skipped() {
+        let path = scratch("temp-taken");
+        let dir = TrustedDir::open(&path, true).unwrap();
+        let next = TEMP_SERIAL.load(Ordering::Relaxed);
+        let pid = std::process::id();
+        // Leftovers under the next few serials this process would use.
+        for serial in next..next + 3 {
+            std::fs::write(path.join(temp_name("u.state", pid, serial)), b"old").unwrap();
+        }
+        dir.replace("u.state", NEW).unwrap();
+        assert_eq!(std::fs::read(path.join("u.state")).unwrap(), NEW);
+        let temps = std::fs::read_dir(&path)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp-")
+            })
+            .count();
+        assert!(temps >= 3, "the leftovers were not touched");
+    }
+
     #[test]
     fn io_error_at_every_step_keeps_a_whole_file_and_no_temp() {
         for step in Step::ALL {
