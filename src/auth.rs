@@ -19,7 +19,7 @@ use crate::input::{self, Answer};
 use crate::otp::{self, CodeMatch, SecretKey};
 use crate::policy::{self, Attempt, DriftCheck, Failure, Policy, Verdict};
 use crate::record::{
-    DEFAULT_DEVICE, Delivered, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
+    DEFAULT_DEVICE, Delivered, Device, Hashes, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
 };
 use crate::store::{Access, StoreError, TrustedDir};
 use crate::timefmt;
@@ -225,16 +225,52 @@ impl Outcome {
     }
 }
 
-fn read_record(dir: &TrustedDir, user: &Username) -> Result<Option<SecretRecord>, AuthError> {
+/// A secret record as a login reads it: parsed without the backup-code
+/// hashes (`Hashes::Skip`), and its bytes, to decode them from if the
+/// answer could be a backup code (`with_hashes`).
+struct LoginRecord {
+    record: SecretRecord,
+    bytes: Zeroizing<Vec<u8>>,
+    hashes_decoded: bool,
+}
+
+impl LoginRecord {
+    /// The record with its hashes, decoded from the bytes read at first
+    /// (never a second read of a file that may have changed).
+    fn with_hashes(
+        &mut self,
+        dir: &TrustedDir,
+        user: &Username,
+    ) -> Result<&SecretRecord, AuthError> {
+        if !self.hashes_decoded {
+            self.record =
+                SecretRecord::parse_with(&self.bytes, Hashes::Decode).map_err(|error| {
+                    AuthError::Record {
+                        path: dir.path().join(user.secret_file()),
+                        error,
+                    }
+                })?;
+            self.hashes_decoded = true;
+        }
+        Ok(&self.record)
+    }
+}
+
+fn read_record(dir: &TrustedDir, user: &Username) -> Result<Option<LoginRecord>, AuthError> {
     let name = user.secret_file();
-    match dir.read(&name, Access::Private, MAX_RECORD_BYTES)? {
-        None => Ok(None),
-        Some(bytes) => SecretRecord::parse(&bytes)
-            .map(Some)
-            .map_err(|error| AuthError::Record {
-                path: dir.path().join(&name),
-                error,
-            }),
+    let Some(bytes) = dir.read(&name, Access::Private, MAX_RECORD_BYTES)? else {
+        return Ok(None);
+    };
+    match SecretRecord::parse_with(&bytes, Hashes::Skip) {
+        Ok(record) => Ok(Some(LoginRecord {
+            record,
+            bytes,
+            hashes_decoded: false,
+        })),
+        Err(error) => Err(AuthError::Record {
+            path: dir.path().join(&name),
+            error,
+        }),
     }
 }
 
@@ -291,7 +327,7 @@ pub fn authenticate(
 fn enrolled_first_name(
     dir: &TrustedDir,
     user: &Username,
-) -> Result<Option<(Username, SecretRecord)>, AuthError> {
+) -> Result<Option<(Username, LoginRecord)>, AuthError> {
     let Some(first) = accounts::first_name_of_uid(user.as_str()) else {
         return Ok(None);
     };
@@ -326,7 +362,7 @@ pub fn authenticate_from(
         return Ok(Outcome::Skip(SkipReason::ExemptGroup(group)));
     }
     let dir = TrustedDir::open(&config.state_dir, true)?;
-    let (user, record) = match read_record(&dir, &user)? {
+    let (user, mut login) = match read_record(&dir, &user)? {
         Some(record) => (user, record),
         None => match enrolled_first_name(&dir, &user)? {
             Some(found) => found,
@@ -355,9 +391,14 @@ pub fn authenticate_from(
         let raw = conv.ask_code(prompt)?;
         let answer = input::classify(&raw);
         drop(raw);
+        let record = if backup_length(&answer, &login.record) {
+            login.with_hashes(&dir, &user)?
+        } else {
+            &login.record
+        };
         let delivery_on = config.delivery.command.is_some();
         if answer == Answer::Empty && delivery_on && drift.is_none() && !delivered_now {
-            match send_code(config, &dir, &user, &record, now)? {
+            match send_code(config, &dir, &user, record, now)? {
                 Ok(target) => {
                     conv.show_info(&format!("A code was sent to {target}."));
                     prompt = SENT_PROMPT;
@@ -373,7 +414,7 @@ pub fn authenticate_from(
             }
         }
         let delivery_possible = delivery_on && record.deliver_to.is_some();
-        let hash = answer_hash(&answer, &record, delivery_possible, &dir, &user)?;
+        let hash = answer_hash(&answer, record, delivery_possible, &dir, &user)?;
         let attempt = Attempt {
             code: answer.totp(),
             hash,
@@ -381,14 +422,14 @@ pub fn authenticate_from(
             rhost,
         };
         let decision = update_state(&dir, &user, |state| {
-            let d = policy::decide(&record, state, &attempt, now, &policy);
+            let d = policy::decide(record, state, &attempt, now, &policy);
             (d.verdict, d.state)
         })?;
         match decision {
             Verdict::DriftSuspected(check) if drift.is_none() => {
                 let minutes = (check
                     .off_by
-                    .saturating_mul(u64::from(period_of(&record, &check.device))))
+                    .saturating_mul(u64::from(period_of(record, &check.device))))
                 .div_ceil(60);
                 conv.show_info(&format!(
                     "The clock of your device seems to be off by about {minutes} minute{}. Wait for the next code and enter it.",
@@ -397,7 +438,7 @@ pub fn authenticate_from(
                 prompt = NEXT_PROMPT;
                 drift = Some(check);
             }
-            verdict => return Ok(tell(conv, &record, verdict)),
+            verdict => return Ok(tell(conv, record, verdict)),
         }
     }
 }
@@ -408,6 +449,11 @@ fn period_of(record: &SecretRecord, device: &str) -> u32 {
         .iter()
         .find(|d| d.label == device)
         .map_or(30, |d| d.params.period)
+}
+
+/// Whether the answer has the length of this record's backup codes.
+fn backup_length(answer: &Answer, record: &SecretRecord) -> bool {
+    matches!(answer, Answer::Digits(d) if d.len() == usize::from(record.backup.digits))
 }
 
 /// The argon2 hash of the answer, when it can be a backup code (by length)
@@ -422,7 +468,7 @@ fn answer_hash(
     let Answer::Digits(digits) = answer else {
         return Ok(None);
     };
-    let backup_length = digits.len() == usize::from(record.backup.digits);
+    let backup_length = backup_length(answer, record);
     // Only users who can receive codes pay for the extra state read.
     let delivery_pending =
         delivery_possible && answer.totp().is_some() && read_state(dir, user)?.delivered.is_some();
@@ -771,6 +817,52 @@ mod tests {
 
     /// If the new state cannot be stored, a right code is not accepted and
     /// the old state stays (google-authenticator #543).
+    /// A login decodes the backup-code hashes only for an answer that could
+    /// be a backup code: a record whose first hash is not hex still takes a
+    /// TOTP code, while a backup-length answer is a record error (denied)
+    /// and changes nothing on disk.
+    #[test]
+    fn hashes_are_decoded_only_for_a_backup_answer() {
+        let (config, codes) = enrolled("lazyhash");
+        let path = config.state_dir.join("daemon.secret");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let at = text.find("hashes = [\"").unwrap() + "hashes = [\"".len();
+        let mut broken = text.clone();
+        broken.replace_range(at..at + 1, "z");
+        std::fs::write(&path, &broken).unwrap();
+        let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+        let user = Username::parse("daemon").unwrap();
+        let before = read_state(&dir, &user).unwrap();
+
+        let mut script = Script::new(&[Some(codes[1].as_str())]);
+        let result = authenticate(&config, "daemon", &mut script, NOW);
+        assert!(
+            matches!(
+                &result,
+                Err(AuthError::Record { error: RecordError::Invalid(m), .. }) if m == "backup codes: bad hash"
+            ),
+            "{result:?}"
+        );
+        assert_eq!(read_state(&dir, &user).unwrap(), before);
+
+        // oathtool --totp -b GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ --now "2030-06-15 12:00:00 UTC"
+        let mut script = Script::new(&[Some("594151")]);
+        let result = authenticate(&config, "daemon", &mut script, NOW);
+        assert_eq!(
+            result.unwrap(),
+            Outcome::Allow(Method::Totp {
+                device: DEFAULT_DEVICE.into()
+            })
+        );
+        assert_eq!(
+            read_state(&dir, &user)
+                .unwrap()
+                .last_accepted_step
+                .get(DEFAULT_DEVICE),
+            Some(&(NOW / 30))
+        );
+    }
+
     #[test]
     fn code_is_refused_when_its_use_cannot_be_stored() {
         use crate::store::{Step, faults};
