@@ -22,7 +22,7 @@ use crate::auth::{self, AuthError, ConvError, Conversation, Outcome};
 use crate::clock;
 use crate::config::{self, Config};
 use crate::log::{self, Severity};
-use crate::username::escape;
+use crate::username::{escape, escape_into};
 
 /// The module type the entry points dispatch to.
 pub struct TwoFactor;
@@ -111,8 +111,12 @@ pub fn pam_code(result: &Result<Outcome, AuthError>) -> PamResultCode {
     }
 }
 
-fn item_text(item: Option<&CStr>) -> String {
-    item.map_or_else(|| "-".to_string(), |s| escape(&s.to_string_lossy()))
+/// Appends a PAM item for the log line: escaped, or `-` when unset.
+fn push_item(out: &mut String, item: Option<&CStr>) {
+    match item {
+        Some(s) => escape_into(out, &s.to_string_lossy()),
+        None => out.push('-'),
+    }
 }
 
 fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
@@ -136,18 +140,16 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
             };
         }
     };
-    let service = item_text(pamh.get_item::<Service>().ok().flatten().map(|s| s.0));
+    let service = pamh.get_item::<Service>().ok().flatten().map(|s| s.0);
     let rhost_item = pamh.get_item::<RHost>().ok().flatten().map(|s| s.0);
     // Built by hand, like the log line: no `core::fmt` on every login.
     let mut who = String::with_capacity(96);
-    for (label, value) in [
-        ("user=", escape(&user)),
-        (" service=", service),
-        (" rhost=", item_text(rhost_item)),
-    ] {
-        who.push_str(label);
-        who.push_str(&value);
-    }
+    who.push_str("user=");
+    escape_into(&mut who, &user);
+    who.push_str(" service=");
+    push_item(&mut who, service);
+    who.push_str(" rhost=");
+    push_item(&mut who, rhost_item);
     // The raw remote host for exemptions and grace; empty or non-UTF-8 = none.
     let rhost: Option<String> = rhost_item
         .and_then(|h| h.to_str().ok())

@@ -587,16 +587,24 @@ pub fn read_path(
     access: Access,
     limit: u64,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+    // Split at the last `/` by hand (std's `parent`/`file_name` parse the
+    // whole path twice); a trailing `/` names no file and is refused.
+    let bytes = path.as_os_str().as_bytes();
+    let split = bytes.iter().rposition(|&c| c == b'/');
+    let (Some(at), Ok(name)) = (
+        split,
+        std::str::from_utf8(&bytes[split.map_or(0, |i| i + 1)..]),
+    ) else {
         return Err(StoreError::BadPath {
             path: path.to_path_buf(),
         });
     };
-    let Some(name) = name.to_str() else {
+    if name.is_empty() || name == "." || name == ".." {
         return Err(StoreError::BadPath {
             path: path.to_path_buf(),
         });
-    };
+    }
+    let parent = Path::new(OsStr::from_bytes(&bytes[..at.max(1)]));
     let dir = match TrustedDir::open(parent, false) {
         Ok(dir) => dir,
         // A missing parent means a missing file; anything else is an error.
@@ -713,6 +721,36 @@ mod tests {
             TrustedDir::open(Path::new("run"), false),
             Err(StoreError::BadPath { .. })
         ));
+    }
+
+    /// `read_path` names a file: a trailing `/`, `.` or `..` as the last
+    /// component, or a relative path, is refused before anything is opened.
+    #[test]
+    fn read_path_needs_an_absolute_file_name() {
+        for bad in ["/etc/", "/etc/.", "/etc/..", "etc/passwd", "passwd", ""] {
+            assert!(
+                matches!(
+                    read_path(Path::new(bad), Access::Public, 10),
+                    Err(StoreError::BadPath { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let dir = scratch("read-path");
+        std::fs::write(dir.join("f"), b"x = 1\n").unwrap();
+        std::fs::set_permissions(dir.join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            read_path(&dir.join("f"), Access::Private, 10)
+                .unwrap()
+                .as_deref()
+                .map(Vec::as_slice),
+            Some(b"x = 1\n".as_slice())
+        );
+        assert!(
+            read_path(&dir.join("missing"), Access::Private, 10)
+                .unwrap()
+                .is_none()
+        );
     }
 
     /// A temp name taken by a leftover (a crashed writer whose pid came

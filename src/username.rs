@@ -99,14 +99,28 @@ impl fmt::Display for Username {
 /// that must show a name PAM handed us (log injection, terminal escapes).
 pub fn escape(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
+    escape_into(&mut out, raw);
+    out
+}
+
+/// Appends `raw` to `out`, escaped as by `escape` (no allocation of its own:
+/// the PAM door builds every log line's `user=… service=… rhost=…` with it).
+pub fn escape_into(out: &mut String, raw: &str) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'\\';
+    if raw.bytes().all(plain) {
+        out.push_str(raw);
+        return;
+    }
     for b in raw.bytes() {
-        if (0x20..0x7f).contains(&b) && b != b'\\' {
+        if plain(b) {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("\\x{b:02x}"));
+            out.push_str("\\x");
+            out.push(char::from(DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
         }
     }
-    out
 }
 
 #[cfg(test)]
