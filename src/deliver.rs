@@ -1,8 +1,8 @@
 //! Sending a code by message through `[delivery] command` (an SMS gateway,
 //! a chat bot, e-mail). The command is run with the user name and the target
 //! as arguments and the code on standard input — never in argv or the
-//! environment, which other users can read in /proc — with an empty
-//! environment, and killed if it does not finish in time.
+//! environment, which other users can read in /proc — with only PATH in
+//! its environment, in `/`, and killed if it does not finish in time.
 
 use std::ffi::CString;
 use std::fmt;
