@@ -268,7 +268,7 @@ fn read_record(dir: &TrustedDir, user: &Username) -> Result<Option<LoginRecord>,
             hashes_decoded: false,
         })),
         Err(error) => Err(AuthError::Record {
-            path: dir.path().join(&name),
+            path: dir.path().join(name),
             error,
         }),
     }
@@ -281,7 +281,7 @@ pub fn read_state(dir: &TrustedDir, user: &Username) -> Result<State, AuthError>
     match dir.read(&name, Access::Private, MAX_RECORD_BYTES)? {
         None => Ok(State::default()),
         Some(bytes) => State::parse(&bytes).map_err(|error| AuthError::Record {
-            path: dir.path().join(&name),
+            path: dir.path().join(name),
             error,
         }),
     }

@@ -36,17 +36,53 @@ pub struct Entry<'a> {
 }
 
 /// A table header seen in the document.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Table<'a> {
     pub name: &'a str,
     /// `Some(n)` for an array of tables with n elements; `None` for `[name]`.
     pub elements: Option<usize>,
 }
 
+/// Distinct table names a document of the subset may have; a document
+/// with more is left to the `toml` crate (ours have at most 7).
+const MAX_TABLES: usize = 8;
+
+/// The table headers of a document, kept inline (no allocation per read).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tables<'a> {
+    items: [Table<'a>; MAX_TABLES],
+    len: usize,
+}
+
+impl<'a> Tables<'a> {
+    pub fn iter(&self) -> std::slice::Iter<'_, Table<'a>> {
+        self.items[..self.len].iter()
+    }
+
+    fn iter_mut(&mut self) -> std::slice::IterMut<'_, Table<'a>> {
+        self.items[..self.len].iter_mut()
+    }
+
+    /// Adds a table; `None` when the document has too many for the subset.
+    fn push(&mut self, table: Table<'a>) -> Option<()> {
+        *self.items.get_mut(self.len)? = table;
+        self.len += 1;
+        Some(())
+    }
+}
+
+impl<'t, 'a> IntoIterator for &'t Tables<'a> {
+    type Item = &'t Table<'a>;
+    type IntoIter = std::slice::Iter<'t, Table<'a>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// A document in the subset, borrowed from its text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Doc<'a> {
-    pub tables: Vec<Table<'a>>,
+    pub tables: Tables<'a>,
     pub entries: Vec<Entry<'a>>,
 }
 
@@ -100,7 +136,7 @@ pub(crate) fn list<'a, T>(v: &Val<'a>, item: impl Fn(&Val<'a>) -> Option<T>) -> 
 pub fn read(text: &str) -> Option<Doc<'_>> {
     let b = text.as_bytes();
     let mut doc = Doc {
-        tables: Vec::with_capacity(4),
+        tables: Tables::default(),
         entries: Vec::with_capacity(16),
     };
     // Entries of the current table (element) start here: a key may appear
@@ -138,7 +174,7 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                         doc.tables.push(Table {
                             name,
                             elements: Some(1),
-                        });
+                        })?;
                         0
                     }
                 };
@@ -162,7 +198,7 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                 doc.tables.push(Table {
                     name,
                     elements: None,
-                });
+                })?;
                 current = (name, 0);
                 section_start = doc.entries.len();
             }
@@ -364,9 +400,14 @@ fn parse_value(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
             Some((Val::Str(text.get(i + 1..end)?), end + 1))
         }
         b'[' => {
-            // Room for a set of backup-code hashes without regrowing.
-            let mut items = Vec::with_capacity(16);
+            // Room for a set of backup-code hashes without regrowing; an
+            // empty array (`used_backup_codes = []`) allocates nothing.
             let mut i = i + 1;
+            let mut items = if b.get(skip_ws(b, i)) == Some(&b']') {
+                Vec::new()
+            } else {
+                Vec::with_capacity(16)
+            };
             loop {
                 i = skip_ws(b, i);
                 if b.get(i) == Some(&b']') {
@@ -539,5 +580,19 @@ mod tests {
         for doc in docs {
             assert_eq!(parse(doc), None, "{doc:?}");
         }
+        // More distinct tables than the inline list holds: valid TOML, left
+        // to the toml crate; one fewer is read here, as toml reads it.
+        let tables = |n: usize| {
+            (0..n)
+                .map(|k| format!("[t{k}]\nx = {k}\n"))
+                .collect::<String>()
+        };
+        assert_eq!(parse(&tables(MAX_TABLES + 1)), None);
+        assert!(slow(&tables(MAX_TABLES + 1)).is_some());
+        assert_eq!(parse(&tables(MAX_TABLES)), slow(&tables(MAX_TABLES)));
+        assert!(parse(&tables(MAX_TABLES)).is_some());
+        // Empty arrays and arrays of tables count once per name.
+        let devices = "[[d]]\nx = []\n[[d]]\nx = [1]\n".repeat(MAX_TABLES + 1);
+        assert_eq!(parse(&devices), slow(&devices));
     }
 }

@@ -40,10 +40,13 @@ impl Severity {
     }
 }
 
-/// Formats one syslog line: `<PRI>pam_twofactor[PID]: message`.
-pub fn format_line(severity: Severity, message: &str) -> String {
+/// Formats one syslog line: `<PRI>pam_twofactor[PID]: message`, the
+/// message given in parts joined without separators (so a caller never
+/// builds a message only to copy it again).
+pub fn format_line(severity: Severity, parts: &[&str]) -> String {
     // Built by hand: this runs on every login (no `core::fmt`).
-    let mut line = String::with_capacity(message.len() + 32);
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut line = String::with_capacity(len + 32);
     line.push('<');
     push_decimal(
         &mut line,
@@ -54,13 +57,20 @@ pub fn format_line(severity: Severity, message: &str) -> String {
     line.push('[');
     push_decimal(&mut line, u64::from(std::process::id()));
     line.push_str("]: ");
-    line.push_str(message);
+    for part in parts {
+        line.push_str(part);
+    }
     line
 }
 
 /// Sends one message; every error is ignored (logging is best effort).
 pub fn send(severity: Severity, message: &str) {
-    let line = format_line(severity, message);
+    send_parts(severity, &[message]);
+}
+
+/// Sends one message given in parts (see `format_line`).
+pub fn send_parts(severity: Severity, parts: &[&str]) {
+    let line = format_line(severity, parts);
     // Non-blocking from the start (no FIONBIO ioctl); closed on drop.
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     if let (Ok(socket), Ok(addr)) = (
@@ -83,11 +93,11 @@ mod tests {
     /// The priority is authpriv (10) * 8 + severity, as syslog(3) encodes it.
     #[test]
     fn line_carries_authpriv_priority_and_ident() {
-        let line = format_line(Severity::Warning, "hello");
+        let line = format_line(Severity::Warning, &["hel", "lo"]);
         assert_eq!(
             line,
             format!("<84>pam_twofactor[{}]: hello", std::process::id())
         );
-        assert!(format_line(Severity::Info, "x").starts_with("<86>"));
+        assert!(format_line(Severity::Info, &["x"]).starts_with("<86>"));
     }
 }

@@ -8,7 +8,7 @@
 #![allow(unsafe_code)] // only the pam_hooks! expansion below
 
 use std::ffi::CStr;
-use std::path::PathBuf;
+use std::path::Path;
 
 use pam::constants::{
     PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_SILENT, PAM_TEXT_INFO, PamFlag, PamResultCode,
@@ -29,19 +29,19 @@ pub struct TwoFactor;
 
 pam::pam_hooks!(TwoFactor);
 
-/// Parsed module arguments.
+/// Parsed module arguments, borrowed from PAM's argv (no allocation).
 #[derive(Debug, PartialEq, Eq)]
-pub struct ModuleArgs {
-    pub config: PathBuf,
+pub struct ModuleArgs<'a> {
+    pub config: &'a Path,
     pub debug: bool,
 }
 
-impl ModuleArgs {
+impl<'a> ModuleArgs<'a> {
     /// Accepts `config=/absolute/path` and `debug`; anything else is an
     /// error, never ignored (../shared/SECURITY.md, "Fail closed").
-    pub fn parse(args: &[&CStr]) -> Result<ModuleArgs, String> {
+    pub fn parse(args: &[&'a CStr]) -> Result<ModuleArgs<'a>, String> {
         let mut parsed = ModuleArgs {
-            config: PathBuf::from(config::DEFAULT_PATH),
+            config: Path::new(config::DEFAULT_PATH),
             debug: false,
         };
         for arg in args {
@@ -54,7 +54,7 @@ impl ModuleArgs {
             if arg == "debug" {
                 parsed.debug = true;
             } else if let Some(path) = arg.strip_prefix("config=") {
-                let path = PathBuf::from(path);
+                let path = Path::new(path);
                 if !path.is_absolute() {
                     return Err(format!(
                         "config={} must be an absolute path",
@@ -156,7 +156,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         .filter(|h| !h.is_empty())
         .map(str::to_string);
 
-    let config = match Config::load(&args.config) {
+    let config = match Config::load(args.config) {
         Ok(c) => c,
         Err(e) => {
             log::send(
@@ -180,12 +180,9 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     let code = pam_code(&result);
     match &result {
         Ok(outcome @ Outcome::Allow(_)) | Ok(outcome @ Outcome::Skip(_)) => {
-            let mut line = outcome.describe();
-            line.push(' ');
-            line.push_str(&who);
-            log::send(Severity::Info, &line);
+            log::send_parts(Severity::Info, &[&outcome.describe(), " ", &who]);
         }
-        Ok(outcome) => log::send(Severity::Warning, &format!("{} {who}", outcome.describe())),
+        Ok(outcome) => log::send_parts(Severity::Warning, &[&outcome.describe(), " ", &who]),
         Err(AuthError::Conversation) => {
             log::send(
                 Severity::Warning,
@@ -221,13 +218,13 @@ mod tests {
         assert_eq!(
             parsed,
             ModuleArgs {
-                config: PathBuf::from("/etc/x.toml"),
+                config: Path::new("/etc/x.toml"),
                 debug: true
             }
         );
         assert_eq!(
             ModuleArgs::parse(&[]).unwrap().config,
-            PathBuf::from(config::DEFAULT_PATH)
+            Path::new(config::DEFAULT_PATH)
         );
         assert!(
             ModuleArgs::parse(&[c"nullok"])

@@ -66,26 +66,86 @@ impl Username {
     }
 
     /// The name and a suffix, without `core::fmt` (three per login).
-    fn with_suffix(&self, suffix: &str) -> String {
-        let mut name = String::with_capacity(self.0.len() + suffix.len());
-        name.push_str(&self.0);
-        name.push_str(suffix);
+    fn with_suffix(&self, suffix: &str) -> FileName {
+        let mut name = FileName {
+            bytes: [0; FILE_NAME_MAX],
+            len: 0,
+        };
+        for part in [self.0.as_bytes(), suffix.as_bytes()] {
+            name.bytes[name.len..name.len + part.len()].copy_from_slice(part);
+            name.len += part.len();
+        }
         name
     }
 
     /// File holding the secret record (written only by the CLI).
-    pub fn secret_file(&self) -> String {
+    pub fn secret_file(&self) -> FileName {
         self.with_suffix(".secret")
     }
 
     /// File holding the mutable state (written under the user's lock).
-    pub fn state_file(&self) -> String {
+    pub fn state_file(&self) -> FileName {
         self.with_suffix(".state")
     }
 
     /// The per-user lock file, never unlinked.
-    pub fn lock_file(&self) -> String {
+    pub fn lock_file(&self) -> FileName {
         self.with_suffix(".lock")
+    }
+}
+
+/// Room for the longest name plus the longest suffix (`.secret`).
+const FILE_NAME_MAX: usize = MAX_LEN + 8;
+
+/// A per-user file name (`alice.state`), kept on the stack: a login names
+/// its files four or five times and pays no allocation for them.
+#[derive(Clone, Copy)]
+pub struct FileName {
+    bytes: [u8; FILE_NAME_MAX],
+    len: usize,
+}
+
+impl FileName {
+    pub fn as_str(&self) -> &str {
+        // Always a valid name plus an ASCII suffix, so never the fallback.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for FileName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for FileName {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<std::path::Path> for FileName {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(self.as_str())
+    }
+}
+
+impl fmt::Display for FileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for FileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for FileName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
