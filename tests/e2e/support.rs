@@ -521,6 +521,13 @@ if [ "$(readlink /proc/self/ns/mnt)" = "$E2E_HOST_MOUNT_NS" ]; then
   echo "ns.sh: not in a private mount namespace; refusing to mount" >&2
   exit 99
 fi
+# An empty, read-only /dev/shm: libfaketime (LD_PRELOAD below, or
+# ld.so.preload in the /etc overlay) then keeps no shared memory.
+# Otherwise the first process that loads it creates a semaphore in the
+# host's /dev/shm and becomes its "creator"; a forked copy of a creator
+# unlinks it on exit, and sshd's seccomp sandbox kills a preauth child
+# that calls unlink (SIGSYS, "preauth child terminated by signal 31").
+mount -t tmpfs -o ro,size=4k,mode=0755 e2e-shm /dev/shm
 if [ -f "$d/etc-upper/ld.so.preload" ]; then
   mount -t overlay e2e-etc -o "lowerdir=/etc,upperdir=$d/etc-upper,workdir=$d/etc-work" /etc
 fi
@@ -528,6 +535,13 @@ mount --bind "$d/pam.d" /etc/pam.d
 for f in passwd shadow group gshadow sudoers; do
   if [ -f "$d/etc/$f" ]; then mount --bind "$d/etc/$f" "/etc/$f"; fi
 done
+# libfaketime only from here on (not in unshare and this script, whose
+# exec would leave a semaphore behind in the host's /dev/shm).
+if [ -n "${{E2E_PRELOAD:-}}" ]; then
+  LD_PRELOAD=$E2E_PRELOAD
+  export LD_PRELOAD
+fi
+unset E2E_PRELOAD
 exec "$@"
 "#
         );
@@ -585,7 +599,8 @@ exit 1
     /// `LD_PRELOAD` (for programs that are not setuid).
     pub fn ns_command_at(&self, argv: &[&str], at: &str) -> Command {
         let mut cmd = self.ns_command(argv);
-        cmd.env("LD_PRELOAD", common::libfaketime())
+        // ns.sh sets LD_PRELOAD from this just before it execs `argv`.
+        cmd.env("E2E_PRELOAD", common::libfaketime())
             .env("FAKETIME", at)
             .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         cmd
