@@ -195,6 +195,12 @@ elif [[ -S /dev/log ]]; then
 else
   SYSLOG_DESC="NONE: /dev/log is missing, google-authenticator writes its log lines to /dev/console"
 fi
+# libfaketime keeps a semaphore and a shared-memory file in /dev/shm per
+# process that loads it first; one that execs or forks leaves them behind.
+# A private /dev/shm takes them away with the namespace, not into the host's.
+if [[ $NAMESPACE -eq 1 ]]; then
+  mount -t tmpfs -o mode=1777,size=1m bench-shm /dev/shm
+fi
 cleanup_inner() {
   if [[ -n $SINK_PID ]]; then kill "$SINK_PID" 2>/dev/null || true; fi
 }

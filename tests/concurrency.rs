@@ -214,9 +214,12 @@ fn parallel_pamtester_logins_accept_a_code_once() {
         .map(|_| {
             let mut child = Command::new("unshare")
                 .args(["--mount", "--propagation", "private", "sh", "-c"])
-                .arg("mount --bind \"$0\" /etc/pam.d && exec timeout 60 pamtester tfpar daemon authenticate")
+                // libfaketime for pamtester only: a preloaded `unshare` would
+                // create its shared-memory semaphore in the host's /dev/shm
+                // and exec away, leaving it there.
+                .arg("mount --bind \"$0\" /etc/pam.d && exec timeout 60 env LD_PRELOAD=\"$1\" pamtester tfpar daemon authenticate")
                 .arg(&pamd)
-                .env("LD_PRELOAD", libfaketime())
+                .arg(libfaketime())
                 .env("FAKETIME", T0)
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
                 .stdin(Stdio::piped())
