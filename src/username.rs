@@ -72,8 +72,15 @@ impl Username {
             len: 0,
         };
         for part in [self.0.as_bytes(), suffix.as_bytes()] {
-            name.bytes[name.len..name.len + part.len()].copy_from_slice(part);
-            name.len += part.len();
+            let end = name.len + part.len();
+            match name.bytes.get_mut(name.len..end) {
+                Some(slot) => slot.copy_from_slice(part),
+                // Cannot happen (names are at most MAX_LEN bytes); if it
+                // did, the name would be the sentinel below, never a
+                // shorter name.
+                None => return FileName::INVALID,
+            }
+            name.len = end;
         }
         name
     }
@@ -106,9 +113,20 @@ pub struct FileName {
 }
 
 impl FileName {
+    /// A name no lookup can succeed with: `/` opens the root directory,
+    /// which every read, lock and rename refuses, so an impossible name
+    /// fails closed (never reads as a missing, unenrolled user's file).
+    const INVALID: FileName = FileName {
+        bytes: [b'/'; FILE_NAME_MAX],
+        len: 1,
+    };
+
     pub fn as_str(&self) -> &str {
-        // Always a valid name plus an ASCII suffix, so never the fallback.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+        // A validated ASCII name plus an ASCII suffix: never the fallback.
+        self.bytes
+            .get(..self.len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("/")
     }
 }
 
@@ -186,6 +204,24 @@ pub fn escape_into(out: &mut String, raw: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// File names for the longest name fit; the sentinel for an impossible
+    /// name fails closed in every store operation (never "no such file").
+    #[test]
+    fn file_names_fit_and_the_sentinel_fails_closed() {
+        let long = "a".repeat(MAX_LEN);
+        let user = Username::parse(&long).unwrap();
+        assert_eq!(user.secret_file(), format!("{long}.secret").as_str());
+        assert_eq!(user.state_file(), format!("{long}.state").as_str());
+        assert_eq!(user.lock_file(), format!("{long}.lock").as_str());
+        assert_eq!(FileName::INVALID, "/");
+        let path = crate::store::testdir::scratch("sentinel");
+        let dir = crate::store::TrustedDir::open(&path, true).unwrap();
+        let name = FileName::INVALID;
+        assert!(dir.read(&name, crate::store::Access::Private, 100).is_err());
+        assert!(dir.lock(&name).is_err());
+        assert!(dir.replace(&name, b"x").is_err());
+    }
 
     /// Ordinary names pass unchanged.
     #[test]
