@@ -227,7 +227,9 @@ impl Outcome {
 
 /// A secret record as a login reads it: parsed without the backup-code
 /// hashes (`Hashes::Skip`), and its bytes, to decode them from if the
-/// answer could be a backup code (`with_hashes`).
+/// answer could be a backup code (`with_hashes`). The bytes hold the
+/// secret too (in base32); like the decoded key beside them they are
+/// wiped on drop, and live exactly as long.
 struct LoginRecord {
     record: SecretRecord,
     bytes: Zeroizing<Vec<u8>>,
