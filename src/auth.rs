@@ -226,14 +226,13 @@ impl Outcome {
 }
 
 /// A secret record as a login reads it: parsed without the backup-code
-/// hashes (`Hashes::Skip`), and its bytes, to decode them from if the
-/// answer could be a backup code (`with_hashes`). The bytes hold the
-/// secret too (in base32); like the decoded key beside them they are
-/// wiped on drop, and live exactly as long.
+/// hashes (`Hashes::Skip`), with its bytes kept until an answer that could
+/// be a backup code needs them decoded (`with_hashes`), never longer. The
+/// bytes hold the secret too (in base32); they are wiped when dropped.
 struct LoginRecord {
     record: SecretRecord,
-    bytes: Zeroizing<Vec<u8>>,
-    hashes_decoded: bool,
+    /// `Some` while the hashes are not decoded yet.
+    undecoded: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl LoginRecord {
@@ -244,15 +243,13 @@ impl LoginRecord {
         dir: &TrustedDir,
         user: &Username,
     ) -> Result<&SecretRecord, AuthError> {
-        if !self.hashes_decoded {
-            self.record =
-                SecretRecord::parse_with(&self.bytes, Hashes::Decode).map_err(|error| {
-                    AuthError::Record {
-                        path: dir.path().join(user.secret_file()),
-                        error,
-                    }
-                })?;
-            self.hashes_decoded = true;
+        if let Some(bytes) = self.undecoded.take() {
+            self.record = SecretRecord::parse_with(&bytes, Hashes::Decode).map_err(|error| {
+                AuthError::Record {
+                    path: dir.path().join(user.secret_file()),
+                    error,
+                }
+            })?;
         }
         Ok(&self.record)
     }
@@ -266,8 +263,7 @@ fn read_record(dir: &TrustedDir, user: &Username) -> Result<Option<LoginRecord>,
     match SecretRecord::parse_with(&bytes, Hashes::Skip) {
         Ok(record) => Ok(Some(LoginRecord {
             record,
-            bytes,
-            hashes_decoded: false,
+            undecoded: Some(bytes),
         })),
         Err(error) => Err(AuthError::Record {
             path: dir.path().join(name),
