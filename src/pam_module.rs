@@ -179,16 +179,17 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     let result = auth::authenticate_from(&config, &user, rhost.as_deref(), &mut conv, now);
     let code = pam_code(&result);
     match &result {
-        Ok(outcome @ Outcome::Allow(_)) | Ok(outcome @ Outcome::Skip(_)) => {
-            log::send_parts(Severity::Info, &[&outcome.describe(), " ", &who]);
+        Ok(outcome) => {
+            let severity = match outcome {
+                Outcome::Deny(_) => Severity::Warning,
+                Outcome::Allow(_) | Outcome::Skip(_) => Severity::Info,
+            };
+            log::send_parts(severity, &[&outcome.describe(), " ", &who]);
         }
-        Ok(outcome) => log::send_parts(Severity::Warning, &[&outcome.describe(), " ", &who]),
-        Err(AuthError::Conversation) => {
-            log::send(
-                Severity::Warning,
-                &format!("denied: conversation failed or was interrupted {who}"),
-            );
-        }
+        Err(AuthError::Conversation) => log::send_parts(
+            Severity::Warning,
+            &["denied: conversation failed or was interrupted ", &who],
+        ),
         Err(e) => log::send(Severity::Error, &format!("error: {e}; denying {who}")),
     }
     code
