@@ -212,7 +212,7 @@ impl RawConfig {
     /// would (`fast_mapping_matches_serde` below).
     fn from_doc(doc: &Doc) -> Option<RawConfig> {
         let mut raw = RawConfig::default();
-        for table in &doc.tables {
+        for table in doc.tables.iter() {
             if table.elements.is_some() {
                 return None;
             }

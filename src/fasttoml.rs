@@ -71,14 +71,6 @@ impl<'a> Tables<'a> {
     }
 }
 
-impl<'t, 'a> IntoIterator for &'t Tables<'a> {
-    type Item = &'t Table<'a>;
-    type IntoIter = std::slice::Iter<'t, Table<'a>>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
 /// A document in the subset, borrowed from its text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Doc<'a> {
@@ -252,7 +244,7 @@ fn to_json(value: &Val) -> Value {
 pub fn parse(text: &str) -> Option<Value> {
     let doc = read(text)?;
     let mut root = Map::new();
-    for table in &doc.tables {
+    for table in doc.tables.iter() {
         let value = match table.elements {
             None => Value::Object(Map::new()),
             Some(n) => Value::Array(vec![Value::Object(Map::new()); n]),

@@ -137,21 +137,9 @@ impl std::ops::Deref for FileName {
     }
 }
 
-impl AsRef<str> for FileName {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
 impl AsRef<std::path::Path> for FileName {
     fn as_ref(&self) -> &std::path::Path {
         std::path::Path::new(self.as_str())
-    }
-}
-
-impl fmt::Display for FileName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
