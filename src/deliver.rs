@@ -74,16 +74,19 @@ const TRAMPOLINE: &str = "cd / && unset OLDPWD PWD && exec \"$0\" \"$@\"";
 ///
 /// Started with `posix_spawn` rather than `std::process::Command`: the
 /// module is loaded by every `pam_start`, and the loader binds every libc
-/// symbol the module names; Command alone names ~20 more than this
-/// (fork, execvp, setgroups, pidfd_spawnp, ...), ~19,000 instructions per
-/// host process (bench/results.md, "Changes"). posix_spawn has no portable
+/// symbol the module names; Command named 26 more than this (fork,
+/// execvp, setgroups, pidfd_spawnp, ...), ~19,000 instructions per host
+/// process (bench/results.md, "Changes"). posix_spawn has no portable
 /// working-directory action (nix 0.31 wraps none, and reaching glibc's
-/// `addchdir_np` needs `unsafe`), so `/bin/sh` starts first and runs
-/// `cd / && unset OLDPWD PWD && exec "$0" "$@"`: the command then runs with the same pid, in
-/// `/` (never in a user's directory, as under sudo), argv `[command, user,
-/// target]`, only `PATH` in the environment, the code on a pipe as stdin,
-/// /dev/null as stdout and stderr, an empty signal mask and SIGPIPE at
-/// its default.
+/// `addchdir_np` needs `unsafe`), so [`SHELL`] starts first and runs
+/// [`TRAMPOLINE`]: the command then runs with the same pid, in `/` (never
+/// in a user's directory, as under sudo), argv `[command, user, target]`,
+/// only `PATH` in the environment, the code on a pipe as stdin, /dev/null
+/// as stdout and stderr, an empty signal mask and SIGPIPE at its default.
+/// The command is checked like every file the module trusts
+/// (`check_executable`); the shell is the system's own, trusted like the
+/// libc the host already runs on (on merged-/usr systems `/bin` is a
+/// symlink, which the component checks would refuse).
 pub fn send(command: &Path, user: &str, target: &str, code: &str) -> Result<(), DeliveryError> {
     store::check_executable(command).map_err(DeliveryError::Unsafe)?;
     let io_error = |e: std::io::Error| DeliveryError::Spawn(e.to_string());

@@ -307,7 +307,7 @@ pub fn match_in_steps(
     };
     let mut replayed = None;
     let mut buf = [0u8; 8];
-    let middle = first + (last.saturating_sub(first)) / 2;
+    let middle = first + (last - first) / 2; // first <= last, checked above
     let others = (first..=last).filter(|&s| s != middle);
     for step in std::iter::once(middle).chain(others) {
         let expected = format_code(mac.hotp(step, params.digits), params.digits, &mut buf);
