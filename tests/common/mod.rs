@@ -606,15 +606,15 @@ impl Sandbox {
         options: &[&str],
         operation: &str,
     ) -> PamOutcome {
-        self.run_pamtester(
+        let cmd = self.pamtester_command(
             service,
             user,
-            stdin_lines,
             faketime,
             options,
             operation,
-            None,
-        )
+            &Extra::default(),
+        );
+        Self::run_pamtester(cmd, stdin_lines)
     }
 
     /// [`Sandbox::pamtester`] with `passwd` (lines of `/etc/passwd` syntax)
@@ -633,15 +633,15 @@ impl Sandbox {
         let group_file = self.dir.join("nss-group");
         fs::write(&passwd_file, passwd).expect("write nss-passwd");
         fs::write(&group_file, "root:x:0:\n").expect("write nss-group");
-        self.run_pamtester(
-            service,
-            user,
-            stdin_lines,
-            faketime,
-            &[],
-            "authenticate",
-            Some((&passwd_file, &group_file)),
-        )
+        let extra = Extra {
+            preload: vec![nss_wrapper_lib()],
+            settings: vec![
+                format!("NSS_WRAPPER_PASSWD={}", passwd_file.display()),
+                format!("NSS_WRAPPER_GROUP={}", group_file.display()),
+            ],
+        };
+        let cmd = self.pamtester_command(service, user, faketime, &[], "authenticate", &extra);
+        Self::run_pamtester(cmd, stdin_lines)
     }
 
     /// The command line of one pamtester run: under the pam_wrapper lock
@@ -694,28 +694,8 @@ impl Sandbox {
         cmd
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn run_pamtester(
-        &self,
-        service: &str,
-        user: &str,
-        stdin_lines: &[&str],
-        faketime: &str,
-        options: &[&str],
-        operation: &str,
-        nss: Option<(&Path, &Path)>,
-    ) -> PamOutcome {
-        let mut extra = Extra::default();
-        if let Some((passwd, group)) = nss {
-            extra.preload.push(nss_wrapper_lib());
-            extra
-                .settings
-                .push(format!("NSS_WRAPPER_PASSWD={}", passwd.display()));
-            extra
-                .settings
-                .push(format!("NSS_WRAPPER_GROUP={}", group.display()));
-        }
-        let mut cmd = self.pamtester_command(service, user, faketime, options, operation, &extra);
+    /// Runs a [`Sandbox::pamtester_command`] with `stdin_lines` as input.
+    fn run_pamtester(mut cmd: Command, stdin_lines: &[&str]) -> PamOutcome {
         let output = run_with_stdin(&mut cmd, stdin_lines);
         let outcome = PamOutcome::from_output(&output);
         let status = output.status.code();
