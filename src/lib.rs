@@ -25,5 +25,6 @@ pub mod pam_module;
 pub mod policy;
 pub mod record;
 pub mod store;
+pub mod sys;
 pub mod timefmt;
 pub mod username;

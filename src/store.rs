@@ -9,11 +9,10 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -23,6 +22,8 @@ use nix::fcntl::{AT_FDCWD, Flock, FlockArg, OFlag, openat, renameat};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
 use zeroize::Zeroizing;
+
+use crate::sys::{self, FileStat};
 
 /// How long a login waits for another process holding the same user's lock.
 /// Bounded so a stuck process can never hang sshd (LoginGraceTime).
@@ -188,21 +189,21 @@ fn insecure(path: &Path, reason: String) -> StoreError {
 
 /// Checks one directory's metadata: a directory, trusted owner, not
 /// group/world writable; `private` also forbids any group/other access.
-fn check_dir(path: &Path, meta: &Metadata, private: bool) -> Result<(), StoreError> {
+fn check_dir(path: &Path, meta: &FileStat, private: bool) -> Result<(), StoreError> {
     if !meta.is_dir() {
         return Err(insecure(path, "is not a directory".into()));
     }
-    if !trusted_owner(meta.uid()) {
+    if !trusted_owner(meta.uid) {
         return Err(insecure(
             path,
             format!(
                 "is owned by uid {}; expected root (fix: chown root:root {})",
-                meta.uid(),
+                meta.uid,
                 path.display()
             ),
         ));
     }
-    let mode = meta.mode() & 0o7777;
+    let mode = meta.mode & 0o7777;
     if mode & 0o022 != 0 {
         return Err(insecure(
             path,
@@ -224,15 +225,9 @@ fn check_dir(path: &Path, meta: &Metadata, private: bool) -> Result<(), StoreErr
     Ok(())
 }
 
-/// `fstat` of an open file (std uses statx on the fd itself).
-fn fd_metadata(file: &File, path: impl Fn() -> PathBuf) -> Result<Metadata, StoreError> {
-    file.metadata().map_err(|e| {
-        io_err(
-            &path(),
-            "fstat",
-            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        )
-    })
+/// `fstat` of an open file (`sys::fstat`: statx on the fd itself).
+fn fd_metadata(file: &File, path: impl Fn() -> PathBuf) -> Result<FileStat, StoreError> {
+    sys::fstat(file.as_fd()).map_err(|e| io_err(&path(), "fstat", e))
 }
 
 /// Temp files made by this process so far (see `temp_name`).
@@ -341,7 +336,7 @@ impl TrustedDir {
         let file = File::from(fd);
         let meta = fd_metadata(&file, path)?;
         check_file(path, &meta, access)?;
-        let len = meta.len();
+        let len = meta.size;
         if len > limit {
             return Err(StoreError::TooLarge {
                 path: path(),
@@ -524,33 +519,33 @@ fn lossy(name: &OsStr) -> String {
 /// `make_path` gives the file's path, only needed for a message.
 fn check_file(
     make_path: impl Fn() -> PathBuf,
-    meta: &Metadata,
+    meta: &FileStat,
     access: Access,
 ) -> Result<(), StoreError> {
-    if !meta.file_type().is_file() {
+    if !meta.is_file() {
         return Err(insecure(
             &make_path(),
             "is not a regular file (FIFO, device, directory or socket)".into(),
         ));
     }
-    if !trusted_owner(meta.uid()) {
+    if !trusted_owner(meta.uid) {
         let path = make_path();
         return Err(insecure(
             &path,
             format!(
                 "is owned by uid {}; expected root (fix: chown root:root {})",
-                meta.uid(),
+                meta.uid,
                 path.display()
             ),
         ));
     }
-    if meta.nlink() != 1 {
+    if meta.nlink != 1 {
         return Err(insecure(
             &make_path(),
-            format!("has {} hard links; expected exactly 1", meta.nlink()),
+            format!("has {} hard links; expected exactly 1", meta.nlink),
         ));
     }
-    let mode = meta.mode() & 0o7777;
+    let mode = meta.mode & 0o7777;
     let (forbidden, want) = match access {
         Access::Private => (0o077, "0600"),
         Access::Public => (0o022, "0644 or stricter"),
@@ -623,7 +618,7 @@ pub fn check_executable(path: &Path) -> Result<(), StoreError> {
     let file = File::from(fd);
     let meta = fd_metadata(&file, || path.to_path_buf())?;
     check_file(|| path.to_path_buf(), &meta, Access::Public)?;
-    if meta.mode() & 0o111 == 0 {
+    if meta.mode & 0o111 == 0 {
         return Err(insecure(path, "is not executable".into()));
     }
     Ok(())
@@ -664,6 +659,7 @@ mod tests {
     use super::faults::{self, Fault};
     use super::testdir::scratch;
     use super::*;
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::ExitStatusExt;
 
