@@ -24,6 +24,7 @@ use crate::record::{
 use crate::store::{Access, StoreError, TrustedDir};
 use crate::timefmt;
 use crate::username::{Username, UsernameError};
+use crate::wipe::WipedBytes;
 
 /// The prompt every user sees, enrolled or not.
 pub const PROMPT: &str = "Verification code: ";
@@ -232,7 +233,7 @@ impl Outcome {
 struct LoginRecord {
     record: SecretRecord,
     /// `Some` while the hashes are not decoded yet.
-    undecoded: Option<Zeroizing<Vec<u8>>>,
+    undecoded: Option<WipedBytes>,
 }
 
 impl LoginRecord {

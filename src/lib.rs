@@ -28,3 +28,4 @@ pub mod store;
 pub mod sys;
 pub mod timefmt;
 pub mod username;
+pub mod wipe;

@@ -21,9 +21,9 @@ use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, Flock, FlockArg, OFlag, openat, renameat};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
-use zeroize::Zeroizing;
 
 use crate::sys::{self, FileStat};
+use crate::wipe::WipedBytes;
 
 /// How long a login waits for another process holding the same user's lock.
 /// Bounded so a stuck process can never hang sshd (LoginGraceTime).
@@ -323,7 +323,7 @@ impl TrustedDir {
         name: &str,
         access: Access,
         limit: u64,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+    ) -> Result<Option<WipedBytes>, StoreError> {
         // The full path is only built for a message (not on every login).
         let path = || self.child(name);
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
@@ -343,7 +343,7 @@ impl TrustedDir {
                 limit,
             });
         }
-        let mut buf = Zeroizing::new(Vec::with_capacity(len as usize));
+        let mut buf = WipedBytes::with_capacity(len as usize);
         // Read at most limit + 1 bytes: a file that grew after fstat is refused.
         let mut file = file.take(limit + 1);
         file.read_to_end(&mut buf).map_err(|e| {
@@ -574,7 +574,7 @@ pub fn read_path(
     path: &Path,
     access: Access,
     limit: u64,
-) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+) -> Result<Option<WipedBytes>, StoreError> {
     // Split at the last `/` by hand (std's `parent`/`file_name` parse the
     // whole path twice); a trailing `/` names no file and is refused.
     let bytes = path.as_os_str().as_bytes();
