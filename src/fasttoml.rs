@@ -17,11 +17,73 @@ use std::borrow::Cow;
 use serde_json::{Map, Number, Value};
 
 /// A value in the subset: integer, string (no escapes), one-line array.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Val<'a> {
     Int(i64),
     Str(&'a str),
-    Array(Vec<Val<'a>>),
+    Array(Array<'a>),
+}
+
+/// A one-line array of integers and strings, checked by `read` and kept as
+/// its text: items are parsed again only when a caller asks (`list`), so a
+/// read allocates nothing per array and a login that never looks at the
+/// backup-code hashes never builds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Array<'a> {
+    /// Between `[` and `]`, both excluded.
+    text: &'a str,
+    len: usize,
+    /// `Some(n)` when every item is a string of n bytes (`None` if empty).
+    string_len: Option<usize>,
+}
+
+impl<'a> Array<'a> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The byte length every item shares, when all are strings of one
+    /// length (the shape of a set of hashes, checked without a second scan).
+    pub fn string_len(&self) -> Option<usize> {
+        self.string_len
+    }
+
+    pub fn iter(&self) -> ArrayIter<'a> {
+        ArrayIter {
+            text: self.text,
+            at: 0,
+        }
+    }
+}
+
+/// The items of an `Array`, in order.
+#[derive(Clone, Debug)]
+pub struct ArrayIter<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Iterator for ArrayIter<'a> {
+    type Item = Val<'a>;
+
+    /// The same steps `array` took to check the text; it cannot fail on
+    /// text `array` accepted, and stops (short) if it ever did.
+    fn next(&mut self) -> Option<Val<'a>> {
+        let b = self.text.as_bytes();
+        let at = skip_ws(b, self.at);
+        if at >= b.len() {
+            self.at = at;
+            return None;
+        }
+        let (item, after) = scalar(self.text, at)?;
+        let after = skip_ws(b, after);
+        self.at = after + usize::from(b.get(after) == Some(&b','));
+        Some(item)
+    }
 }
 
 /// One `key = value` line and the table it belongs to.
@@ -113,11 +175,15 @@ pub(crate) fn borrowed<'a>(v: &Val<'a>) -> Option<Cow<'a, str>> {
     }
 }
 
+/// An array's items mapped by `item`; `None` if one does not map (or, which
+/// cannot happen, fewer items come back than `read` counted).
 pub(crate) fn list<'a, T>(v: &Val<'a>, item: impl Fn(&Val<'a>) -> Option<T>) -> Option<Vec<T>> {
-    match v {
-        Val::Array(items) => items.iter().map(item).collect(),
-        _ => None,
+    let Val::Array(array) = v else { return None };
+    let mut out = Vec::with_capacity(array.len());
+    for value in array.iter() {
+        out.push(item(&value)?);
     }
+    (out.len() == array.len()).then_some(out)
 }
 
 /// Reads `text` as a document of the subset, or `None` outside it.
@@ -233,7 +299,7 @@ fn to_json(value: &Val) -> Value {
     match value {
         Val::Int(n) => Value::Number(Number::from(*n)),
         Val::Str(s) => Value::String((*s).to_string()),
-        Val::Array(items) => Value::Array(items.iter().map(to_json).collect()),
+        Val::Array(items) => Value::Array(items.iter().map(|v| to_json(&v)).collect()),
     }
 }
 
@@ -384,41 +450,58 @@ fn bare_name(text: &str, i: usize) -> Option<(&str, usize)> {
 
 /// One value starting at `i`, and the index after it.
 fn parse_value(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
+    if text.as_bytes().get(i) == Some(&b'[') {
+        array(text, i + 1)
+    } else {
+        scalar(text, i)
+    }
+}
+
+/// A string or an integer starting at `i`, and the index after it.
+fn scalar(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
     let b = text.as_bytes();
-    match *b.get(i)? {
-        b'"' => {
-            // Escapes and control characters (TOML allows tab) go to `toml`.
-            let end = plain_end(b, i + 1)?;
-            Some((Val::Str(text.get(i + 1..end)?), end + 1))
-        }
-        b'[' => {
-            // Room for a set of backup-code hashes without regrowing; an
-            // empty array (`used_backup_codes = []`) allocates nothing.
-            let mut i = i + 1;
-            let mut items = if b.get(skip_ws(b, i)) == Some(&b']') {
-                Vec::new()
-            } else {
-                Vec::with_capacity(16)
+    if *b.get(i)? == b'"' {
+        // Escapes and control characters (TOML allows tab) go to `toml`.
+        let end = plain_end(b, i + 1)?;
+        Some((Val::Str(text.get(i + 1..end)?), end + 1))
+    } else {
+        parse_int(b, i)
+    }
+}
+
+/// A one-line array whose text starts at `start` (after its `[`): scalars
+/// separated by commas, a trailing comma allowed, no nested arrays. Checked
+/// and counted here, kept as text (`Array`).
+fn array(text: &str, start: usize) -> Option<(Val<'_>, usize)> {
+    let b = text.as_bytes();
+    let mut i = start;
+    let mut len = 0;
+    // The first item's length while every item is a string of it.
+    let mut string_len = None;
+    let mut uniform = true;
+    loop {
+        i = skip_ws(b, i);
+        if b.get(i) == Some(&b']') {
+            let array = Array {
+                text: text.get(start..i)?,
+                len,
+                string_len: string_len.filter(|_| uniform),
             };
-            loop {
-                i = skip_ws(b, i);
-                if b.get(i) == Some(&b']') {
-                    return Some((Val::Array(items), i + 1));
-                }
-                if b.get(i) == Some(&b'[') {
-                    return None;
-                }
-                let (item, after) = parse_value(text, i)?;
-                items.push(item);
-                i = skip_ws(b, after);
-                match b.get(i) {
-                    Some(b',') => i += 1,
-                    Some(b']') => {}
-                    _ => return None,
-                }
-            }
+            return Some((Val::Array(array), i + 1));
         }
-        _ => parse_int(b, i),
+        let (item, after) = scalar(text, i)?;
+        match item {
+            Val::Str(s) if len == 0 => string_len = Some(s.len()),
+            Val::Str(s) if string_len == Some(s.len()) => {}
+            _ => uniform = false,
+        }
+        len += 1;
+        i = skip_ws(b, after);
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b']') => {}
+            _ => return None,
+        }
     }
 }
 
@@ -474,6 +557,7 @@ mod tests {
             "version = 1\nfailures = 0\nused_backup_codes = []\n\n[last_accepted_step]\ndefault = 63591840\n[drift_steps]\ndefault = -3\n[grace]\n\"192.0.2.5\" = 1781524800\n\"2001:db8::1\" = 5\n",
             "min = -9223372036854775808\nmax = 9223372036854775807\nzero = 0\nneg = -17\nlist = [0, -1, 10]\n",
             "# comment\nstate_dir = \"/var/lib/twofactor\"   # trailing # comment\n[totp]\nwindow = 1 # x\n\talgorithm=\"SHA1\"\r\n[exempt]\nnetworks = [\"10.0.0.0/8\", \"::1\" ] # c\nnums = [1, -2,3]\n",
+            "trail = [1, 2, ]\nmixed = [1, \"a\", -3]\nspaced = [ ]\none = [\"a\",]\ntabs = [\t\"x\"\t,\t7\t]\n",
         ];
         for doc in docs {
             let fast = parse(doc);
@@ -530,6 +614,37 @@ mod tests {
         }
     }
 
+    /// An array knows its length and whether its items are strings of one
+    /// length, and gives its items back in order.
+    #[test]
+    fn arrays_count_and_shape_their_items() {
+        fn shape(doc: &str) -> (usize, Option<usize>, Vec<Val<'_>>) {
+            let doc = read(doc).unwrap();
+            let Val::Array(a) = doc.entries[0].value else {
+                panic!("not an array")
+            };
+            (a.len(), a.string_len(), a.iter().collect())
+        }
+        assert_eq!(shape("a = []"), (0, None, vec![]));
+        assert_eq!(
+            shape("a = [\"ab\", \"cd\" ,\"ef\",]"),
+            (
+                3,
+                Some(2),
+                vec![Val::Str("ab"), Val::Str("cd"), Val::Str("ef")]
+            )
+        );
+        assert_eq!(
+            shape("a = [\"ab\", \"c\"]"),
+            (2, None, vec![Val::Str("ab"), Val::Str("c")])
+        );
+        assert_eq!(
+            shape("a = [\"ab\", 12]"),
+            (2, None, vec![Val::Str("ab"), Val::Int(12)])
+        );
+        assert_eq!(shape("a = [12]"), (1, None, vec![Val::Int(12)]));
+    }
+
     /// Anything outside the subset is left to the toml crate.
     #[test]
     fn everything_else_falls_back() {
@@ -560,6 +675,11 @@ mod tests {
             "a = -",
             "a = -00",
             "a = [1-2]",
+            "a = [1,,2]",
+            "a = [,]",
+            "a = [1 2]",
+            "a = [1, [2]]",
+            "a = [\"x\"",
             "\"k\\\"\" = 1",
             "[a.b]",
             "a = \"\u{1}\"",

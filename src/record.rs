@@ -27,6 +27,8 @@ pub const VERSION: u32 = 1;
 pub const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// The label of the device `enroll` creates.
 pub const DEFAULT_DEVICE: &str = "default";
+/// Backup codes a record may hold (the CLI writes sets of 10).
+pub const MAX_BACKUP_CODES: usize = 100;
 /// Remote hosts remembered for `[grace]` per user.
 pub const MAX_GRACE_HOSTS: usize = 64;
 
@@ -76,7 +78,10 @@ fn parse_toml<'t, T: serde::de::DeserializeOwned>(
 
 impl<'a> RawSecretRecord<'a> {
     /// The hand mapping of a fast-read secret record (None = ask toml).
-    fn from_doc(doc: &Doc<'a>) -> Option<RawSecretRecord<'a>> {
+    /// With `Hashes::Skip` the hashes are checked (how many, all strings
+    /// of a hash's length) but not built; anything else is left to toml, so
+    /// `parse_with` names the problem.
+    fn from_doc(doc: &Doc<'a>, decode: Hashes) -> Option<RawSecretRecord<'a>> {
         let devices_n = doc.elements("devices");
         if doc.tables.iter().any(|t| match t.name {
             "devices" => t.elements.is_none(),
@@ -142,7 +147,16 @@ impl<'a> RawSecretRecord<'a> {
                     Some(v) => Some(int(v)?),
                     None => None,
                 },
-                hashes: list(b[7]?, borrowed)?,
+                hashes: match (decode, b[7]?) {
+                    (Hashes::Decode, v) => list(v, borrowed)?,
+                    (Hashes::Skip, Val::Array(a))
+                        if a.len() <= MAX_BACKUP_CODES
+                            && (a.is_empty() || a.string_len() == Some(2 * HASH_BYTES)) =>
+                    {
+                        Vec::new()
+                    }
+                    (Hashes::Skip, _) => return None,
+                },
             },
         })
     }
@@ -345,7 +359,9 @@ pub enum Hashes {
     /// Decode and check every hash (`parse`: the CLI, `check`, a backup
     /// answer at login).
     Decode,
-    /// Check only their number and length, leave `backup.hashes` empty.
+    /// Check only their number and length, leave `backup.hashes` empty
+    /// (the fast reader checks both from the array's shape, without
+    /// building the list).
     /// A login reads the record before it knows the answer, and a TOTP
     /// answer never looks at the hashes, so it skips decoding them (~4,400
     /// instructions of a ~1 KiB record). An answer that could be a backup
@@ -364,7 +380,7 @@ impl SecretRecord {
     /// Parses and checks a secret record, decoding the backup-code hashes
     /// or not (see `Hashes`).
     pub fn parse_with(bytes: &[u8], decode: Hashes) -> Result<SecretRecord, RecordError> {
-        let raw: RawSecretRecord = parse_toml(bytes, RawSecretRecord::from_doc)?;
+        let raw: RawSecretRecord = parse_toml(bytes, |doc| RawSecretRecord::from_doc(doc, decode))?;
         if raw.version != VERSION {
             return Err(RecordError::Version(raw.version));
         }
@@ -431,7 +447,7 @@ impl SecretRecord {
         }
         let salt = unhex::<SALT_BYTES>(&b.salt)
             .ok_or_else(|| RecordError::Invalid("backup codes: bad salt".into()))?;
-        if b.hashes.len() > 100 {
+        if b.hashes.len() > MAX_BACKUP_CODES {
             return Err(RecordError::Invalid("backup codes: more than 100".into()));
         }
         let bad_hash = || RecordError::Invalid("backup codes: bad hash".into());
@@ -869,7 +885,9 @@ mod tests {
         for record in [sample(), two] {
             let text = record.to_toml();
             let slow: RawSecretRecord = toml::from_str(&text).unwrap();
-            let fast = RawSecretRecord::from_doc(&crate::fasttoml::read(&text).unwrap()).unwrap();
+            let fast =
+                RawSecretRecord::from_doc(&crate::fasttoml::read(&text).unwrap(), Hashes::Decode)
+                    .unwrap();
             assert_eq!(
                 toml::to_string(&slow).unwrap(),
                 toml::to_string(&fast).unwrap()
@@ -878,7 +896,10 @@ mod tests {
         // Outside the mapping: unknown keys and tables go to toml (and fail there).
         for extra in ["x = 1\n", "[other]\n"] {
             let text = format!("{}{extra}", sample().to_toml().as_str());
-            assert!(RawSecretRecord::from_doc(&crate::fasttoml::read(&text).unwrap()).is_none());
+            assert!(
+                RawSecretRecord::from_doc(&crate::fasttoml::read(&text).unwrap(), Hashes::Decode)
+                    .is_none()
+            );
         }
     }
 
