@@ -12,6 +12,7 @@
 //! fuzz target and the tests below hold it to that).
 
 use std::borrow::Cow;
+use std::num::NonZeroU32;
 
 #[cfg(any(test, fuzzing))]
 use serde_json::{Map, Number, Value};
@@ -32,14 +33,16 @@ pub enum Val<'a> {
 pub struct Array<'a> {
     /// Between `[` and `]`, both excluded.
     text: &'a str,
-    len: usize,
-    /// `Some(n)` when every item is a string of n bytes (`None` if empty).
-    string_len: Option<usize>,
+    /// Item count and shared string length in 32 bits each, so that a
+    /// `Val` stays four words (every entry of a document holds one).
+    len: u32,
+    /// `Some(n)` when every item is a string of n > 0 bytes.
+    string_len: Option<NonZeroU32>,
 }
 
 impl<'a> Array<'a> {
     pub fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -49,7 +52,7 @@ impl<'a> Array<'a> {
     /// The byte length every item shares, when all are strings of one
     /// length (the shape of a set of hashes, checked without a second scan).
     pub fn string_len(&self) -> Option<usize> {
-        self.string_len
+        self.string_len.map(|n| n.get() as usize)
     }
 
     pub fn iter(&self) -> ArrayIter<'a> {
@@ -145,7 +148,7 @@ impl<'a> Doc<'a> {
     pub fn elements(&self, name: &str) -> usize {
         self.tables
             .iter()
-            .find(|t| t.name == name)
+            .find(|t| same(t.name, name))
             .and_then(|t| t.elements)
             .unwrap_or(0)
     }
@@ -216,11 +219,11 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                 if doc
                     .entries
                     .iter()
-                    .any(|e| e.table.is_empty() && e.key == name)
+                    .any(|e| e.table.is_empty() && same(e.key, name))
                 {
                     return None;
                 }
-                let element = match doc.tables.iter_mut().find(|t| t.name == name) {
+                let element = match doc.tables.iter_mut().find(|t| same(t.name, name)) {
                     Some(Table {
                         elements: Some(n), ..
                     }) => {
@@ -245,11 +248,11 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                     return None;
                 }
                 i = end_of_line(b, after + 1)?;
-                if doc.tables.iter().any(|t| t.name == name)
+                if doc.tables.iter().any(|t| same(t.name, name))
                     || doc
                         .entries
                         .iter()
-                        .any(|e| e.table.is_empty() && e.key == name)
+                        .any(|e| e.table.is_empty() && same(e.key, name))
                 {
                     return None;
                 }
@@ -277,8 +280,10 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                 }
                 let (value, after) = parse_value(text, skip_ws(b, at + 1))?;
                 i = end_of_line(b, after)?;
-                if doc.entries[section_start..].iter().any(|e| e.key == key)
-                    || (current.0.is_empty() && doc.tables.iter().any(|t| t.name == key))
+                if doc.entries[section_start..]
+                    .iter()
+                    .any(|e| same(e.key, key))
+                    || (current.0.is_empty() && doc.tables.iter().any(|t| same(t.name, key)))
                 {
                     return None;
                 }
@@ -353,11 +358,18 @@ const CLASS: [u8; 256] = {
     table
 };
 
+#[inline(always)]
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while matches!(b.get(i), Some(b' ' | b'\t')) {
         i += 1;
     }
     i
+}
+
+/// `a == b` for keys and table names, with the cheap tests first (most
+/// pairs differ in length or first byte; `==` would call memcmp).
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 /// The index of the `"` closing a string that starts at `i`, if every
@@ -475,7 +487,7 @@ fn scalar(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
 fn array(text: &str, start: usize) -> Option<(Val<'_>, usize)> {
     let b = text.as_bytes();
     let mut i = start;
-    let mut len = 0;
+    let mut len: u32 = 0;
     // The first item's length while every item is a string of it.
     let mut string_len = None;
     let mut uniform = true;
@@ -490,12 +502,15 @@ fn array(text: &str, start: usize) -> Option<(Val<'_>, usize)> {
             return Some((Val::Array(array), i + 1));
         }
         let (item, after) = scalar(text, i)?;
-        match item {
-            Val::Str(s) if len == 0 => string_len = Some(s.len()),
-            Val::Str(s) if string_len == Some(s.len()) => {}
-            _ => uniform = false,
+        let item_len = match item {
+            Val::Str(s) => u32::try_from(s.len()).ok().and_then(NonZeroU32::new),
+            _ => None,
+        };
+        if len == 0 {
+            string_len = item_len;
         }
-        len += 1;
+        uniform &= item_len.is_some() && item_len == string_len;
+        len = len.checked_add(1)?;
         i = skip_ws(b, after);
         match b.get(i) {
             Some(b',') => i += 1,

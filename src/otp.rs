@@ -116,13 +116,13 @@ fn decode_base32(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 5 / 8));
     let (mut acc, mut bits) = (0u16, 0u32);
     for &c in text.as_bytes() {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a',
-            b'2'..=b'7' => c - b'2' + 26,
-            b' ' | b'-' | b'=' => continue,
-            _ => return None,
-        };
+        let value = BASE32[usize::from(c)];
+        if value == SKIP {
+            continue;
+        }
+        if value == BAD {
+            return None;
+        }
         acc = (acc << 5 | u16::from(value)) & 0x0fff;
         bits += 5;
         if bits >= 8 {
@@ -133,6 +133,28 @@ fn decode_base32(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     acc.zeroize();
     Some(out)
 }
+
+/// `decode_base32`'s alphabet: a byte's 5-bit value, `SKIP` or `BAD`.
+const SKIP: u8 = 0xfe;
+const BAD: u8 = 0xff;
+const BASE32: [u8; 256] = {
+    let mut table = [BAD; 256];
+    let mut i = 0;
+    while i < 26 {
+        table[b'A' as usize + i] = i as u8;
+        table[b'a' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut d = 0;
+    while d < 6 {
+        table[b'2' as usize + d] = 26 + d as u8;
+        d += 1;
+    }
+    table[b' ' as usize] = SKIP;
+    table[b'-' as usize] = SKIP;
+    table[b'=' as usize] = SKIP;
+    table
+};
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

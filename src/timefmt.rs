@@ -25,9 +25,7 @@ pub fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// Days-to-civil conversion (Howard Hinnant's algorithm, proleptic Gregorian).
