@@ -207,7 +207,7 @@ impl Admin {
         })
     }
 
-    fn dir(&self) -> Result<TrustedDir, AdminError> {
+    fn dir(&self) -> Result<TrustedDir<'_>, AdminError> {
         Ok(TrustedDir::open(&self.config.state_dir, true)?)
     }
 

@@ -393,7 +393,7 @@ fn plain_end(b: &[u8], i: usize) -> Option<usize> {
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let suspect = |w: u64| {
         let low = w.wrapping_sub(ONES * 0x23) & !w;
-        let folded = (w | ONES * 0x23) ^ (ONES * 0x7f);
+        let folded = (w | (ONES * 0x23)) ^ (ONES * 0x7f);
         let high = folded.wrapping_sub(ONES) & !folded;
         (low | high) & HIGH
     };

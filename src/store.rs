@@ -254,16 +254,18 @@ fn temp_name(name: &str, pid: u32, serial: u32) -> String {
 /// A directory we walked to from `/` without following links, every
 /// component checked. Files are only ever reached relative to its fd.
 #[derive(Debug)]
-pub struct TrustedDir {
+pub struct TrustedDir<'p> {
     fd: File,
-    path: PathBuf,
+    /// Borrowed from the caller (the config's `state_dir`): only messages
+    /// use it, and a copy per open was two allocations a login.
+    path: &'p Path,
 }
 
-impl TrustedDir {
+impl<'p> TrustedDir<'p> {
     /// Opens `path`; `private` requires the last component to be 0700-like.
     /// The walk splits the path's bytes itself: empty and `.` components
     /// are skipped, `..` is refused, and messages name the prefix walked.
-    pub fn open(path: &Path, private: bool) -> Result<TrustedDir, StoreError> {
+    pub fn open(path: &'p Path, private: bool) -> Result<TrustedDir<'p>, StoreError> {
         let bytes = path.as_os_str().as_bytes();
         let bad = || StoreError::BadPath {
             path: path.to_path_buf(),
@@ -301,15 +303,12 @@ impl TrustedDir {
                 })?,
             );
         }
-        Ok(TrustedDir {
-            fd,
-            path: path.to_path_buf(),
-        })
+        Ok(TrustedDir { fd, path })
     }
 
     /// The directory's path, for messages.
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn path(&self) -> &'p Path {
+        self.path
     }
 
     fn child(&self, name: &str) -> PathBuf {
@@ -459,7 +458,7 @@ impl TrustedDir {
             .map_err(|e| io_err(&self.child(name), "rename", e))?;
         checkpoint(Step::FsyncDir)
             .and_then(|()| fsync(&self.fd))
-            .map_err(|e| io_err(&self.path, "fsync", e))
+            .map_err(|e| io_err(self.path, "fsync", e))
     }
 
     /// Removes `name` (missing is fine) and makes the removal durable.
@@ -468,14 +467,14 @@ impl TrustedDir {
             Ok(()) | Err(Errno::ENOENT) => {}
             Err(e) => return Err(io_err(&self.child(name), "unlink", e)),
         }
-        fsync(&self.fd).map_err(|e| io_err(&self.path, "fsync", e))
+        fsync(&self.fd).map_err(|e| io_err(self.path, "fsync", e))
     }
 
     /// Names of the entries in the directory (for `twofactor check`).
     pub fn entries(&self) -> Result<Vec<String>, StoreError> {
-        let read = std::fs::read_dir(&self.path).map_err(|e| {
+        let read = std::fs::read_dir(self.path).map_err(|e| {
             io_err(
-                &self.path,
+                self.path,
                 "readdir",
                 Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             )
