@@ -114,8 +114,28 @@ impl SecretKey {
 /// login (the record's secret) and writes straight into wiped memory.
 fn decode_base32(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 5 / 8));
+    let bytes = text.as_bytes();
+    // Whole groups of eight letters (40 bits, five bytes) while no space,
+    // dash or `=` comes: the usual unspaced secret goes through here.
+    let mut group: u64 = 0;
+    let mut done = 0;
+    for eight in bytes.chunks_exact(8) {
+        let mut any = 0u8;
+        group = 0;
+        for &c in eight {
+            let value = BASE32[usize::from(c)];
+            any |= value;
+            group = group << 5 | u64::from(value & 0x1f);
+        }
+        if any > 0x1f {
+            break;
+        }
+        out.extend_from_slice(&group.to_be_bytes()[3..]);
+        done += 8;
+    }
+    group.zeroize();
     let (mut acc, mut bits) = (0u16, 0u32);
-    for &c in text.as_bytes() {
+    for &c in &bytes[done..] {
         let value = BASE32[usize::from(c)];
         if value == SKIP {
             continue;
