@@ -69,10 +69,21 @@ pub struct Config {
     pub delivery: Delivery,
 }
 
+/// Where records live unless `state_dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/twofactor";
+
 impl Default for Config {
     fn default() -> Config {
+        Config::with_state_dir(PathBuf::from(DEFAULT_STATE_DIR))
+    }
+}
+
+impl Config {
+    /// The documented defaults around `state_dir` (a login's parse builds
+    /// the directory it read, not the default path as well).
+    fn with_state_dir(state_dir: PathBuf) -> Config {
         Config {
-            state_dir: PathBuf::from("/var/lib/twofactor"),
+            state_dir,
             unenrolled: Unenrolled::Deny,
             issuer: String::new(),
             window: 1,
@@ -321,22 +332,24 @@ impl Config {
                 Err(invalid(key, format!("{v} is out of range {min}..={max}")))
             }
         };
-        let mut config = Config::default();
-        if let Some(dir) = raw.state_dir {
-            let dir = PathBuf::from(dir);
-            // Checked on the bytes (a `Components` walk costs ~500
-            // instructions per login); `.` is refused too, as the message says.
-            let bytes = dir.as_os_str().as_encoded_bytes();
-            let clean = bytes.first() == Some(&b'/')
-                && bytes.split(|&c| c == b'/').all(|c| c != b"." && c != b"..");
-            if !clean {
-                return Err(invalid(
-                    "state_dir",
-                    "must be an absolute path without '.' or '..'".into(),
-                ));
+        let mut config = match raw.state_dir {
+            None => Config::default(),
+            Some(dir) => {
+                // Checked on the bytes (a `Components` walk costs ~500
+                // instructions per login); `.` is refused too, as the
+                // message says.
+                let bytes = dir.as_bytes();
+                let clean = bytes.first() == Some(&b'/')
+                    && bytes.split(|&c| c == b'/').all(|c| c != b"." && c != b"..");
+                if !clean {
+                    return Err(invalid(
+                        "state_dir",
+                        "must be an absolute path without '.' or '..'".into(),
+                    ));
+                }
+                Config::with_state_dir(PathBuf::from(dir))
             }
-            config.state_dir = dir;
-        }
+        };
         config.unenrolled = match raw.unenrolled.as_deref() {
             None | Some("deny") => Unenrolled::Deny,
             Some("skip") => Unenrolled::Skip,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::backup::{HASH_BYTES, KdfParams, SALT_BYTES};
 use crate::fasttoml::{Doc, Val, borrowed, int, list, text};
@@ -91,7 +91,6 @@ impl<'a> RawSecretRecord<'a> {
             return None;
         }
         let (mut version, mut created, mut deliver_to) = (None, None, None);
-        let mut devices: Vec<[Option<&Val<'a>>; 6]> = vec![[None; 6]; devices_n];
         let mut b: [Option<&Val<'a>>; 8] = [None; 8];
         const DEVICE: [&str; 6] = [
             "label",
@@ -104,6 +103,21 @@ impl<'a> RawSecretRecord<'a> {
         const BACKUP: [&str; 8] = [
             "created", "kdf", "m_cost", "t_cost", "p_cost", "salt", "digits", "hashes",
         ];
+        // The reader numbers `[[devices]]` elements as it meets them and a
+        // table is never reopened, so each device's entries come together,
+        // in order: a device is built when the next one (or the end) comes.
+        let device = |d: &[Option<&Val<'a>>; 6]| {
+            Some(RawDevice {
+                label: borrowed(d[0]?)?,
+                secret: borrowed(d[1]?)?,
+                algorithm: borrowed(d[2]?)?,
+                digits: int(d[3]?)?,
+                period: int(d[4]?)?,
+                created: int(d[5]?)?,
+            })
+        };
+        let mut devices = Vec::with_capacity(devices_n);
+        let mut current: Option<(usize, [Option<&Val<'a>>; 6])> = None;
         for e in &doc.entries {
             match (e.table, e.key) {
                 ("", "version") => version = int(&e.value),
@@ -112,25 +126,34 @@ impl<'a> RawSecretRecord<'a> {
                 ("", _) => return None,
                 ("devices", key) => {
                     let i = DEVICE.iter().position(|k| *k == key)?;
-                    devices.get_mut(e.element)?[i] = Some(&e.value);
+                    match &mut current {
+                        Some((element, fields)) if *element == e.element => {
+                            fields[i] = Some(&e.value)
+                        }
+                        _ => {
+                            if let Some((_, fields)) = &current {
+                                devices.push(device(fields)?);
+                            }
+                            if e.element != devices.len() {
+                                return None;
+                            }
+                            let mut fields = [None; 6];
+                            fields[i] = Some(&e.value);
+                            current = Some((e.element, fields));
+                        }
+                    }
                 }
                 ("backup_codes", key) => b[BACKUP.iter().position(|k| *k == key)?] = Some(&e.value),
                 _ => return None,
             }
         }
-        let devices = devices
-            .iter()
-            .map(|d| {
-                Some(RawDevice {
-                    label: borrowed(d[0]?)?,
-                    secret: Zeroizing::new(text(d[1]?)?),
-                    algorithm: borrowed(d[2]?)?,
-                    digits: int(d[3]?)?,
-                    period: int(d[4]?)?,
-                    created: int(d[5]?)?,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
+        if let Some((_, fields)) = &current {
+            devices.push(device(fields)?);
+        }
+        // An `[[devices]]` element without entries: toml names the error.
+        if devices.len() != devices_n {
+            return None;
+        }
         Some(RawSecretRecord {
             version: version?,
             created: created?,
@@ -321,11 +344,21 @@ struct RawSecretRecord<'a> {
 #[serde(deny_unknown_fields)]
 struct RawDevice<'a> {
     label: Cow<'a, str>,
-    secret: Zeroizing<String>,
+    /// Borrowed from the record's bytes (wiped with them) on the fast path;
+    /// owned from `toml`, and then wiped on drop (below).
+    secret: Cow<'a, str>,
     algorithm: Cow<'a, str>,
     digits: u8,
     period: u32,
     created: u64,
+}
+
+impl Drop for RawDevice<'_> {
+    fn drop(&mut self) {
+        if let Cow::Owned(secret) = &mut self.secret {
+            secret.zeroize();
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -490,7 +523,8 @@ impl SecretRecord {
                 .iter()
                 .map(|d| RawDevice {
                     label: Cow::Borrowed(&d.label),
-                    secret: d.secret.to_base32(),
+                    // Copied out of the wiped buffer; RawDevice wipes the copy.
+                    secret: Cow::Owned(d.secret.to_base32().to_string()),
                     algorithm: Cow::Borrowed(d.params.algorithm.name()),
                     digits: d.params.digits,
                     period: d.params.period,
@@ -882,7 +916,11 @@ mod tests {
         second.label = "tablet".into();
         two.devices.push(second);
         two.backup.digits = 8;
-        for record in [sample(), two] {
+        let mut three = two.clone();
+        let mut third = three.devices[0].clone();
+        third.label = "watch".into();
+        three.devices.push(third);
+        for record in [sample(), two, three] {
             let text = record.to_toml();
             let slow: RawSecretRecord = toml::from_str(&text).unwrap();
             let fast =
@@ -892,6 +930,23 @@ mod tests {
                 toml::to_string(&slow).unwrap(),
                 toml::to_string(&fast).unwrap()
             );
+        }
+        // A device element without entries, or without one of its fields,
+        // goes to toml (which refuses it), in either mode.
+        let text = sample().to_toml().to_string();
+        let empty_first = text.replacen("[[devices]]\n", "[[devices]]\n[[devices]]\n", 1);
+        let no_period: String = text
+            .lines()
+            .filter(|line| !line.starts_with("period = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert!(toml::from_str::<RawSecretRecord>(&empty_first).is_err());
+        assert!(toml::from_str::<RawSecretRecord>(&no_period).is_err());
+        for broken in [&empty_first, &no_period] {
+            for mode in [Hashes::Skip, Hashes::Decode] {
+                let doc = crate::fasttoml::read(broken).unwrap();
+                assert!(RawSecretRecord::from_doc(&doc, mode).is_none(), "{broken}");
+            }
         }
         // Outside the mapping: unknown keys and tables go to toml (and fail there).
         for extra in ["x = 1\n", "[other]\n"] {

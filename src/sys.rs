@@ -39,8 +39,10 @@ const WANTED: u32 =
     libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_UID | libc::STATX_NLINK | libc::STATX_SIZE;
 
 /// `statx(fd, "", AT_EMPTY_PATH)`: the open file itself, never a path.
-/// Where `statx` is missing or filtered (kernels before 4.11, some seccomp
-/// profiles), falls back to `fstat`.
+/// On kernels before 4.11 glibc answers `statx` with `fstatat` itself; a
+/// seccomp filter that refuses it makes this an error, and the store then
+/// refuses the file (fail closed, with the errno in the message). No
+/// `fstat` fallback: one libc symbol fewer for every host to bind.
 pub fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat, Errno> {
     let mut buf = MaybeUninit::<libc::statx>::zeroed();
     // SAFETY: the path is a NUL-terminated static string, `fd` is open for
@@ -55,19 +57,7 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat, Errno> {
             buf.as_mut_ptr(),
         )
     };
-    match Errno::result(rc) {
-        Ok(_) => {}
-        Err(Errno::ENOSYS | Errno::EPERM) => {
-            let st = nix::sys::stat::fstat(fd)?;
-            return Ok(FileStat {
-                mode: st.st_mode,
-                uid: st.st_uid,
-                nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
-                size: u64::try_from(st.st_size).map_err(|_| Errno::EOVERFLOW)?,
-            });
-        }
-        Err(e) => return Err(e),
-    }
+    Errno::result(rc)?;
     // SAFETY: zero bytes are a valid `statx` (plain integers), and the
     // successful call filled in the fields `stx_mask` reports.
     let st = unsafe { buf.assume_init() };
