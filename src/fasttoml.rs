@@ -204,6 +204,8 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
     // once per table, and tables are never reopened in the subset.
     let mut current = ("", 0usize);
     let mut section_start = 0;
+    // The keys of the current section, one bit each (`key_bit`).
+    let mut section_keys = 0u64;
     let mut i = 0;
     loop {
         i = skip_ws(b, i);
@@ -241,6 +243,7 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                 };
                 current = (name, element);
                 section_start = doc.entries.len();
+                section_keys = 0;
             }
             b'[' => {
                 let (name, after) = bare_name(text, i + 1)?;
@@ -262,6 +265,7 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                 })?;
                 current = (name, 0);
                 section_start = doc.entries.len();
+                section_keys = 0;
             }
             _ => {
                 let (key, after) = if c == b'"' {
@@ -286,9 +290,15 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                 };
                 let (value, after) = parse_value(text, start)?;
                 i = end_of_line(b, after)?;
-                if doc.entries[section_start..]
-                    .iter()
-                    .any(|e| same(e.key, key))
+                // A repeated key sets a bit already set; only then are the
+                // section's keys compared (most keys never are).
+                let bit = key_bit(key);
+                let maybe_repeated = section_keys & bit != 0;
+                section_keys |= bit;
+                if (maybe_repeated
+                    && doc.entries[section_start..]
+                        .iter()
+                        .any(|e| same(e.key, key)))
                     || (current.0.is_empty() && doc.tables.iter().any(|t| same(t.name, key)))
                 {
                     return None;
@@ -370,6 +380,17 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// One of 64 bits for a key, from its length and its first and last
+/// bytes: equal keys get the same bit (a filter in front of the exact
+/// comparison of repeated-key checks).
+fn key_bit(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let first = b.first().copied().unwrap_or(0);
+    let last = b.last().copied().unwrap_or(0);
+    let mix = b.len().wrapping_mul(7) ^ usize::from(first).wrapping_mul(3) ^ usize::from(last);
+    1u64 << (mix % 64)
 }
 
 /// `a == b` for keys and table names, with the cheap tests first (most
@@ -595,6 +616,7 @@ mod tests {
             "version = 1\nfailures = 0\nused_backup_codes = []\n\n[last_accepted_step]\ndefault = 63591840\n[drift_steps]\ndefault = -3\n[grace]\n\"192.0.2.5\" = 1781524800\n\"2001:db8::1\" = 5\n",
             "min = -9223372036854775808\nmax = 9223372036854775807\nzero = 0\nneg = -17\nlist = [0, -1, 10]\n",
             "# comment\nstate_dir = \"/var/lib/twofactor\"   # trailing # comment\n[totp]\nwindow = 1 # x\n\talgorithm=\"SHA1\"\r\n[exempt]\nnetworks = [\"10.0.0.0/8\", \"::1\" ] # c\nnums = [1, -2,3]\n",
+            "[[d]]\nx = 1\ny = 2\n[[d]]\nx = 3\ny = 4\n[t]\nx = 5\n",
             "trail = [1, 2, ]\nmixed = [1, \"a\", -3]\nspaced = [ ]\none = [\"a\",]\ntabs = [\t\"x\"\t,\t7\t]\n",
         ];
         for doc in docs {
@@ -713,6 +735,8 @@ mod tests {
             "a = -",
             "a = -00",
             "a = [1-2]",
+            "[t]\nx = 1\ny = 2\nx = 3",
+            "[[d]]\nx = 1\nx = 2",
             "a = [1,,2]",
             "a = [,]",
             "a = [1 2]",

@@ -15,6 +15,12 @@ pub fn human(unix: u64) -> String {
 /// Appends `n` in decimal: for text built on every login (log lines, temp
 /// file names) without the `core::fmt` machinery.
 pub fn push_decimal(out: &mut String, mut n: u64) {
+    // Most numbers a login writes are one digit (version, failures,
+    // attempts, the temp-file serial).
+    if n < 10 {
+        out.push(char::from(b'0' + n as u8));
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -61,7 +67,7 @@ mod tests {
     /// Decimal text is what `Display` gives, at the edges too.
     #[test]
     fn push_decimal_matches_display() {
-        for n in [0, 7, 10, 99, 100, 4_294_967_295, u64::MAX] {
+        for n in [0, 1, 7, 9, 10, 11, 99, 100, 4_294_967_295, u64::MAX] {
             let mut out = String::from("x");
             push_decimal(&mut out, n);
             assert_eq!(out, format!("x{n}"));
