@@ -5,7 +5,9 @@
 //! Layout (see README "Design"): `pam_module` is the only door to PAM;
 //! `auth` runs one login over a `Conversation` trait; `policy` and `otp` are
 //! pure functions of `now`; `store` is the only code that touches files;
-//! `admin` is the CLI's second door over the same core and store.
+//! `admin` is the CLI's second door over the same core and store; `sys`
+//! holds the one libc call (statx on an fd) that std and nix lack in the
+//! form the store needs, and `wipe` the buffers the store reads into.
 
 pub mod accounts;
 pub mod admin;

@@ -257,7 +257,7 @@ fn temp_name(name: &str, pid: u32, serial: u32) -> String {
 pub struct TrustedDir<'p> {
     fd: File,
     /// Borrowed from the caller (the config's `state_dir`): only messages
-    /// use it, and a copy per open was two allocations a login.
+    /// use it, and a copy cost an allocation per open (two per login).
     path: &'p Path,
 }
 
