@@ -280,7 +280,7 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                 };
                 // `key = value`, as we write it, skips the general spacing.
                 let start = if b.get(after..after + 3) == Some(b" = ".as_slice()) {
-                    after + 3
+                    skip_ws(b, after + 3)
                 } else {
                     let at = skip_ws(b, after);
                     if b.get(at) != Some(&b'=') {
@@ -617,6 +617,7 @@ mod tests {
             "min = -9223372036854775808\nmax = 9223372036854775807\nzero = 0\nneg = -17\nlist = [0, -1, 10]\n",
             "# comment\nstate_dir = \"/var/lib/twofactor\"   # trailing # comment\n[totp]\nwindow = 1 # x\n\talgorithm=\"SHA1\"\r\n[exempt]\nnetworks = [\"10.0.0.0/8\", \"::1\" ] # c\nnums = [1, -2,3]\n",
             "[[d]]\nx = 1\ny = 2\n[[d]]\nx = 3\ny = 4\n[t]\nx = 5\n",
+            "a =  1\nb = \t\"x\"\nc=2\nd =[ 1 ,2 ]\ne = [\"p\",  \"q\" ,\"r\"]   \n",
             "trail = [1, 2, ]\nmixed = [1, \"a\", -3]\nspaced = [ ]\none = [\"a\",]\ntabs = [\t\"x\"\t,\t7\t]\n",
         ];
         for doc in docs {
