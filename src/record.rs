@@ -27,7 +27,7 @@ pub const VERSION: u32 = 1;
 pub const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// The label of the device `enroll` creates.
 pub const DEFAULT_DEVICE: &str = "default";
-/// Backup codes a record may hold (the CLI writes sets of 10).
+/// Backup codes a record may hold (`[backup_codes] count` goes up to it).
 pub const MAX_BACKUP_CODES: usize = 100;
 /// Remote hosts remembered for `[grace]` per user.
 pub const MAX_GRACE_HOSTS: usize = 64;
