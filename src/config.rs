@@ -410,7 +410,8 @@ impl Config {
         config.per_seconds =
             ranged("rate_limit.per_seconds", rate.per_seconds, 60, 1, 86_400)? as u64;
         let backup = raw.backup_codes.unwrap_or_default();
-        config.backup_codes = ranged("backup_codes.count", backup.count, 10, 1, 100)? as u32;
+        let most = crate::record::MAX_BACKUP_CODES as i64;
+        config.backup_codes = ranged("backup_codes.count", backup.count, 10, 1, most)? as u32;
         config.max_drift_steps =
             ranged("totp.max_drift_steps", totp.max_drift_steps, 10, 0, 100)? as u32;
         let group_names = |key: &'static str, names: Vec<String>| {
