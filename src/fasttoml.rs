@@ -31,7 +31,8 @@ pub enum Val<'a> {
 /// backup-code hashes never builds them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Array<'a> {
-    /// Between `[` and `]`, both excluded.
+    /// From after the `[` through the closing `]`, walked again by
+    /// `ArrayIter` with the same `array_step` that checked it.
     text: &'a str,
     /// Item count and shared string length in 32 bits each, so that a
     /// `Val` stays four words (every entry of a document holds one).
@@ -73,19 +74,16 @@ pub struct ArrayIter<'a> {
 impl<'a> Iterator for ArrayIter<'a> {
     type Item = Val<'a>;
 
-    /// The same steps `array` took to check the text; it cannot fail on
-    /// text `array` accepted, and stops (short) if it ever did.
+    /// The steps `array` took to check the text; they cannot fail on text
+    /// `array` accepted (`list` counts the items to be sure).
     fn next(&mut self) -> Option<Val<'a>> {
-        let b = self.text.as_bytes();
-        let at = skip_ws(b, self.at);
-        if at >= b.len() {
-            self.at = at;
-            return None;
+        match array_step(self.text, self.at)? {
+            ArrayStep::Item(item, next) => {
+                self.at = next;
+                Some(item)
+            }
+            ArrayStep::End(_) => None,
         }
-        let (item, after) = scalar(self.text, at)?;
-        let after = skip_ws(b, after);
-        self.at = after + usize::from(b.get(after) == Some(&b','));
-        Some(item)
     }
 }
 
@@ -524,43 +522,65 @@ fn scalar(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
 /// separated by commas, a trailing comma allowed, no nested arrays. Checked
 /// and counted here, kept as text (`Array`).
 fn array(text: &str, start: usize) -> Option<(Val<'_>, usize)> {
-    let b = text.as_bytes();
     let mut i = start;
     let mut len: u32 = 0;
     // The first item's length while every item is a string of it.
     let mut string_len = None;
     let mut uniform = true;
     loop {
-        i = skip_ws(b, i);
-        if b.get(i) == Some(&b']') {
-            let array = Array {
-                text: text.get(start..i)?,
-                len,
-                string_len: string_len.filter(|_| uniform),
-            };
-            return Some((Val::Array(array), i + 1));
+        match array_step(text, i)? {
+            ArrayStep::End(close) => {
+                let array = Array {
+                    text: text.get(start..=close)?,
+                    len,
+                    string_len: string_len.filter(|_| uniform),
+                };
+                return Some((Val::Array(array), close + 1));
+            }
+            ArrayStep::Item(item, next) => {
+                let item_len = match item {
+                    Val::Str(s) => u32::try_from(s.len()).ok().and_then(NonZeroU32::new),
+                    _ => None,
+                };
+                if len == 0 {
+                    string_len = item_len;
+                }
+                uniform &= item_len.is_some() && item_len == string_len;
+                len = len.checked_add(1)?;
+                i = next;
+            }
         }
-        let (item, after) = scalar(text, i)?;
-        let item_len = match item {
-            Val::Str(s) => u32::try_from(s.len()).ok().and_then(NonZeroU32::new),
-            _ => None,
-        };
-        if len == 0 {
-            string_len = item_len;
-        }
-        uniform &= item_len.is_some() && item_len == string_len;
-        len = len.checked_add(1)?;
-        // `, ` between items, as we write them, skips the general spacing.
-        if b.get(after..after + 2) == Some(b", ".as_slice()) {
-            i = after + 2;
-            continue;
-        }
-        i = skip_ws(b, after);
-        match b.get(i) {
-            Some(b',') => i += 1,
-            Some(b']') => {}
-            _ => return None,
-        }
+    }
+}
+
+/// One step through an array's text: its next item, or its end.
+enum ArrayStep<'a> {
+    /// An item, and where the step after it starts.
+    Item(Val<'a>, usize),
+    /// The index of the closing `]`.
+    End(usize),
+}
+
+/// The step at `i` inside an array: spaces, then `]`, or a scalar followed
+/// by `,` or `]`; `None` for anything else. Inlined into both walkers: it
+/// runs once per backup-code hash on every login.
+#[inline(always)]
+fn array_step(text: &str, i: usize) -> Option<ArrayStep<'_>> {
+    let b = text.as_bytes();
+    let i = skip_ws(b, i);
+    if b.get(i) == Some(&b']') {
+        return Some(ArrayStep::End(i));
+    }
+    let (item, after) = scalar(text, i)?;
+    // `, ` between items, as we write them, skips the general spacing.
+    if b.get(after..after + 2) == Some(b", ".as_slice()) {
+        return Some(ArrayStep::Item(item, after + 2));
+    }
+    let after = skip_ws(b, after);
+    match b.get(after) {
+        Some(b',') => Some(ArrayStep::Item(item, after + 1)),
+        Some(b']') => Some(ArrayStep::Item(item, after)),
+        _ => None,
     }
 }
 
