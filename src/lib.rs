@@ -7,7 +7,8 @@
 //! pure functions of `now`; `store` is the only code that touches files;
 //! `admin` is the CLI's second door over the same core and store; `sys`
 //! holds the one libc call (statx on an fd) that std and nix lack in the
-//! form the store needs, and `wipe` the buffers the store reads into.
+//! form the store needs, and `wipe` the byte buffers that hold secrets
+//! (files read, decoded keys), zeroed on drop.
 
 pub mod accounts;
 pub mod admin;

@@ -13,8 +13,9 @@ use std::ops::{Deref, DerefMut};
 
 use zeroize::Zeroize;
 
-/// A `Vec<u8>` whose whole allocation is zeroed on drop.
-#[derive(Default, PartialEq, Eq)]
+/// A `Vec<u8>` whose whole allocation is zeroed on drop (a clone is a
+/// fresh allocation, wiped on its own drop).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct WipedBytes(Vec<u8>);
 
 impl WipedBytes {
