@@ -15,12 +15,6 @@ pub fn human(unix: u64) -> String {
 /// Appends `n` in decimal: for text built on every login (log lines, temp
 /// file names) without the `core::fmt` machinery.
 pub fn push_decimal(out: &mut String, mut n: u64) {
-    // Most numbers a login writes are one digit (version, failures,
-    // attempts, the temp-file serial).
-    if n < 10 {
-        out.push(char::from(b'0' + n as u8));
-        return;
-    }
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
