@@ -342,9 +342,12 @@ impl<'p> TrustedDir<'p> {
                 limit,
             });
         }
-        let mut buf = WipedBytes::with_capacity(len as usize);
-        // Read at most limit + 1 bytes: a file that grew after fstat is refused.
-        let mut file = file.take(limit + 1);
+        // Room for one byte more than fstat said, and no more read: a file
+        // that grew after fstat is refused, and the buffer never grows
+        // (a reallocation would leave an unwiped copy of a secret behind).
+        // Our files are replaced whole by rename, never written in place.
+        let mut buf = WipedBytes::with_capacity(len as usize + 1);
+        let mut file = file.take(len + 1);
         file.read_to_end(&mut buf).map_err(|e| {
             io_err(
                 &path(),
@@ -352,11 +355,8 @@ impl<'p> TrustedDir<'p> {
                 Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             )
         })?;
-        if buf.len() as u64 > limit {
-            return Err(StoreError::TooLarge {
-                path: path(),
-                limit,
-            });
+        if buf.len() as u64 > len {
+            return Err(insecure(&path(), "grew while being read".into()));
         }
         Ok(Some(buf))
     }
@@ -731,6 +731,20 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// A file that holds more than fstat said when it was opened is
+    /// refused. /proc/version is root-owned, 0444, one link and reports
+    /// size 0 while it reads ~100 bytes: the same as a file growing between
+    /// fstat and read, without a race.
+    #[test]
+    fn a_file_larger_than_its_fstat_size_is_refused() {
+        let proc_size = std::fs::metadata("/proc/version").unwrap().len();
+        let text = std::fs::read("/proc/version").unwrap();
+        assert_eq!(proc_size, 0);
+        assert!(!text.is_empty());
+        let err = read_path(Path::new("/proc/version"), Access::Public, 4096).unwrap_err();
+        assert_eq!(err.to_string(), "/proc/version: grew while being read");
     }
 
     /// A temp name taken by a leftover (a crashed writer whose pid came
