@@ -70,7 +70,7 @@ pub struct Config {
 }
 
 /// Where records live unless `state_dir` says otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/twofactor";
+const DEFAULT_STATE_DIR: &str = "/var/lib/twofactor";
 
 impl Default for Config {
     fn default() -> Config {
