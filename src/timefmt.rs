@@ -13,19 +13,34 @@ pub fn human(unix: u64) -> String {
 }
 
 /// Appends `n` in decimal: for text built on every login (log lines, temp
-/// file names) without the `core::fmt` machinery.
+/// file names, the state file) without the `core::fmt` machinery. Two
+/// digits per division, from a table.
 pub fn push_decimal(out: &mut String, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
     }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        at -= 1;
+        digits[at] = b'0' + n as u8;
+    }
+    out.reserve(digits.len() - at);
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Days-to-civil conversion (Howard Hinnant's algorithm, proleptic Gregorian).
@@ -61,7 +76,24 @@ mod tests {
     /// Decimal text is what `Display` gives, at the edges too.
     #[test]
     fn push_decimal_matches_display() {
-        for n in [0, 1, 7, 9, 10, 11, 99, 100, 4_294_967_295, u64::MAX] {
+        for n in [
+            0,
+            1,
+            7,
+            9,
+            10,
+            11,
+            42,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12_345,
+            1_907_755_200,
+            4_294_967_295,
+            u64::MAX,
+        ] {
             let mut out = String::from("x");
             push_decimal(&mut out, n);
             assert_eq!(out, format!("x{n}"));
