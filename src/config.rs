@@ -238,7 +238,7 @@ impl RawConfig {
                 _ => return None,
             }
         }
-        for e in &doc.entries {
+        for e in doc.entries() {
             let v = &e.value;
             match (e.table, e.key) {
                 ("", "state_dir") => raw.state_dir = Some(text(v)?),

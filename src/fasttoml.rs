@@ -87,7 +87,7 @@ impl<'a> Iterator for ArrayIter<'a> {
     }
 }
 
-/// One `key = value` line and the table it belongs to.
+/// One `key = value` line and the table it belongs to (`Doc::entries`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry<'a> {
     /// The table (`""` for the root).
@@ -126,22 +126,49 @@ impl<'a> Tables<'a> {
         self.items[..self.len].iter_mut()
     }
 
-    /// Adds a table; `None` when the document has too many for the subset.
-    fn push(&mut self, table: Table<'a>) -> Option<()> {
+    /// Adds a table and returns its `Slot::table` index; `None` when the
+    /// document has too many for the subset.
+    fn push(&mut self, table: Table<'a>) -> Option<u8> {
         *self.items.get_mut(self.len)? = table;
         self.len += 1;
-        Some(())
+        u8::try_from(self.len).ok()
     }
+}
+
+/// An entry as a document keeps it: its table by index (0 for the root,
+/// n for `tables[n - 1]`), so that 16 of them take 896 bytes, within
+/// glibc's per-thread cache (1,032 bytes): the three documents a login
+/// reads then reuse one block instead of each splitting and merging a
+/// larger chunk (an `Entry` with the table's name is 72 bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Slot<'a> {
+    key: &'a str,
+    value: Val<'a>,
+    table: u8,
+    element: u32,
 }
 
 /// A document in the subset, borrowed from its text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Doc<'a> {
     pub tables: Tables<'a>,
-    pub entries: Vec<Entry<'a>>,
+    slots: Vec<Slot<'a>>,
 }
 
 impl<'a> Doc<'a> {
+    /// The `key = value` lines in document order.
+    pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> + '_ {
+        self.slots.iter().map(|slot| Entry {
+            table: match slot.table {
+                0 => "",
+                n => self.tables.items[usize::from(n) - 1].name,
+            },
+            element: slot.element as usize,
+            key: slot.key,
+            value: slot.value,
+        })
+    }
+
     /// The array-of-tables `name`'s element count, or 0 if absent.
     pub fn elements(&self, name: &str) -> usize {
         self.tables
@@ -196,11 +223,11 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
     let b = text.as_bytes();
     let mut doc = Doc {
         tables: Tables::default(),
-        entries: Vec::with_capacity(16),
+        slots: Vec::with_capacity(16),
     };
     // Entries of the current table (element) start here: a key may appear
     // once per table, and tables are never reopened in the subset.
-    let mut current = ("", 0usize);
+    let mut current = (0u8, 0u32);
     let mut section_start = 0;
     // The keys of the current section, one bit each (`key_bit`).
     let mut section_keys = 0u64;
@@ -216,31 +243,34 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                     return None;
                 }
                 i = end_of_line(b, after + 2)?;
-                if doc
-                    .entries
-                    .iter()
-                    .any(|e| e.table.is_empty() && same(e.key, name))
-                {
+                if doc.slots.iter().any(|e| e.table == 0 && same(e.key, name)) {
                     return None;
                 }
-                let element = match doc.tables.iter_mut().find(|t| same(t.name, name)) {
-                    Some(Table {
-                        elements: Some(n), ..
-                    }) => {
+                let found = doc
+                    .tables
+                    .iter_mut()
+                    .enumerate()
+                    .find(|(_, t)| same(t.name, name));
+                current = match found {
+                    Some((
+                        at,
+                        Table {
+                            elements: Some(n), ..
+                        },
+                    )) => {
                         *n += 1;
-                        *n - 1
+                        (u8::try_from(at + 1).ok()?, u32::try_from(*n - 1).ok()?)
                     }
                     Some(_) => return None,
                     None => {
-                        doc.tables.push(Table {
+                        let table = doc.tables.push(Table {
                             name,
                             elements: Some(1),
                         })?;
-                        0
+                        (table, 0)
                     }
                 };
-                current = (name, element);
-                section_start = doc.entries.len();
+                section_start = doc.slots.len();
                 section_keys = 0;
             }
             b'[' => {
@@ -250,19 +280,16 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                 }
                 i = end_of_line(b, after + 1)?;
                 if doc.tables.iter().any(|t| same(t.name, name))
-                    || doc
-                        .entries
-                        .iter()
-                        .any(|e| e.table.is_empty() && same(e.key, name))
+                    || doc.slots.iter().any(|e| e.table == 0 && same(e.key, name))
                 {
                     return None;
                 }
-                doc.tables.push(Table {
+                let table = doc.tables.push(Table {
                     name,
                     elements: None,
                 })?;
-                current = (name, 0);
-                section_start = doc.entries.len();
+                current = (table, 0);
+                section_start = doc.slots.len();
                 section_keys = 0;
             }
             _ => {
@@ -293,19 +320,16 @@ pub fn read(text: &str) -> Option<Doc<'_>> {
                 let bit = key_bit(key);
                 let maybe_repeated = section_keys & bit != 0;
                 section_keys |= bit;
-                if (maybe_repeated
-                    && doc.entries[section_start..]
-                        .iter()
-                        .any(|e| same(e.key, key)))
-                    || (current.0.is_empty() && doc.tables.iter().any(|t| same(t.name, key)))
+                if (maybe_repeated && doc.slots[section_start..].iter().any(|e| same(e.key, key)))
+                    || (current.0 == 0 && doc.tables.iter().any(|t| same(t.name, key)))
                 {
                     return None;
                 }
-                doc.entries.push(Entry {
-                    table: current.0,
-                    element: current.1,
+                doc.slots.push(Slot {
                     key,
                     value,
+                    table: current.0,
+                    element: current.1,
                 });
             }
         }
@@ -336,7 +360,7 @@ pub fn parse(text: &str) -> Option<Value> {
         };
         root.insert(table.name.to_string(), value);
     }
-    for entry in &doc.entries {
+    for entry in doc.entries() {
         let target = if entry.table.is_empty() {
             &mut root
         } else {
@@ -695,13 +719,39 @@ mod tests {
         }
     }
 
+    /// A document's 16 first entries fit in one block of glibc's per-thread
+    /// cache (at most 1,032 bytes), which `Slot` exists for; and entries
+    /// come back with their table's name and element.
+    #[test]
+    fn slots_fit_the_thread_cache_and_name_their_tables() {
+        assert!(16 * std::mem::size_of::<Slot>() <= 1032);
+        let doc = read("a = 1\n[[d]]\nx = 2\n[[d]]\nx = 3\n[t]\ny = \"z\"\n").unwrap();
+        let got: Vec<_> = doc
+            .entries()
+            .map(|e| (e.table, e.element, e.key, e.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("", 0, "a", Val::Int(1)),
+                ("d", 0, "x", Val::Int(2)),
+                ("d", 1, "x", Val::Int(3)),
+                ("t", 0, "y", Val::Str("z")),
+            ]
+        );
+    }
+
     /// An array knows its length and whether its items are strings of one
     /// length, and gives its items back in order.
     #[test]
     fn arrays_count_and_shape_their_items() {
         fn shape(doc: &str) -> (usize, Option<usize>, Vec<Val<'_>>) {
             let doc = read(doc).unwrap();
-            let Val::Array(a) = doc.entries[0].value else {
+            let Some(Entry {
+                value: Val::Array(a),
+                ..
+            }) = doc.entries().next()
+            else {
                 panic!("not an array")
             };
             (a.len(), a.string_len(), a.iter().collect())

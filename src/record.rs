@@ -91,7 +91,7 @@ impl<'a> RawSecretRecord<'a> {
             return None;
         }
         let (mut version, mut created, mut deliver_to) = (None, None, None);
-        let mut b: [Option<&Val<'a>>; 8] = [None; 8];
+        let mut b: [Option<Val<'a>>; 8] = [None; 8];
         const DEVICE: [&str; 6] = [
             "label",
             "secret",
@@ -106,19 +106,19 @@ impl<'a> RawSecretRecord<'a> {
         // The reader numbers `[[devices]]` elements as it meets them and a
         // table is never reopened, so each device's entries come together,
         // in order: a device is built when the next one (or the end) comes.
-        let device = |d: &[Option<&Val<'a>>; 6]| {
+        let device = |d: &[Option<Val<'a>>; 6]| {
             Some(RawDevice {
-                label: borrowed(d[0]?)?,
-                secret: borrowed(d[1]?)?,
-                algorithm: borrowed(d[2]?)?,
-                digits: int(d[3]?)?,
-                period: int(d[4]?)?,
-                created: int(d[5]?)?,
+                label: borrowed(&d[0]?)?,
+                secret: borrowed(&d[1]?)?,
+                algorithm: borrowed(&d[2]?)?,
+                digits: int(&d[3]?)?,
+                period: int(&d[4]?)?,
+                created: int(&d[5]?)?,
             })
         };
         let mut devices = Vec::with_capacity(devices_n);
-        let mut current: Option<(usize, [Option<&Val<'a>>; 6])> = None;
-        for e in &doc.entries {
+        let mut current: Option<(usize, [Option<Val<'a>>; 6])> = None;
+        for e in doc.entries() {
             match (e.table, e.key) {
                 ("", "version") => version = int(&e.value),
                 ("", "created") => created = int(&e.value),
@@ -128,7 +128,7 @@ impl<'a> RawSecretRecord<'a> {
                     let i = DEVICE.iter().position(|k| *k == key)?;
                     match &mut current {
                         Some((element, fields)) if *element == e.element => {
-                            fields[i] = Some(&e.value)
+                            fields[i] = Some(e.value)
                         }
                         _ => {
                             if let Some((_, fields)) = &current {
@@ -138,12 +138,12 @@ impl<'a> RawSecretRecord<'a> {
                                 return None;
                             }
                             let mut fields = [None; 6];
-                            fields[i] = Some(&e.value);
+                            fields[i] = Some(e.value);
                             current = Some((e.element, fields));
                         }
                     }
                 }
-                ("backup_codes", key) => b[BACKUP.iter().position(|k| *k == key)?] = Some(&e.value),
+                ("backup_codes", key) => b[BACKUP.iter().position(|k| *k == key)?] = Some(e.value),
                 _ => return None,
             }
         }
@@ -160,18 +160,18 @@ impl<'a> RawSecretRecord<'a> {
             deliver_to,
             devices,
             backup_codes: RawBackupSet {
-                created: int(b[0]?)?,
-                kdf: borrowed(b[1]?)?,
-                m_cost: int(b[2]?)?,
-                t_cost: int(b[3]?)?,
-                p_cost: int(b[4]?)?,
-                salt: borrowed(b[5]?)?,
+                created: int(&b[0]?)?,
+                kdf: borrowed(&b[1]?)?,
+                m_cost: int(&b[2]?)?,
+                t_cost: int(&b[3]?)?,
+                p_cost: int(&b[4]?)?,
+                salt: borrowed(&b[5]?)?,
                 digits: match b[6] {
-                    Some(v) => Some(int(v)?),
+                    Some(v) => Some(int(&v)?),
                     None => None,
                 },
                 hashes: match (decode, b[7]?) {
-                    (Hashes::Decode, v) => list(v, borrowed)?,
+                    (Hashes::Decode, v) => list(&v, borrowed)?,
                     (Hashes::Skip, Val::Array(a))
                         if a.len() <= MAX_BACKUP_CODES
                             && (a.is_empty() || a.string_len() == Some(2 * HASH_BYTES)) =>
@@ -209,7 +209,7 @@ impl RawState {
             grace: BTreeMap::new(),
         };
         let mut version = None;
-        for e in &doc.entries {
+        for e in doc.entries() {
             let v = &e.value;
             match (e.table, e.key) {
                 ("", "version") => version = Some(int(v)?),
