@@ -238,6 +238,24 @@ impl RawState {
     }
 }
 
+/// A device label as a TOML key: bare when it is one, else quoted. A
+/// label may hold `.` (`valid_label`), which in a bare key would split it
+/// into a dotted key, a table: `work.phone = 5` is `work = { phone = 5 }`,
+/// and the state could not be read back (every later login of the user
+/// refused). Quoting needs no escapes: labels are `A-Za-z0-9_.-`.
+fn push_label(out: &mut String, label: &str) {
+    if label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    {
+        out.push_str(label);
+    } else {
+        out.push('"');
+        out.push_str(label);
+        out.push('"');
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(2 * bytes.len());
@@ -725,12 +743,13 @@ impl State {
         }
         out.push_str("\n[last_accepted_step]\n");
         for (label, step) in &self.last_accepted_step {
-            line(&mut out, label, *step);
+            push_label(&mut out, label);
+            line(&mut out, "", *step);
         }
         if !self.drift_steps.is_empty() {
             out.push_str("\n[drift_steps]\n");
             for (label, d) in &self.drift_steps {
-                out.push_str(label);
+                push_label(&mut out, label);
                 out.push_str(" = ");
                 if *d < 0 {
                     out.push('-');
@@ -857,6 +876,23 @@ mod tests {
         assert_eq!(State::parse(state.to_toml().as_bytes()).unwrap(), state);
     }
 
+    /// A label with a `.` (allowed: `add-device --label work.phone`) is
+    /// written as a quoted key: bare, it was a dotted key, a table, and the
+    /// state written by the device's first login could not be read again
+    /// (every later login of the user refused: "invalid type: map").
+    #[test]
+    fn dotted_labels_survive_a_write_and_read() {
+        let mut state = State::default();
+        state.last_accepted_step.insert("work.phone".into(), 5);
+        state.last_accepted_step.insert("default".into(), 6);
+        state.drift_steps.insert("work.phone".into(), -2);
+        let text = state.to_toml();
+        assert!(text.contains("\n\"work.phone\" = 5\n"), "{text}");
+        assert!(text.contains("\ndefault = 6\n"), "{text}");
+        assert!(text.contains("\n\"work.phone\" = -2\n"), "{text}");
+        assert_eq!(State::parse(text.as_bytes()).unwrap(), state);
+    }
+
     /// Grace hosts the module would not record are dropped when read (the
     /// fuzzer's reproducers): written back by hand they would be broken or
     /// different TOML (`"a\" = 1 #"` became grace for host `a`).
@@ -894,6 +930,8 @@ mod tests {
         };
         state.last_accepted_step.insert("default".into(), 7);
         state.drift_steps.insert("phone-2".into(), -4);
+        state.drift_steps.insert("a.b".into(), 1);
+        state.last_accepted_step.insert("x.y".into(), 8);
         state.grace.insert("2001:db8::1".into(), 3);
         for s in [State::default(), state] {
             let ours: toml::Value = toml::from_str(&s.to_toml()).unwrap();

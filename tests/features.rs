@@ -534,6 +534,40 @@ fn two_devices_log_in_and_a_removed_one_stops() {
     assert_eq!(devices["devices"][0]["label"], json!("default"));
 }
 
+/// A label with a `.` is allowed (`--label work.phone`); the state its
+/// first login writes must read back: written as a bare key it was a dotted
+/// key (a table), and every later login of the user was refused.
+#[test]
+fn a_dotted_device_label_keeps_logging_in() {
+    let sb = sandbox("dotted", "");
+    enroll(&sb, "daemon", SECRET);
+    cli(
+        &sb,
+        &[
+            "enroll",
+            "daemon",
+            "--add",
+            "--label",
+            "work.phone",
+            "--secret",
+            SECRET_B,
+        ],
+    )
+    .expect(0);
+    let first = sb.pamtester(SVC, "daemon", &[&code(SECRET_B, T0)], T0);
+    assert!(first.succeeded(), "{first}");
+    let st = state_text(&sb, "daemon");
+    assert!(
+        st.contains(&format!("\n\"work.phone\" = {}\n", T0_UNIX / 30)),
+        "{st}"
+    );
+    let t = at_offset(T0, 30);
+    for secret in [SECRET, SECRET_B] {
+        let out = sb.pamtester(SVC, "daemon", &[&code(secret, &t)], &t);
+        assert!(out.succeeded(), "{out}");
+    }
+}
+
 // --------------------------------------------------------------- exemptions
 
 /// A member of an `[exempt] groups` group is not prompted (PAM_IGNORE), even
