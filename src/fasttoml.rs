@@ -10,6 +10,10 @@
 //! so the caller falls back to `toml::from_str`. Where it accepts a
 //! document, it yields exactly what `toml` would (the `fasttoml_agrees`
 //! fuzz target and the tests below hold it to that).
+//!
+//! `Template` goes one step further for the records, which we write
+//! ourselves: the caller spells out the layout we write, and the text is
+//! only checked against it, with the same scanners (record.rs).
 
 use std::borrow::Cow;
 use std::num::NonZeroU32;
@@ -373,6 +377,79 @@ pub fn parse(text: &str) -> Option<Value> {
         target.insert(entry.key.to_string(), to_json(&entry.value));
     }
     Some(Value::Object(root))
+}
+
+/// A reader for documents laid out byte for byte as we write them
+/// (`State::to_toml`; the `toml` crate's output for a secret record): the
+/// caller names each piece in order (text, integer, string, key) and gives
+/// up at the first byte that differs, to read the document the general way
+/// (`read`, then the `toml` crate). Pieces follow `read`'s rules (the same
+/// integer and string scanners), so what a template accepts reads exactly
+/// as `read` would read it, without the work of finding out the layout:
+/// most of a login's reading is records we wrote.
+pub(crate) struct Template<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Template<'a> {
+    pub(crate) fn new(text: &'a str) -> Template<'a> {
+        Template { text, at: 0 }
+    }
+
+    /// Consumes `s` if the text goes on with it.
+    pub(crate) fn eat(&mut self, s: &str) -> bool {
+        let end = self.at + s.len();
+        let hit = self.text.as_bytes().get(self.at..end) == Some(s.as_bytes());
+        if hit {
+            self.at = end;
+        }
+        hit
+    }
+
+    /// `s`, or give up.
+    pub(crate) fn expect(&mut self, s: &str) -> Option<()> {
+        self.eat(s).then_some(())
+    }
+
+    /// A decimal integer that fits `T`.
+    pub(crate) fn int<T: TryFrom<i64>>(&mut self) -> Option<T> {
+        let (value, end) = parse_int(self.text.as_bytes(), self.at)?;
+        self.at = end;
+        int(&value)
+    }
+
+    /// A basic string without escapes: its contents.
+    pub(crate) fn string(&mut self) -> Option<&'a str> {
+        let b = self.text.as_bytes();
+        if b.get(self.at) != Some(&b'"') {
+            return None;
+        }
+        let end = plain_end(b, self.at + 1)?;
+        let s = self.text.get(self.at + 1..end)?;
+        self.at = end + 1;
+        Some(s)
+    }
+
+    /// A key: bare, or quoted as a basic string without escapes.
+    pub(crate) fn key(&mut self) -> Option<&'a str> {
+        if self.text.as_bytes().get(self.at) == Some(&b'"') {
+            return self.string();
+        }
+        let end = bare_end(self.text.as_bytes(), self.at);
+        let key = self.text.get(self.at..end).filter(|k| !k.is_empty())?;
+        self.at = end;
+        Some(key)
+    }
+
+    /// The next byte, not consumed.
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    pub(crate) fn at_end(&self) -> bool {
+        self.at == self.text.len()
+    }
 }
 
 /// Byte classes for the scanners below.

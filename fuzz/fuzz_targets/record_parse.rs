@@ -1,6 +1,7 @@
 //! `SecretRecord::parse` and `State::parse` on the same arbitrary bytes:
-//! never panic, whatever parses survives `parse(to_toml(x)) == x`, and the
-//! fast reader agrees with the `toml` crate: the same text with its basic
+//! never panic, whatever parses survives `parse(to_toml(x)) == x` (read by
+//! the template for what we write, and again by `toml`), and the fast
+//! readers agree with the `toml` crate: the same text with its basic
 //! strings turned into literal ones (`"` → `'`, same meaning when there is
 //! no `\` or `'`; outside the fast reader's subset, so read by `toml`)
 //! parses to the same value. Likewise with the first key escaped
@@ -31,6 +32,15 @@ fuzz_target!(|data: &[u8]| {
                 text.as_str()
             ),
         }
+        // What we write is read by its template; toml reads it the same.
+        if let Some(slow) = force_slow_path(text.as_bytes()) {
+            assert_eq!(
+                SecretRecord::parse(&slow).as_ref(),
+                Ok(record),
+                "secret: template and toml disagree on\n{}",
+                text.as_str()
+            );
+        }
         assert!(!record.devices.is_empty() && record.devices.len() <= 16);
         assert!(record.backup.hashes.len() <= 100);
     }
@@ -40,6 +50,13 @@ fuzz_target!(|data: &[u8]| {
         match State::parse(text.as_bytes()) {
             Ok(again) => assert_eq!(again, *state, "state round trip:\n{text}"),
             Err(e) => panic!("a parsed state written back is refused: {e}\n{text}"),
+        }
+        if let Some(slow) = force_slow_path(text.as_bytes()) {
+            assert_eq!(
+                State::parse(&slow).as_ref(),
+                Ok(state),
+                "state: template and toml disagree on\n{text}"
+            );
         }
         assert!(state.used_backup_codes.len() <= 1000);
         assert!(state.last_accepted_step.len() <= 16);
