@@ -531,7 +531,7 @@ profile_ours() {
 }
 
 # -------------------------------------------------------------- report -----
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.*f", d, a / b }'; }
 num() { # thousands separators for big integers
   awk -v a="$1" 'BEGIN { if (a == "") { print "n/a"; exit } if (a !~ /^[0-9]+$/ || a < 10000) { print a; exit }
     s = ""; while (length(a) > 3) { s = "," substr(a, length(a) - 2) s; a = substr(a, 1, length(a) - 3) } print a s }'
@@ -725,10 +725,12 @@ write_report() {
     echo "### Targets (ours against google-authenticator, same run)"
     echo
     local r1 r2 r3a r3b oath_sc fs_ours fs_ga fs_oath
-    r1=$(ratio "${R[$Nlo.ours.ok.ir_in]:-}" "${R[$Nlo.ga.ok.ir_in]:-}")
-    r2=$(ratio "${R[$Nlo.ours.ok.ir_all]:-}" "${R[$Nlo.ga.ok.ir_all]:-}")
-    r3a=$(ratio "${R[$Nhi.ours.ok.ir_in]:-}" "${R[$Nlo.ours.ok.ir_in]:-}")
-    r3b=$(ratio "${R[$Nhi.ours.fail.ir_in]:-}" "${R[$Nlo.ours.fail.ir_in]:-}")
+    # Ratios of the targets are shown and judged with 6 decimals, exact for
+    # counts below 10^6 (at 2, a 0.5025 was shown as 0.50 and judged a pass).
+    r1=$(ratio "${R[$Nlo.ours.ok.ir_in]:-}" "${R[$Nlo.ga.ok.ir_in]:-}" 6)
+    r2=$(ratio "${R[$Nlo.ours.ok.ir_all]:-}" "${R[$Nlo.ga.ok.ir_all]:-}" 6)
+    r3a=$(ratio "${R[$Nhi.ours.ok.ir_in]:-}" "${R[$Nlo.ours.ok.ir_in]:-}" 6)
+    r3b=$(ratio "${R[$Nhi.ours.fail.ir_in]:-}" "${R[$Nlo.ours.fail.ir_in]:-}" 6)
     oath_sc=$(ratio "${R[$Nhi.oath.ok.ir_in]:-}" "${R[$Nlo.oath.ok.ir_in]:-}")
     fs_ours="${R[$Nlo.ours.ok.sc_fsync]:-?} (${R[$Nlo.ours.ok.sc_fsyncdir]:-?} on the directory)"
     fs_ga="${R[$Nlo.ga.ok.sc_fsync]:-?} (${R[$Nlo.ga.ok.sc_fsyncdir]:-?} on the directory)"
