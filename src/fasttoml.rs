@@ -387,20 +387,25 @@ pub fn parse(text: &str) -> Option<Value> {
 /// integer and string scanners), so what a template accepts reads exactly
 /// as `read` would read it, without the work of finding out the layout:
 /// most of a login's reading is records we wrote.
+///
+/// It reads bytes, not a `str`: every piece is ASCII but string contents,
+/// which are checked as UTF-8 one by one, so a document it accepts is
+/// UTF-8 as a whole without a pass over all of it (a record's backup-code
+/// hashes are most of its bytes, and `skip_string` never decodes them).
 pub(crate) struct Template<'a> {
-    text: &'a str,
+    b: &'a [u8],
     at: usize,
 }
 
 impl<'a> Template<'a> {
-    pub(crate) fn new(text: &'a str) -> Template<'a> {
-        Template { text, at: 0 }
+    pub(crate) fn new(bytes: &'a [u8]) -> Template<'a> {
+        Template { b: bytes, at: 0 }
     }
 
     /// Consumes `s` if the text goes on with it.
     pub(crate) fn eat(&mut self, s: &str) -> bool {
         let end = self.at + s.len();
-        let hit = self.text.as_bytes().get(self.at..end) == Some(s.as_bytes());
+        let hit = self.b.get(self.at..end) == Some(s.as_bytes());
         if hit {
             self.at = end;
         }
@@ -414,41 +419,81 @@ impl<'a> Template<'a> {
 
     /// A decimal integer that fits `T`.
     pub(crate) fn int<T: TryFrom<i64>>(&mut self) -> Option<T> {
-        let (value, end) = parse_int(self.text.as_bytes(), self.at)?;
+        let (value, end) = parse_int(self.b, self.at)?;
         self.at = end;
         int(&value)
     }
 
     /// A basic string without escapes: its contents.
     pub(crate) fn string(&mut self) -> Option<&'a str> {
-        let b = self.text.as_bytes();
-        if b.get(self.at) != Some(&b'"') {
+        if self.b.get(self.at) != Some(&b'"') {
             return None;
         }
-        let end = plain_end(b, self.at + 1)?;
-        let s = self.text.get(self.at + 1..end)?;
+        let end = plain_end(self.b, self.at + 1)?;
+        let s = std::str::from_utf8(&self.b[self.at + 1..end]).ok()?;
         self.at = end + 1;
         Some(s)
     }
 
+    /// Consumes the string `"value"` if the text goes on with it.
+    pub(crate) fn eat_quoted(&mut self, value: &[u8]) -> bool {
+        let end = self.at + value.len() + 2;
+        let hit = self.b.get(self.at) == Some(&b'"')
+            && self.b.get(self.at + 1..end - 1) == Some(value)
+            && self.b.get(end - 1) == Some(&b'"');
+        if hit {
+            self.at = end;
+        }
+        hit
+    }
+
+    /// A string of exactly `len` printable ASCII bytes, checked and passed
+    /// over a word at a time (a login does not look at backup-code hashes;
+    /// one with another byte in it is left to the general readers).
+    pub(crate) fn skip_string(&mut self, len: usize) -> Option<()> {
+        let start = self.at + 1;
+        let end = start + len;
+        if self.b.get(self.at) != Some(&b'"') || self.b.get(end) != Some(&b'"') {
+            return None;
+        }
+        let body = self.b.get(start..end)?;
+        let mut words = body.chunks_exact(8);
+        for chunk in &mut words {
+            if suspect(word(chunk)) | (word(chunk) & HIGH) != 0 {
+                return None;
+            }
+        }
+        if !words
+            .remainder()
+            .iter()
+            .all(|&c| c.is_ascii() && CLASS[usize::from(c)] == PLAIN)
+        {
+            return None;
+        }
+        self.at = end + 1;
+        Some(())
+    }
+
     /// A key: bare, or quoted as a basic string without escapes.
     pub(crate) fn key(&mut self) -> Option<&'a str> {
-        if self.text.as_bytes().get(self.at) == Some(&b'"') {
+        if self.b.get(self.at) == Some(&b'"') {
             return self.string();
         }
-        let end = bare_end(self.text.as_bytes(), self.at);
-        let key = self.text.get(self.at..end).filter(|k| !k.is_empty())?;
+        let end = bare_end(self.b, self.at);
+        let key = std::str::from_utf8(&self.b[self.at..end])
+            .ok()
+            .filter(|k| !k.is_empty())?;
         self.at = end;
         Some(key)
     }
 
     /// The next byte, not consumed.
     pub(crate) fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.at).copied()
+        self.b.get(self.at).copied()
     }
 
     pub(crate) fn at_end(&self) -> bool {
-        self.at == self.text.len()
+        self.at == self.b.len()
     }
 }
 
@@ -509,19 +554,6 @@ fn same(a: &str, b: &str) -> bool {
 /// everything else, so the word test only has to be exact when it says
 /// "all plain" (the classic has-zero-byte test, exact as a yes/no).
 fn plain_end(b: &[u8], i: usize) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let suspect = |w: u64| {
-        let low = w.wrapping_sub(ONES * 0x23) & !w;
-        let folded = (w | (ONES * 0x23)) ^ (ONES * 0x7f);
-        let high = folded.wrapping_sub(ONES) & !folded;
-        (low | high) & HIGH
-    };
-    let word = |chunk: &[u8]| {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        u64::from_ne_bytes(bytes)
-    };
     let rest = b.get(i..)?;
     let mut at = 0;
     for pair in rest.chunks_exact(16) {
@@ -539,6 +571,26 @@ fn plain_end(b: &[u8], i: usize) -> Option<usize> {
         }
     }
     None
+}
+
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The high bit of each byte of `w` that may not be plain (`plain_end`).
+#[inline(always)]
+fn suspect(w: u64) -> u64 {
+    let low = w.wrapping_sub(ONES * 0x23) & !w;
+    let folded = (w | (ONES * 0x23)) ^ (ONES * 0x7f);
+    let high = folded.wrapping_sub(ONES) & !folded;
+    (low | high) & HIGH
+}
+
+/// Eight bytes as a word (`chunk` is 8 bytes long).
+#[inline(always)]
+fn word(chunk: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(chunk);
+    u64::from_ne_bytes(bytes)
 }
 
 /// Only whitespace or a comment may follow a value or a header; returns
