@@ -447,9 +447,11 @@ impl<'a> Template<'a> {
         hit
     }
 
-    /// A string of exactly `len` printable ASCII bytes, checked and passed
-    /// over a word at a time (a login does not look at backup-code hashes;
-    /// one with another byte in it is left to the general readers).
+    /// A string of exactly `len` bytes, passed over a word at a time (a
+    /// login does not look at the backup-code hashes). It accepts only what
+    /// `string` accepts, and only ASCII; the word test also refuses a few
+    /// plain bytes (space, `!`, `]^_|}~`), which only sends the record to
+    /// the general readers: hashes are hex.
     pub(crate) fn skip_string(&mut self, len: usize) -> Option<()> {
         let start = self.at + 1;
         let end = start + len;
@@ -844,6 +846,35 @@ mod tests {
                 b[lane] = v;
                 b[39] = b'"';
                 assert_eq!(plain_end(&b, 0), bytewise(&b, 0), "{v:#x} at {lane}");
+            }
+        }
+    }
+
+    /// `skip_string` accepts only strings `string` accepts, of the length
+    /// asked, in ASCII, and accepts hex; checked for every byte value at
+    /// every position of strings of 0 to 20 bytes (words and the tail).
+    #[test]
+    fn skip_string_accepts_only_what_string_accepts() {
+        for len in 0..=20usize {
+            let hex: Vec<u8> = (0..len).map(|i| b"0123456789abcdef"[i % 16]).collect();
+            let quoted = |body: &[u8]| [b"\"".as_slice(), body, b"\"\n"].concat();
+            let doc = quoted(&hex);
+            let mut t = Template::new(&doc);
+            assert_eq!(t.skip_string(len), Some(()), "hex of {len}");
+            assert!(t.eat("\n") && t.at_end());
+            assert_eq!(Template::new(&doc).skip_string(len + 1), None);
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut body = hex.clone();
+                    body[at] = byte;
+                    let doc = quoted(&body);
+                    let skipped = Template::new(&doc).skip_string(len).is_some();
+                    let read = Template::new(&doc).string().map(str::len);
+                    if skipped {
+                        assert!(byte.is_ascii(), "{byte:#x} in {len}");
+                        assert_eq!(read, Some(len), "{byte:#x} at {at} in {len}");
+                    }
+                }
             }
         }
     }
