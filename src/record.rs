@@ -99,24 +99,13 @@ impl<'a> RawSecretRecord<'a> {
         } else {
             None
         };
-        // The strings most records hold, matched whole (`string` checks
-        // UTF-8, ~100 instructions a string).
-        fn common(t: &mut Template, values: &[&'static str]) -> Option<&'static str> {
-            values.iter().copied().find(|v| t.eat_quoted(v.as_bytes()))
-        }
         let mut devices = Vec::with_capacity(1);
         while t.eat("\n\n[[devices]]\nlabel = ") {
-            let label = Cow::Borrowed(match common(&mut t, &[DEFAULT_DEVICE]) {
-                Some(label) => label,
-                None => t.string()?,
-            });
+            let label = Cow::Borrowed(t.string_among(&[DEFAULT_DEVICE])?);
             t.expect("\nsecret = ")?;
             let secret = Cow::Borrowed(t.string()?);
             t.expect("\nalgorithm = ")?;
-            let algorithm = Cow::Borrowed(match common(&mut t, &["SHA1", "SHA256", "SHA512"]) {
-                Some(name) => name,
-                None => t.string()?,
-            });
+            let algorithm = Cow::Borrowed(t.string_among(&["SHA1", "SHA256", "SHA512"])?);
             t.expect("\ndigits = ")?;
             let digits = t.int()?;
             t.expect("\nperiod = ")?;
@@ -134,10 +123,7 @@ impl<'a> RawSecretRecord<'a> {
         t.expect("\n\n[backup_codes]\ncreated = ")?;
         let set_created = t.int()?;
         t.expect("\nkdf = ")?;
-        let kdf = Cow::Borrowed(match common(&mut t, &["argon2id"]) {
-            Some(kdf) => kdf,
-            None => t.string()?,
-        });
+        let kdf = Cow::Borrowed(t.string_among(&["argon2id"])?);
         t.expect("\nm_cost = ")?;
         let m_cost = t.int()?;
         t.expect("\nt_cost = ")?;
@@ -153,21 +139,16 @@ impl<'a> RawSecretRecord<'a> {
         };
         t.expect("\nhashes = [")?;
         let mut hashes = Vec::new();
-        if !t.eat("]") {
-            let mut count = 0;
-            loop {
-                count += 1;
-                match decode {
-                    Hashes::Decode => hashes.push(Cow::Borrowed(t.string()?)),
-                    Hashes::Skip if count <= MAX_BACKUP_CODES => t.skip_string(2 * HASH_BYTES)?,
-                    Hashes::Skip => return None,
-                }
-                if t.eat("]") {
-                    break;
-                }
-                t.expect(", ")?;
+        let mut count = 0;
+        t.items(|t| {
+            count += 1;
+            match decode {
+                Hashes::Decode => hashes.push(Cow::Borrowed(t.string()?)),
+                Hashes::Skip if count <= MAX_BACKUP_CODES => t.skip_string(2 * HASH_BYTES)?,
+                Hashes::Skip => return None,
             }
-        }
+            Some(())
+        })?;
         t.expect("\n")?;
         t.at_end().then_some(RawSecretRecord {
             version,
@@ -334,15 +315,10 @@ impl RawState {
         let rate_window_attempts = t.int()?;
         t.expect("\nused_backup_codes = [")?;
         let mut used_backup_codes = Vec::new();
-        if !t.eat("]") {
-            loop {
-                used_backup_codes.push(t.string()?.to_string());
-                if t.eat("]") {
-                    break;
-                }
-                t.expect(", ")?;
-            }
-        }
+        t.items(|t| {
+            used_backup_codes.push(t.string()?.to_string());
+            Some(())
+        })?;
         let (mut delivered_code, mut delivered_expires) = (None, None);
         if t.eat("\ndelivered_code = ") {
             delivered_code = Some(t.string()?.to_string());
@@ -351,13 +327,10 @@ impl RawState {
         }
         let mut deliveries = Vec::new();
         if t.eat("\ndeliveries = [") {
-            loop {
+            t.items(|t| {
                 deliveries.push(t.int()?);
-                if t.eat("]") {
-                    break;
-                }
-                t.expect(", ")?;
-            }
+                Some(())
+            })?;
         }
         let mut raw = RawState {
             version,
@@ -442,10 +415,7 @@ impl RawState {
 /// and the state could not be read back (every later login of the user
 /// refused). Quoting needs no escapes: labels are `A-Za-z0-9_.-`.
 fn push_label(out: &mut String, label: &str) {
-    if label
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
-    {
+    if !label.is_empty() && label.bytes().all(crate::fasttoml::is_bare) {
         out.push_str(label);
     } else {
         out.push('"');
