@@ -23,19 +23,19 @@ pub fn push_decimal(out: &mut String, mut n: u64) {
         8081828384858687888990919293949596979899";
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    while n >= 100 {
+    loop {
         let pair = (n % 100) as usize * 2;
         n /= 100;
         at -= 2;
         digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+        if n == 0 {
+            break;
+        }
     }
-    if n >= 10 {
-        let pair = n as usize * 2;
-        at -= 2;
-        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    } else {
-        at -= 1;
-        digits[at] = b'0' + n as u8;
+    // A number with an odd count of digits got a leading zero in its first
+    // pair; 0 itself keeps its one digit.
+    if digits[at] == b'0' && at + 1 < digits.len() {
+        at += 1;
     }
     out.reserve(digits.len() - at);
     for &d in &digits[at..] {
