@@ -991,6 +991,44 @@ mod tests {
         }
     }
 
+    /// `sample` with a second device (`tablet`) and 8-digit backup codes.
+    fn two_devices() -> SecretRecord {
+        let mut two = sample();
+        let mut second = two.devices[0].clone();
+        second.label = "tablet".into();
+        two.devices.push(second);
+        two.backup.digits = 8;
+        two
+    }
+
+    /// A state with every optional field set and entries in every table,
+    /// dotted labels among them (written quoted).
+    fn every_field_state() -> State {
+        let mut state = State {
+            failures: 2,
+            locked_until: Some(5),
+            rate_window_start: 1_907_755_200,
+            rate_window_attempts: 3,
+            used_backup_codes: vec![[1; HASH_BYTES], [2; HASH_BYTES]],
+            delivered: Some(Delivered {
+                hash: [3; HASH_BYTES],
+                expires: 9,
+            }),
+            deliveries: vec![1, 2],
+            ..State::default()
+        };
+        state
+            .last_accepted_step
+            .insert("default".into(), 63_591_840);
+        state.last_accepted_step.insert("work.phone".into(), 7);
+        state.drift_steps.insert("phone-2".into(), -4);
+        state.drift_steps.insert("a.b".into(), 1);
+        state.drift_steps.insert("tablet".into(), 3);
+        state.grace.insert("192.0.2.5".into(), 1_781_524_800);
+        state.grace.insert("2001:db8::1".into(), 3);
+        state
+    }
+
     /// A secret record survives a write and read unchanged.
     /// `Hashes::Skip` checks the hashes' number and length but not their
     /// digits; `Hashes::Decode` (what `parse` does) checks everything.
@@ -1089,23 +1127,7 @@ mod tests {
     /// the serde form does, and the fast and slow readers agree.
     #[test]
     fn hand_written_state_is_what_serde_would_write() {
-        let mut state = State {
-            failures: 2,
-            locked_until: Some(5),
-            used_backup_codes: vec![[1; HASH_BYTES], [2; HASH_BYTES]],
-            delivered: Some(Delivered {
-                hash: [3; HASH_BYTES],
-                expires: 9,
-            }),
-            deliveries: vec![1, 2],
-            ..State::default()
-        };
-        state.last_accepted_step.insert("default".into(), 7);
-        state.drift_steps.insert("phone-2".into(), -4);
-        state.drift_steps.insert("a.b".into(), 1);
-        state.last_accepted_step.insert("x.y".into(), 8);
-        state.grace.insert("2001:db8::1".into(), 3);
-        for s in [State::default(), state] {
+        for s in [State::default(), every_field_state()] {
             let ours: toml::Value = toml::from_str(&s.to_toml()).unwrap();
             let serde: toml::Value = toml::from_str(&s.to_toml_with_serde()).unwrap();
             assert_eq!(ours, serde);
@@ -1167,30 +1189,11 @@ mod tests {
     /// template accepts (others go to the general readers).
     #[test]
     fn state_template_reads_what_we_write_as_toml_does() {
-        let mut full = State {
-            failures: 2,
-            locked_until: Some(5),
-            rate_window_start: 1_907_755_200,
-            rate_window_attempts: 3,
-            used_backup_codes: vec![[1; HASH_BYTES], [2; HASH_BYTES]],
-            delivered: Some(Delivered {
-                hash: [3; HASH_BYTES],
-                expires: 9,
-            }),
-            deliveries: vec![1, 2],
-            ..State::default()
-        };
-        full.last_accepted_step.insert("default".into(), 63_591_840);
-        full.last_accepted_step.insert("work.phone".into(), 7);
-        full.drift_steps.insert("phone-2".into(), -4);
-        full.drift_steps.insert("tablet".into(), 3);
-        full.grace.insert("192.0.2.5".into(), 1_781_524_800);
-        full.grace.insert("2001:db8::1".into(), 3);
         let mut login = State::default();
         login
             .last_accepted_step
             .insert("default".into(), 63_591_840);
-        for state in [State::default(), login, full] {
+        for state in [State::default(), login, every_field_state()] {
             let text = state.to_toml();
             let raw = RawState::from_template(Template::new(text.as_bytes())).expect(&text);
             let slow: RawState = toml::from_str(&text).unwrap();
@@ -1222,11 +1225,7 @@ mod tests {
     /// both modes: `Skip` accepts what `Decode` accepts, hashes unbuilt.
     #[test]
     fn secret_template_reads_what_we_write_as_toml_does() {
-        let mut two = sample();
-        let mut second = two.devices[0].clone();
-        second.label = "tablet".into();
-        two.devices.push(second);
-        two.backup.digits = 8;
+        let two = two_devices();
         let mut bare = sample();
         bare.deliver_to = None;
         bare.backup.hashes.clear();
@@ -1273,11 +1272,7 @@ mod tests {
     /// The fast secret-record mapping gives what toml and serde give.
     #[test]
     fn fast_secret_record_mapping_matches_serde() {
-        let mut two = sample();
-        let mut second = two.devices[0].clone();
-        second.label = "tablet".into();
-        two.devices.push(second);
-        two.backup.digits = 8;
+        let two = two_devices();
         let mut three = two.clone();
         let mut third = three.devices[0].clone();
         third.label = "watch".into();
