@@ -584,7 +584,7 @@ fn send_code(
     record: &SecretRecord,
     now: u64,
 ) -> Result<Result<String, SendFailure>, AuthError> {
-    let (Some(command), Some(target)) = (&config.delivery.command, &record.deliver_to) else {
+    let (Some(_), Some(target)) = (&config.delivery.command, &record.deliver_to) else {
         return Ok(Err(SendFailure::NotSetUp));
     };
     let code = backup::random_digits(config.totp.digits).ok_or(AuthError::Kdf)?;
@@ -608,9 +608,11 @@ fn send_code(
     if let Err(until) = allowed {
         return Ok(Err(SendFailure::HourlyLimit { until }));
     }
-    Ok(deliver::send(command, user.as_str(), target, &code)
-        .map(|()| target.clone())
-        .map_err(SendFailure::Command))
+    Ok(
+        deliver::request(config.delivery.socket(), user.as_str(), target, &code)
+            .map(|()| target.clone())
+            .map_err(SendFailure::Command),
+    )
 }
 
 /// `unenrolled = "enroll"`: show a new secret, ask for a code from it, and

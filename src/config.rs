@@ -30,12 +30,27 @@ pub enum Unenrolled {
 }
 
 /// `[delivery]`: codes sent by a command (SMS, Telegram, e-mail gateway).
+/// The module never runs the command itself: it asks the delivery service
+/// listening on `socket` (`twofactor deliver`, started per connection by
+/// pam-twofactor-deliver.socket), which reads this same file (deliver.rs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
     /// Absolute path of the command; `None` = delivery off.
     pub command: Option<PathBuf>,
+    /// Absolute path of the delivery service's socket; `None` is
+    /// [`DEFAULT_DELIVERY_SOCKET`] (no allocation at every login).
+    pub socket: Option<PathBuf>,
     pub valid_seconds: u64,
     pub max_per_hour: u32,
+}
+
+impl Delivery {
+    /// Where the delivery service listens.
+    pub fn socket(&self) -> &Path {
+        self.socket
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_DELIVERY_SOCKET))
+    }
 }
 
 /// The checked configuration.
@@ -71,6 +86,8 @@ pub struct Config {
 
 /// Where records live unless `state_dir` says otherwise.
 const DEFAULT_STATE_DIR: &str = "/var/lib/twofactor";
+/// Where pam-twofactor-deliver.socket listens (debian/).
+pub const DEFAULT_DELIVERY_SOCKET: &str = "/run/pam-twofactor/deliver.sock";
 
 impl Default for Config {
     fn default() -> Config {
@@ -104,6 +121,7 @@ impl Config {
             grace_seconds: 0,
             delivery: Delivery {
                 command: None,
+                socket: None,
                 valid_seconds: 300,
                 max_per_hour: 5,
             },
@@ -179,6 +197,7 @@ struct RawGrace {
 #[serde(deny_unknown_fields)]
 struct RawDelivery {
     command: Option<String>,
+    socket: Option<String>,
     valid_seconds: Option<i64>,
     max_per_hour: Option<i64>,
 }
@@ -272,6 +291,7 @@ impl RawConfig {
                     let d = raw.delivery.as_mut()?;
                     match key {
                         "command" => d.command = Some(text(v)?),
+                        "socket" => d.socket = Some(text(v)?),
                         "valid_seconds" => d.valid_seconds = Some(int(v)?),
                         "max_per_hour" => d.max_per_hour = Some(int(v)?),
                         _ => return None,
@@ -443,19 +463,21 @@ impl Config {
         let grace = raw.grace.unwrap_or_default();
         config.grace_seconds = ranged("grace.seconds", grace.seconds, 0, 0, 7 * 86_400)? as u64;
         let delivery = raw.delivery.unwrap_or_default();
-        config.delivery.command = match delivery.command.as_deref() {
-            None | Some("") => None,
-            Some(path) => {
-                let path = PathBuf::from(path);
-                if !path.is_absolute() {
-                    return Err(invalid(
-                        "delivery.command",
-                        "must be an absolute path".into(),
-                    ));
-                }
-                Some(path)
+        let absolute = |key: &'static str, path: &str| {
+            let path = PathBuf::from(path);
+            if path.is_absolute() {
+                Ok(path)
+            } else {
+                Err(invalid(key, "must be an absolute path".into()))
             }
         };
+        config.delivery.command = match delivery.command.as_deref() {
+            None | Some("") => None,
+            Some(path) => Some(absolute("delivery.command", path)?),
+        };
+        if let Some(path) = delivery.socket.as_deref() {
+            config.delivery.socket = Some(absolute("delivery.socket", path)?);
+        }
         config.delivery.valid_seconds = ranged(
             "delivery.valid_seconds",
             delivery.valid_seconds,
@@ -560,6 +582,7 @@ networks = ["10.0.0.0/8", "2001:db8::/32"]
 seconds = 600
 [delivery]
 command = "/usr/local/sbin/send-code"
+socket = "/run/tf/deliver.sock"
 valid_seconds = 120
 max_per_hour = 3
 "#,
@@ -576,6 +599,11 @@ max_per_hour = 3
             c.delivery.command,
             Some(PathBuf::from("/usr/local/sbin/send-code"))
         );
+        assert_eq!(c.delivery.socket(), Path::new("/run/tf/deliver.sock"));
+        assert_eq!(
+            parse("").unwrap().delivery.socket(),
+            Path::new("/run/pam-twofactor/deliver.sock")
+        );
         assert_eq!(
             (c.delivery.valid_seconds, c.delivery.max_per_hour),
             (120, 3)
@@ -586,6 +614,10 @@ max_per_hour = 3
             (
                 "[delivery]\ncommand = \"send\"",
                 "delivery.command: must be an absolute path",
+            ),
+            (
+                "[delivery]\nsocket = \"run/d.sock\"",
+                "delivery.socket: must be an absolute path",
             ),
             ("[grace]\nseconds = -1", "grace.seconds"),
         ] {
@@ -602,7 +634,7 @@ max_per_hour = 3
             "",
             include_str!("../conf/twofactor.toml"),
             "state_dir = \"/srv/tf\"\nunenrolled = \"skip\"\nissuer = \"Example\"\n[totp]\nwindow = 2\nalgorithm = \"SHA512\"\ndigits = 8\nperiod = 60\nmax_drift_steps = 4\n[lockout]\nmax_failures = 3\nlock_seconds = 60\n[rate_limit]\nmax_attempts = 4\nper_seconds = 30\n[backup_codes]\ncount = 5\n",
-            "unenrolled = \"enroll\"\nenroll_groups = [\"staff\"]\n[exempt]\ngroups = [\"robots\"]\nnetworks = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n[grace]\nseconds = 600\n[delivery]\ncommand = \"/usr/local/sbin/send-code\"\nvalid_seconds = 120\nmax_per_hour = 3\n",
+            "unenrolled = \"enroll\"\nenroll_groups = [\"staff\"]\n[exempt]\ngroups = [\"robots\"]\nnetworks = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n[grace]\nseconds = 600\n[delivery]\ncommand = \"/usr/local/sbin/send-code\"\nsocket = \"/run/tf/d.sock\"\nvalid_seconds = 120\nmax_per_hour = 3\n",
             "[totp]\n[lockout]\n",
             "[grace]\nseconds = -1",
         ];

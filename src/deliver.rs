@@ -1,49 +1,90 @@
 //! Sending a code by message through `[delivery] command` (an SMS gateway,
-//! a chat bot, e-mail). The command is run with the user name and the target
-//! as arguments and the code on standard input — never in argv or the
-//! environment, which other users can read in /proc — with only PATH in
-//! its environment, in `/`, and killed if it does not finish in time.
+//! a chat bot, e-mail), in two halves:
+//!
+//! - [`request`], in the PAM module: it connects to `[delivery] socket`,
+//!   sends `USER\nTARGET\nCODE\n` and waits for one answer line, `ok` or
+//!   `error: WHY`. It never starts a process inside sshd, sudo or login.
+//! - [`serve`], the delivery service (`twofactor deliver`), which
+//!   pam-twofactor-deliver.socket starts for each connection (inetd style,
+//!   `Accept=yes`, the connection as stdin and stdout). It reads the
+//!   request, checks it, and runs the command with the user name and the
+//!   target as arguments and the code on standard input — never in argv or
+//!   the environment, which other users can read in /proc — with only PATH
+//!   in its environment, in `/`, and killed if it does not finish in time.
+//!
+//! Why a service (bench/results.md, Round 7): every `pam_start` loads the
+//! module, and the loader binds every libc symbol the module names;
+//! spawning and reaping a process named 16 of them (~15,000 instructions
+//! in every host process, whether or not anyone ever gets a code by
+//! message). It also keeps the command out of the host's process (its
+//! limits, namespaces and signal state), puts the command's stderr in the
+//! journal, and lets systemd sandbox it. The user still learns whether the
+//! code went out: the module waits for the service's answer.
 
-use std::ffi::CString;
 use std::fmt;
-use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, OFlag, openat};
-use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
-use nix::sys::signal::{SigSet, Signal, kill};
-use nix::sys::stat::Mode;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, pipe2};
+use nix::sys::signal::Signal;
+use nix::sys::socket::{
+    AddressFamily, SockFlag, SockType, UnixAddr, connect, getsockopt, socket, sockopt,
+};
+use nix::unistd::geteuid;
 use zeroize::Zeroizing;
 
+use crate::record;
 use crate::store::{self, StoreError};
+use crate::username::Username;
 
 /// How long the command may run.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the module waits for the service's answer: the command's
+/// time plus a margin for starting the service.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(10);
+/// The longest request the service reads, and the longest answer the
+/// module reads (a user name, a target of at most 128 characters, a code).
+const MAX_MESSAGE: usize = 1024;
+/// Codes are 6 to 8 digits (`[totp] digits`).
+const CODE_DIGITS: std::ops::RangeInclusive<usize> = 6..=8;
 
 /// Why a code could not be sent.
 #[derive(Debug)]
 pub enum DeliveryError {
-    /// The command is missing or unsafe (owner, mode, type).
+    /// The command or the socket is missing or unsafe (owner, mode, type).
     Unsafe(StoreError),
+    /// The request is malformed (service side) or cannot be written
+    /// (a newline in a field).
+    BadRequest(&'static str),
     /// The command could not be started.
     Spawn(String),
     /// The command exited unsuccessfully.
     Failed(String),
     /// The command did not finish within the timeout and was killed.
     Timeout,
+    /// The module could not reach the delivery service.
+    Unreachable(String),
+    /// The delivery service answered with an error (its text).
+    Service(String),
+    /// The delivery service did not answer in time.
+    NoAnswer,
+    /// The delivery service could not read its configuration, or the
+    /// configuration names no command.
+    Config(String),
+    /// The delivery service was connected to by someone other than root.
+    Peer(u32),
 }
 
 impl fmt::Display for DeliveryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DeliveryError::Unsafe(e) => write!(f, "delivery command: {e}"),
+            DeliveryError::Unsafe(e) => write!(f, "delivery: {e}"),
+            DeliveryError::BadRequest(why) => write!(f, "delivery request refused: {why}"),
             DeliveryError::Spawn(e) => write!(f, "delivery command could not start: {e}"),
             DeliveryError::Failed(status) => write!(f, "delivery command failed: {status}"),
             DeliveryError::Timeout => write!(
@@ -51,179 +92,549 @@ impl fmt::Display for DeliveryError {
                 "delivery command did not finish within {} s and was killed",
                 TIMEOUT.as_secs()
             ),
+            DeliveryError::Unreachable(e) => write!(
+                f,
+                "delivery service not reachable: {e} (is pam-twofactor-deliver.socket enabled?)"
+            ),
+            DeliveryError::Service(e) => write!(f, "delivery service: {e}"),
+            DeliveryError::NoAnswer => write!(
+                f,
+                "delivery service did not answer within {} s",
+                ANSWER_TIMEOUT.as_secs()
+            ),
+            DeliveryError::Config(e) => write!(f, "configuration: {e}"),
+            DeliveryError::Peer(uid) => {
+                write!(f, "refused a request from uid {uid} (only root may ask)")
+            }
         }
     }
 }
 
 impl std::error::Error for DeliveryError {}
 
-/// The shell that starts the command in `/` (see `send`).
-const SHELL: &str = "/bin/sh";
-/// Its script: `$0` is the command, `$1` the user, `$2` the target; they are
-/// arguments, never part of the script text, so nothing in them is parsed.
-/// `cd` sets PWD and OLDPWD (the host's directory); they are removed again
-/// so the command's environment is PATH alone.
-const TRAMPOLINE: &str = "cd / && unset OLDPWD PWD && exec \"$0\" \"$@\"";
+// ------------------------------------------------------------ the module
 
-/// Runs `command USER TARGET` with `code` on standard input.
+/// Asks the delivery service on `socket` to send `code` to `target` for
+/// `user`, and waits for its answer (at most [`ANSWER_TIMEOUT`]).
+///
+/// The socket is checked first (`store::check_socket`): whoever listens
+/// there receives codes. The socket is non-blocking and every wait is a
+/// short sleep, so a stuck service cannot hold a login past the timeout.
+pub fn request(socket: &Path, user: &str, target: &str, code: &str) -> Result<(), DeliveryError> {
+    request_within(socket, user, target, code, ANSWER_TIMEOUT)
+}
+
+fn request_within(
+    path: &Path,
+    user: &str,
+    target: &str,
+    code: &str,
+    timeout: Duration,
+) -> Result<(), DeliveryError> {
+    let mut message = Zeroizing::new(String::with_capacity(
+        user.len() + target.len() + code.len() + 3,
+    ));
+    for field in [user, target, code] {
+        if field.is_empty() || field.contains(['\n', '\0']) {
+            return Err(DeliveryError::BadRequest("an empty field or a line break"));
+        }
+        message.push_str(field);
+        message.push('\n');
+    }
+    store::check_socket(path).map_err(|e| match e {
+        StoreError::Io {
+            errno: Errno::ENOENT,
+            ..
+        } => DeliveryError::Unreachable(format!("{}: no such socket", path.display())),
+        e => DeliveryError::Unsafe(e),
+    })?;
+    let unreachable =
+        |e: Errno| DeliveryError::Unreachable(format!("{}: {}", path.display(), e.desc()));
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let fd = socket(AddressFamily::Unix, SockType::Stream, flags, None).map_err(unreachable)?;
+    let address = UnixAddr::new(path).map_err(unreachable)?;
+    let started = Instant::now();
+    let in_time = || started.elapsed() < timeout;
+    let lost = |e: Errno| DeliveryError::Service(format!("connection lost: {}", e.desc()));
+    // A full listen backlog answers EAGAIN at once: wait for room.
+    loop {
+        match connect(fd.as_raw_fd(), &address) {
+            Ok(()) => break,
+            Err(Errno::EAGAIN | Errno::EINTR) if in_time() => std::thread::sleep(POLL),
+            Err(Errno::EAGAIN | Errno::EINTR) => return Err(DeliveryError::NoAnswer),
+            Err(e) => return Err(unreachable(e)),
+        }
+    }
+    let mut rest = message.as_bytes();
+    while !rest.is_empty() {
+        match nix::unistd::write(&fd, rest) {
+            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Err(Errno::EAGAIN | Errno::EINTR) if in_time() => std::thread::sleep(POLL),
+            Err(Errno::EAGAIN | Errno::EINTR) => return Err(DeliveryError::NoAnswer),
+            Err(e) => return Err(lost(e)),
+        }
+    }
+    let mut answer = [0u8; MAX_MESSAGE];
+    let mut len = 0;
+    while len < answer.len() && !answer[..len].contains(&b'\n') {
+        match nix::unistd::read(&fd, &mut answer[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(Errno::EAGAIN | Errno::EINTR) if in_time() => std::thread::sleep(POLL),
+            Err(Errno::EAGAIN | Errno::EINTR) => return Err(DeliveryError::NoAnswer),
+            Err(e) => return Err(lost(e)),
+        }
+    }
+    parse_answer(&answer[..len])
+}
+
+/// `ok\n` is success; `error: WHY\n` is the service's failure, kept as
+/// printable ASCII (it goes into syslog); anything else is a failure too.
+fn parse_answer(answer: &[u8]) -> Result<(), DeliveryError> {
+    let line = match answer.iter().position(|&b| b == b'\n') {
+        Some(end) => &answer[..end],
+        None => {
+            return Err(DeliveryError::Service(
+                "closed the connection without an answer".into(),
+            ));
+        }
+    };
+    if line == b"ok" {
+        return Ok(());
+    }
+    let why = line
+        .strip_prefix(b"error: ")
+        .unwrap_or(b"unexpected answer");
+    let why = why
+        .iter()
+        .take(300)
+        .map(|&b| {
+            if (b' '..=b'~').contains(&b) {
+                char::from(b)
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    Err(DeliveryError::Service(why))
+}
+
+// ----------------------------------------------------------- the service
+
+/// One request, checked: a valid user name, a valid target, a code of
+/// 6 to 8 digits.
+#[derive(Debug)]
+pub struct Request {
+    pub user: Username,
+    pub target: String,
+    pub code: Zeroizing<String>,
+}
+
+/// Reads one request (at most [`MAX_MESSAGE`] bytes, up to its third line
+/// break) from `input` and checks every field; the code is wiped on drop.
+pub fn read_request(input: &mut impl Read) -> Result<Request, DeliveryError> {
+    let mut buf = Zeroizing::new(vec![0u8; MAX_MESSAGE]);
+    let mut len = 0;
+    let breaks = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count();
+    while len < buf.len() && breaks(&buf[..len]) < 3 {
+        match input.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(DeliveryError::BadRequest("could not be read")),
+        }
+    }
+    let text =
+        std::str::from_utf8(&buf[..len]).map_err(|_| DeliveryError::BadRequest("not UTF-8"))?;
+    let mut lines = text.split_terminator('\n');
+    let (Some(user), Some(target), Some(code), None) =
+        (lines.next(), lines.next(), lines.next(), lines.next())
+    else {
+        return Err(DeliveryError::BadRequest("not three lines"));
+    };
+    if !text.ends_with('\n') {
+        return Err(DeliveryError::BadRequest("not three lines"));
+    }
+    let user = Username::parse(user).map_err(|_| DeliveryError::BadRequest("bad user name"))?;
+    if !record::valid_target(target) {
+        return Err(DeliveryError::BadRequest("bad target"));
+    }
+    if !CODE_DIGITS.contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DeliveryError::BadRequest("bad code"));
+    }
+    Ok(Request {
+        user,
+        target: target.to_string(),
+        code: Zeroizing::new(code.to_string()),
+    })
+}
+
+/// The delivery service's whole job for one connection: read a request
+/// from `input`, run `command` (`[delivery] command`, or why it is not
+/// known) for it, and write the answer line to `output`. Returns what
+/// happened, for the service's own log.
+pub fn serve(
+    command: Result<Option<PathBuf>, DeliveryError>,
+    input: &mut impl Read,
+    output: &mut impl Write,
+) -> Result<Request, DeliveryError> {
+    let result = command.and_then(|command| {
+        let request = read_request(input)?;
+        let command =
+            command.ok_or_else(|| DeliveryError::Config("no [delivery] command is set".into()))?;
+        run(
+            &command,
+            request.user.as_str(),
+            &request.target,
+            &request.code,
+        )?;
+        Ok(request)
+    });
+    let answer = match &result {
+        Ok(_) => "ok\n".to_string(),
+        Err(e) => format!("error: {e}\n"),
+    };
+    // The module may have given up; its answer is then nobody's business.
+    let _ = output
+        .write_all(answer.as_bytes())
+        .and_then(|()| output.flush());
+    result
+}
+
+/// Who may ask the service: on a socket, only a peer running as root (or
+/// as the service's own user, as tests do); the unit's socket is 0600
+/// root already, this holds if it is ever loosened. Not a socket means a
+/// run by hand, with the caller's own rights.
+pub fn check_peer(connection: impl AsFd) -> Result<(), DeliveryError> {
+    match getsockopt(&connection, sockopt::PeerCredentials) {
+        Ok(peer) if peer.uid() == 0 || peer.uid() == geteuid().as_raw() => Ok(()),
+        Ok(peer) => Err(DeliveryError::Peer(peer.uid())),
+        Err(Errno::ENOTSOCK) => Ok(()),
+        Err(e) => Err(DeliveryError::Config(format!(
+            "cannot tell who is asking: {}",
+            e.desc()
+        ))),
+    }
+}
+
+/// The PATH the command gets, and the only variable in its environment.
+const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs `command USER TARGET` with `code` on standard input, in the
+/// delivery service: in `/` (never a user's directory), with only `PATH` in
+/// the environment, /dev/null as stdout (the service's stdout is the
+/// connection to the module) and the service's stderr (the journal under
+/// systemd) as stderr. std resets the signal mask and SIGPIPE's disposition
+/// in the child. The command is checked like every file the module trusts
+/// (`check_executable`) and killed after [`TIMEOUT`].
 ///
 /// The code goes into the pipe *before* the command starts: it fits in the
-/// pipe buffer, and while we hold the read end no write can fail, so the
-/// host process never meets EPIPE or SIGPIPE (a command that exits without
-/// reading would otherwise kill a host that does not ignore SIGPIPE).
-///
-/// Started with `posix_spawn` rather than `std::process::Command`: the
-/// module is loaded by every `pam_start`, and the loader binds every libc
-/// symbol the module names; Command named 26 more than this (fork,
-/// execvp, setgroups, pidfd_spawnp, ...), ~19,000 instructions per host
-/// process (bench/results.md, "Changes"). posix_spawn has no portable
-/// working-directory action (nix 0.31 wraps none, and reaching glibc's
-/// `addchdir_np` needs `unsafe`), so [`SHELL`] starts first and runs
-/// [`TRAMPOLINE`]: the command then runs with the same pid, in `/` (never
-/// in a user's directory, as under sudo), argv `[command, user, target]`,
-/// only `PATH` in the environment, the code on a pipe as stdin, /dev/null
-/// as stdout and stderr, an empty signal mask and SIGPIPE at its default.
-/// The command is checked like every file the module trusts
-/// (`check_executable`); the shell is the system's own, trusted like the
-/// libc the host already runs on (on merged-/usr systems `/bin` is a
-/// symlink, which the component checks would refuse).
-pub fn send(command: &Path, user: &str, target: &str, code: &str) -> Result<(), DeliveryError> {
+/// pipe buffer, and while we hold the read end no write can fail, so a
+/// command that exits without reading cannot make us meet EPIPE.
+pub fn run(command: &Path, user: &str, target: &str, code: &str) -> Result<(), DeliveryError> {
     store::check_executable(command).map_err(DeliveryError::Unsafe)?;
-    let io_error = |e: std::io::Error| DeliveryError::Spawn(e.to_string());
-    let spawn_error = |e: Errno| io_error(e.into());
-    let text = |s: &[u8]| {
-        CString::new(s).map_err(|_| DeliveryError::Spawn("NUL byte in an argument".into()))
-    };
-    let argv = [
-        text(SHELL.as_bytes())?,
-        text(b"-c")?,
-        text(TRAMPOLINE.as_bytes())?,
-        text(command.as_os_str().as_bytes())?,
-        text(user.as_bytes())?,
-        text(target.as_bytes())?,
-    ];
-    let envp = [c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"];
-    // Both ends close on exec; the child gets the read end as fd 0 only.
-    let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).map_err(spawn_error)?;
-    let mut writer = std::fs::File::from(write_end);
+    let spawn_error = |e: std::io::Error| DeliveryError::Spawn(e.to_string());
+    let (reader, writer) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_error(e.into()))?;
+    let mut writer = std::fs::File::from(writer);
     let mut line = Zeroizing::new(String::with_capacity(code.len() + 1));
     line.push_str(code);
     line.push('\n');
-    writer.write_all(line.as_bytes()).map_err(io_error)?;
+    writer.write_all(line.as_bytes()).map_err(spawn_error)?;
     drop(writer);
-    let read_end = above_stdio(read_end).map_err(io_error)?;
-    // openat, not open: one libc symbol fewer to bind (std names openat too).
-    let null = openat(
-        AT_FDCWD,
-        "/dev/null",
-        OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
-        Mode::empty(),
-    )
-    .map_err(spawn_error)?;
-    let null = above_stdio(null).map_err(io_error)?;
-    let mut actions = PosixSpawnFileActions::init().map_err(spawn_error)?;
-    actions
-        .add_dup2(read_end.as_raw_fd(), 0)
+    let mut child = Command::new(command)
+        .args([user, target])
+        .env_clear()
+        .env("PATH", PATH)
+        .current_dir("/")
+        .stdin(reader)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
         .map_err(spawn_error)?;
-    actions.add_dup2(null.as_raw_fd(), 1).map_err(spawn_error)?;
-    actions.add_dup2(null.as_raw_fd(), 2).map_err(spawn_error)?;
-    let mut attr = PosixSpawnAttr::init().map_err(spawn_error)?;
-    let mut sigpipe = SigSet::empty();
-    sigpipe.add(Signal::SIGPIPE);
-    attr.set_sigmask(&SigSet::empty()).map_err(spawn_error)?;
-    attr.set_sigdefault(&sigpipe).map_err(spawn_error)?;
-    attr.set_flags(
-        PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
-    )
-    .map_err(spawn_error)?;
-    let child =
-        posix_spawn(Path::new(SHELL), &actions, &attr, &argv, &envp).map_err(spawn_error)?;
-    drop((read_end, null));
     let started = Instant::now();
     loop {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, 0)) => return Ok(()),
-            Ok(WaitStatus::Exited(_, status)) => {
-                return Err(DeliveryError::Failed(format!("exit status: {status}")));
-            }
-            Ok(WaitStatus::Signaled(_, signal, _)) => {
-                return Err(DeliveryError::Failed(format!(
-                    "signal: {} ({})",
-                    signal as i32,
-                    signal.as_str()
-                )));
-            }
-            Ok(_) | Err(Errno::EINTR) if started.elapsed() < TIMEOUT => std::thread::sleep(POLL),
-            Ok(_) | Err(Errno::EINTR) => {
-                let _ = kill(child, Signal::SIGKILL);
-                reap(child);
+        match child.try_wait() {
+            Ok(Some(status)) => return exit_result(status),
+            Ok(None) if started.elapsed() < TIMEOUT => std::thread::sleep(POLL),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
                 return Err(DeliveryError::Timeout);
             }
-            Err(e) => return Err(DeliveryError::Failed(std::io::Error::from(e).to_string())),
+            Err(e) => return Err(DeliveryError::Failed(e.to_string())),
         }
     }
 }
 
-/// Waits for a killed child (SIGKILL cannot be caught, so this is short).
-fn reap(child: Pid) {
-    while let Err(Errno::EINTR) = waitpid(child, None) {}
-}
-
-/// A copy of `fd` numbered 3 or above if it is 0, 1 or 2 (a host may run
-/// with those closed): `dup2` onto itself would keep close-on-exec set.
-/// (`try_clone` is `F_DUPFD_CLOEXEC` from 3.)
-fn above_stdio(fd: OwnedFd) -> std::io::Result<OwnedFd> {
-    if fd.as_raw_fd() > 2 {
-        Ok(fd)
-    } else {
-        fd.try_clone()
+/// Success for exit status 0; otherwise the status or the signal, by name.
+fn exit_result(status: ExitStatus) -> Result<(), DeliveryError> {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Ok(()),
+        (Some(code), _) => Err(DeliveryError::Failed(format!("exit status: {code}"))),
+        (None, Some(number)) => Err(DeliveryError::Failed(format!(
+            "signal: {number} ({})",
+            Signal::try_from(number).map_or("unknown", Signal::as_str)
+        ))),
+        (None, None) => Err(DeliveryError::Failed(status.to_string())),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::PathBuf;
+    use std::thread::JoinHandle;
+
+    /// A listener at `dir/name` that takes one connection, reads the whole
+    /// request (three lines) and answers `answer` (`None`: never answers,
+    /// holds the connection for `hold`). Returns what it read.
+    fn one_shot(
+        dir: &Path,
+        name: &str,
+        answer: Option<&'static [u8]>,
+        hold: Duration,
+    ) -> (PathBuf, JoinHandle<Vec<u8>>) {
+        let path = dir.join(name);
+        let listener = UnixListener::bind(&path).unwrap();
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            let mut byte = [0u8; 1];
+            while got.iter().filter(|&&b| b == b'\n').count() < 3 {
+                if stream.read(&mut byte).unwrap() == 0 {
+                    break;
+                }
+                got.push(byte[0]);
+            }
+            match answer {
+                Some(answer) => stream.write_all(answer).unwrap(),
+                None => std::thread::sleep(hold),
+            }
+            got
+        });
+        (path, handle)
+    }
+
+    /// The module sends `USER\nTARGET\nCODE\n` and reads the answer line:
+    /// `ok` is success, `error: WHY` is the service's failure (printable
+    /// ASCII only), a closed connection or anything else is a failure.
+    #[test]
+    fn request_sends_three_lines_and_reads_the_answer() {
+        let dir = crate::store::testdir::scratch("deliver-request");
+        let cases: [(&[u8], Result<(), &str>); 5] = [
+            (b"ok\n", Ok(())),
+            (
+                b"error: delivery command failed: exit status: 1\n",
+                Err("delivery command failed: exit status: 1"),
+            ),
+            (b"error: bad\x1b[31m\n", Err("bad?[31m")),
+            (b"", Err("closed the connection without an answer")),
+            (b"okay\n", Err("unexpected answer")),
+        ];
+        for (i, (answer, want)) in cases.into_iter().enumerate() {
+            let answer: &'static [u8] = Box::leak(answer.to_vec().into_boxed_slice());
+            let (path, server) = one_shot(&dir, &format!("s{i}"), Some(answer), Duration::ZERO);
+            let got = request(&path, "alice", "+1 555 0100", "123456");
+            assert_eq!(server.join().unwrap(), b"alice\n+1 555 0100\n123456\n");
+            match (got, want) {
+                (Ok(()), Ok(())) => {}
+                (Err(DeliveryError::Service(why)), Err(want)) => assert_eq!(why, want),
+                (got, want) => panic!("{answer:?}: {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    /// A service that never answers is given up on after the timeout.
+    #[test]
+    fn a_silent_service_times_out() {
+        let dir = crate::store::testdir::scratch("deliver-silent");
+        let (path, server) = one_shot(&dir, "s", None, Duration::from_millis(700));
+        let started = Instant::now();
+        let got = request_within(&path, "alice", "x", "123456", Duration::from_millis(200));
+        assert!(matches!(got, Err(DeliveryError::NoAnswer)), "{got:?}");
+        assert!(started.elapsed() < Duration::from_millis(700));
+        server.join().unwrap();
+    }
+
+    /// Nothing is sent to a socket anyone but root could have put there,
+    /// nor to a missing socket, a symlink or a file; a field with a line
+    /// break is refused before connecting.
+    #[test]
+    fn unsafe_or_missing_sockets_get_nothing() {
+        let dir = crate::store::testdir::scratch("deliver-unsafe-socket");
+        let send = |path: &Path| request_within(path, "alice", "x", "123456", Duration::ZERO);
+        match send(&dir.join("missing")) {
+            Err(DeliveryError::Unreachable(why)) => {
+                assert!(why.ends_with("no such socket"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let file = dir.join("file");
+        std::fs::write(&file, "").unwrap();
+        let open_dir = dir.join("open");
+        std::fs::create_dir(&open_dir).unwrap();
+        let _in_open_dir = UnixListener::bind(open_dir.join("s")).unwrap();
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let loose = dir.join("loose");
+        let _loose = UnixListener::bind(&loose).unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let link = dir.join("link");
+        let _target = UnixListener::bind(dir.join("target")).unwrap();
+        std::os::unix::fs::symlink(dir.join("target"), &link).unwrap();
+        for (path, want) in [
+            (file, "is not a socket"),
+            (open_dir.join("s"), "mode 0777"),
+            (loose, "mode 0666"),
+            (link, "is a symbolic link"),
+        ] {
+            match send(&path) {
+                Err(DeliveryError::Unsafe(e)) => assert!(e.to_string().contains(want), "{e}"),
+                other => panic!("{}: {other:?}", path.display()),
+            }
+        }
+        assert!(matches!(
+            request_within(
+                &dir.join("target"),
+                "alice",
+                "x\ny",
+                "123456",
+                Duration::ZERO
+            ),
+            Err(DeliveryError::BadRequest(_))
+        ));
+    }
+
+    /// The service reads exactly three valid lines; anything else is
+    /// refused without running anything.
+    #[test]
+    fn requests_are_checked() {
+        let read = |text: &[u8]| read_request(&mut &text[..]);
+        let ok = read(b"alice\n+1 555 0100\n12345678\n").unwrap();
+        assert_eq!(
+            (ok.user.as_str(), ok.target.as_str(), ok.code.as_str()),
+            ("alice", "+1 555 0100", "12345678")
+        );
+        for (text, want) in [
+            (&b"alice\n+1\n"[..], "not three lines"),
+            (b"alice\n+1\n123456", "not three lines"),
+            (b"alice\n+1\n123456\nmore\n", "not three lines"),
+            (b"../root\n+1\n123456\n", "bad user name"),
+            (b"alice\n\n123456\n", "bad target"),
+            (b"alice\n+1\x07\n123456\n", "bad target"),
+            (b"alice\n+1\n12345\n", "bad code"),
+            (b"alice\n+1\n123456789\n", "bad code"),
+            (b"alice\n+1\n12345a\n", "bad code"),
+            (b"alice\n+\xff\n123456\n", "not UTF-8"),
+        ] {
+            match read(text) {
+                Err(DeliveryError::BadRequest(why)) => assert_eq!(why, want, "{text:?}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        let long = format!("alice\n{}\n123456\n", "9".repeat(2000));
+        assert!(matches!(
+            read(long.as_bytes()),
+            Err(DeliveryError::BadRequest(_))
+        ));
+    }
+
+    /// The service answers `ok` when the command succeeded, and `error:`
+    /// with the reason otherwise (no command configured, a bad request).
+    #[test]
+    fn serve_answers_one_line() {
+        let serve_text = |command: Option<&str>, text: &[u8]| {
+            let mut out = Vec::new();
+            let result = serve(Ok(command.map(PathBuf::from)), &mut &text[..], &mut out);
+            (result.is_ok(), String::from_utf8(out).unwrap())
+        };
+        let good = b"alice\n+1\n123456\n";
+        assert_eq!(
+            serve_text(Some("/usr/bin/true"), good),
+            (true, "ok\n".into())
+        );
+        assert_eq!(
+            serve_text(Some("/usr/bin/false"), good),
+            (
+                false,
+                "error: delivery command failed: exit status: 1\n".into()
+            )
+        );
+        assert_eq!(
+            serve_text(None, good),
+            (
+                false,
+                "error: configuration: no [delivery] command is set\n".into()
+            )
+        );
+        assert_eq!(
+            serve_text(Some("/usr/bin/true"), b"alice\n"),
+            (
+                false,
+                "error: delivery request refused: not three lines\n".into()
+            )
+        );
+        let mut out = Vec::new();
+        let refused = serve(Err(DeliveryError::Peer(1000)), &mut &good[..], &mut out);
+        assert!(matches!(refused, Err(DeliveryError::Peer(1000))));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "error: refused a request from uid 1000 (only root may ask)\n"
+        );
+    }
+
+    /// A connection from our own user is accepted, and so is a pipe (a run
+    /// by hand).
+    #[test]
+    fn peers_of_our_own_user_may_ask() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        check_peer(&a).unwrap();
+        let (reader, _writer) = nix::unistd::pipe().unwrap();
+        check_peer(&reader).unwrap();
+    }
 
     /// A command that exits at once without reading the code is a success
     /// (the code was already in the pipe); a failing one reports its status.
     #[test]
     fn exit_status_decides() {
-        send(
+        run(
             Path::new("/usr/bin/true"),
             "alice",
             "+15555550100",
             "123456",
         )
         .unwrap();
-        match send(Path::new("/usr/bin/false"), "alice", "x", "123456") {
+        match run(Path::new("/usr/bin/false"), "alice", "x", "123456") {
             Err(DeliveryError::Failed(status)) => assert_eq!(status, "exit status: 1"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            send(Path::new("bin/true"), "alice", "x", "123456"),
+            run(Path::new("bin/true"), "alice", "x", "123456"),
             Err(DeliveryError::Unsafe(_))
         ));
     }
 
     /// What the command gets: argv `[command, user, target]` (spaces and
     /// shell characters passed as they are), `/` as working directory, only
-    /// PATH in the environment, the code on stdin, and its own exit status.
+    /// PATH in the environment, the code on stdin, and its own exit status;
+    /// a command killed by a signal is reported by the signal's name.
     #[test]
     fn command_runs_in_root_with_arguments_env_and_code() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = crate::store::testdir::scratch("deliver-env");
         let out = dir.join("out");
         let script = dir.join("send.sh");
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\n{{ echo \"argc=$#\"; echo \"0=$0\"; echo \"1=$1\"; echo \"2=$2\"; echo \"cwd=$(pwd)\"; env | sort; read -r code; echo \"code=$code\"; }} > {}\nexit 3\n",
+                "#!/bin/sh\n{{ echo \"argc=$#\"; echo \"0=$0\"; echo \"1=$1\"; echo \"2=$2\"; echo \"cwd=$(pwd)\"; env | sort; read -r code; echo \"code=$code\"; }} > {}\n[ \"$2\" = kill ] && kill -TERM $$\nexit 3\n",
                 out.display()
             ),
         )
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
-        match send(&script, "alice", "+1 555 $(id) `x`", "654321") {
+        match run(&script, "alice", "+1 555 $(id) `x`", "654321") {
             Err(DeliveryError::Failed(status)) => assert_eq!(status, "exit status: 3"),
             other => panic!("{other:?}"),
         }
@@ -243,5 +654,9 @@ mod tests {
                 "code=654321",
             ]
         );
+        match run(&script, "alice", "kill", "654321") {
+            Err(DeliveryError::Failed(status)) => assert_eq!(status, "signal: 15 (SIGTERM)"),
+            other => panic!("{other:?}"),
+        }
     }
 }

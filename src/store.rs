@@ -527,6 +527,15 @@ fn check_file(
             "is not a regular file (FIFO, device, directory or socket)".into(),
         ));
     }
+    check_owner_and_mode(make_path, meta, access)
+}
+
+/// The owner, link-count and mode rules of [`check_file`], for any type.
+fn check_owner_and_mode(
+    make_path: impl Fn() -> PathBuf,
+    meta: &FileStat,
+    access: Access,
+) -> Result<(), StoreError> {
     if !trusted_owner(meta.uid) {
         let path = make_path();
         return Err(insecure(
@@ -598,10 +607,40 @@ pub fn read_path(
     dir.read(name, access, limit)
 }
 
-/// Checks a program the module will run (`[delivery] command`): every
-/// directory from `/` trusted, a regular root-owned (or caller-owned) file,
-/// not group/world-writable, executable.
+/// Checks a program the delivery service runs (`[delivery] command`):
+/// every directory from `/` trusted, a regular root-owned (or
+/// caller-owned) file, not group/world-writable, executable.
 pub fn check_executable(path: &Path) -> Result<(), StoreError> {
+    let meta = stat_in_trusted_dir(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
+    check_file(|| path.to_path_buf(), &meta, Access::Public)?;
+    if meta.mode & 0o111 == 0 {
+        return Err(insecure(path, "is not executable".into()));
+    }
+    Ok(())
+}
+
+/// Checks the socket the module hands codes to (`[delivery] socket`)
+/// before connecting: every directory from `/` trusted, a socket owned by
+/// root (or the caller), not group/world-writable. Whoever listens there
+/// gets the codes, so nobody but root may be able to put a socket there.
+/// Checked by path, then connected by path: with every component
+/// root-owned and closed to others, only root could swap it in between.
+pub fn check_socket(path: &Path) -> Result<(), StoreError> {
+    // O_PATH: a socket cannot be opened for reading; fstat works on it.
+    // With O_PATH, O_NOFOLLOW opens a symlink itself instead of failing.
+    let meta = stat_in_trusted_dir(path, OFlag::O_PATH)?;
+    match meta.mode & libc::S_IFMT {
+        libc::S_IFSOCK => {}
+        libc::S_IFLNK => return Err(insecure(path, "is a symbolic link".into())),
+        _ => return Err(insecure(path, "is not a socket".into())),
+    }
+    check_owner_and_mode(|| path.to_path_buf(), &meta, Access::Public)
+}
+
+/// Opens `path` without following a final symlink, its directories walked
+/// and checked like the state directory's (minus the 0700 rule), and
+/// returns what fstat says of it.
+fn stat_in_trusted_dir(path: &Path, flags: OFlag) -> Result<FileStat, StoreError> {
     let bad = || StoreError::BadPath {
         path: path.to_path_buf(),
     };
@@ -609,18 +648,12 @@ pub fn check_executable(path: &Path) -> Result<(), StoreError> {
         return Err(bad());
     };
     let dir = TrustedDir::open(parent, false)?;
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(&dir.fd, name, flags, Mode::empty()).map_err(|e| match e {
         Errno::ELOOP => insecure(path, "is a symbolic link".into()),
         other => io_err(path, "open", other),
     })?;
-    let file = File::from(fd);
-    let meta = fd_metadata(&file, || path.to_path_buf())?;
-    check_file(|| path.to_path_buf(), &meta, Access::Public)?;
-    if meta.mode & 0o111 == 0 {
-        return Err(insecure(path, "is not executable".into()));
-    }
-    Ok(())
+    fd_metadata(&File::from(fd), || path.to_path_buf())
 }
 
 /// A held exclusive lock; released when dropped (the fd is closed).

@@ -846,16 +846,19 @@ fn device_re_added_under_a_removed_label_starts_fresh() {
 // ----------------------------------------------------------- code by message
 
 /// A sandbox with `[delivery]` running `script` (written root-owned with
-/// `mode`), daemon enrolled with SECRET. Returns the sandbox, the command
+/// `mode`) from the sandbox's delivery service, as systemd would start it
+/// for each connection, daemon enrolled with SECRET. Returns the sandbox, the command
 /// path and the file the command appends to.
 fn delivery_sandbox(name: &str, body: &str, mode: u32) -> (Sandbox, PathBuf, PathBuf) {
     let sb = Sandbox::new(name);
     let script = sb.dir().join("send-code");
     let sent = sb.dir().join("sent");
     sb.write_config(&format!(
-        "[delivery]\ncommand = \"{}\"\nvalid_seconds = 60\nmax_per_hour = 2\n",
-        script.display()
+        "[delivery]\ncommand = \"{}\"\nsocket = \"{}\"\nvalid_seconds = 60\nmax_per_hour = 2\n",
+        script.display(),
+        sb.delivery_socket().display()
     ));
+    sb.start_delivery_service();
     sb.write_service(SVC, &sb.module_line(""));
     let body = body.replace("OUT", &sent.display().to_string());
     fs::write(&script, format!("#!/bin/sh\n{body}")).unwrap();
@@ -928,6 +931,10 @@ fn code_by_message_logs_in_once() {
     let again = sb.pamtester(SVC, "daemon", &[&codes[0]], &at_offset(T0, 10));
     assert_denied(&again, pam_err::AUTH_ERR);
     assert_eq!(sent_codes(&sent).len(), 1);
+    assert_eq!(
+        sb.delivery_log(),
+        "twofactor deliver: code for daemon sent\n"
+    );
 }
 
 /// A sent code expires after `valid_seconds` (60): typed at T0+60 it is
@@ -1009,6 +1016,28 @@ fn failing_delivery_command_denies() {
     assert!(out.stderr.contains(NOT_SENT), "{out}");
     assert_eq!(out.prompt_count(SENT_PROMPT), 0);
     assert!(out.info_lines().is_empty(), "{out}");
+    assert_eq!(
+        sb.delivery_log(),
+        "twofactor deliver: delivery command failed: exit status: 1\n"
+    );
+}
+
+/// With no delivery service listening (socket unit not enabled), the
+/// module denies with "could not be sent"; nothing runs.
+#[test]
+fn missing_delivery_service_denies() {
+    let (sb, script, sent) = delivery_sandbox("deliver-noservice", RECORDING, 0o755);
+    sb.write_config(&format!(
+        "[delivery]\ncommand = \"{}\"\nsocket = \"{}\"\n",
+        script.display(),
+        sb.dir().join("nobody.sock").display()
+    ));
+    set_target(&sb);
+    let out = sb.pamtester(SVC, "daemon", &[""], T0);
+    assert_denied(&out, pam_err::AUTH_ERR);
+    assert!(out.stderr.contains(NOT_SENT), "{out}");
+    assert!(!sent.exists(), "the command ran");
+    assert_eq!(sb.delivery_log(), "");
 }
 
 /// A command that hangs is killed after 10 s and the login denied.

@@ -1,11 +1,13 @@
 //! `twofactor`: enroll users and look after them (see twofactor(8)).
 //! A thin shell over `pam_twofactor::admin`: parse arguments, call, print.
 
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions};
+use pam_twofactor::deliver::{self, DeliveryError};
 use pam_twofactor::{clock, timefmt};
 use serde_json::json;
 
@@ -106,6 +108,10 @@ enum Command {
     },
     /// Remove USER's enrollment.
     Disable { user: String },
+    /// The delivery service: read one request for a code by message from
+    /// stdin, run [delivery] command, answer on stdout (started by
+    /// pam-twofactor-deliver.socket for each connection).
+    Deliver,
     /// Validate the config and every file in the state directory.
     Check {
         #[arg(long)]
@@ -249,6 +255,7 @@ fn run(cli: Cli) -> Result<u8, AdminError> {
             }
             Ok(u8::from(!problems.is_empty()))
         }
+        Command::Deliver => Ok(run_deliver(config)),
         command => {
             let admin = Admin::open(config)?;
             run_user_command(&admin, command, now)
@@ -432,6 +439,28 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
             json,
             now,
         ),
-        Command::Check { .. } => Ok(1),
+        Command::Check { .. } | Command::Deliver => Ok(1),
+    }
+}
+
+/// `twofactor deliver`: one connection, on stdin and stdout; the outcome
+/// goes to stderr (the journal under systemd). Exit status 1 on failure.
+fn run_deliver(config: Option<&Path>) -> u8 {
+    let stdin = std::io::stdin();
+    let path = config.unwrap_or(Path::new(pam_twofactor::config::DEFAULT_PATH));
+    let command = deliver::check_peer(stdin.as_fd()).and_then(|()| {
+        pam_twofactor::config::Config::load(path)
+            .map(|c| c.delivery.command)
+            .map_err(|e| DeliveryError::Config(e.to_string()))
+    });
+    match deliver::serve(command, &mut stdin.lock(), &mut std::io::stdout().lock()) {
+        Ok(request) => {
+            eprintln!("twofactor deliver: code for {} sent", request.user.as_str());
+            0
+        }
+        Err(e) => {
+            eprintln!("twofactor deliver: {e}");
+            1
+        }
     }
 }

@@ -406,6 +406,7 @@ pub struct Sandbox {
     state: PathBuf,
     config: PathBuf,
     pamd: PathBuf,
+    delivery: std::cell::RefCell<Option<DeliveryService>>,
 }
 
 static SANDBOX_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -440,6 +441,7 @@ impl Sandbox {
             state: dir.join("state"),
             config: dir.join("twofactor.toml"),
             pamd: dir.join("pam.d"),
+            delivery: std::cell::RefCell::new(None),
             dir,
         };
         for (d, mode) in [(&sandbox.state, 0o700), (&sandbox.pamd, 0o755)] {
@@ -467,6 +469,25 @@ impl Sandbox {
     /// `twofactor.toml`; the file exists only after [`Sandbox::write_config`].
     pub fn config_path(&self) -> &Path {
         &self.config
+    }
+
+    /// `deliver.sock`: where [`Sandbox::start_delivery_service`] listens;
+    /// put it in the config as `[delivery] socket`.
+    pub fn delivery_socket(&self) -> PathBuf {
+        self.dir.join("deliver.sock")
+    }
+
+    /// Starts the sandbox's delivery service (see [`DeliveryService`]); it
+    /// stops when the sandbox is dropped.
+    pub fn start_delivery_service(&self) {
+        let service = DeliveryService::start(&self.delivery_socket(), &self.config, &self.dir);
+        *self.delivery.borrow_mut() = Some(service);
+    }
+
+    /// What the delivery service's runs wrote to stderr (the journal under
+    /// systemd), one line per connection.
+    pub fn delivery_log(&self) -> String {
+        fs::read_to_string(self.dir.join("deliver.log")).unwrap_or_default()
     }
 
     /// `pam.d/`, passed to pam_wrapper as `PAM_WRAPPER_SERVICE_DIR`.
@@ -725,11 +746,77 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        drop(self.delivery.take());
         if std::env::var_os("PAM_TWOFACTOR_KEEP_SANDBOX").is_some_and(|v| v == "1") {
             eprintln!("keeping sandbox {}", self.dir.display());
             return;
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What systemd does for debian/pam-twofactor-deliver.socket
+/// (`Accept=yes`, `StandardInput=socket`): listen on a socket (mode 0600)
+/// and run `twofactor --config CONFIG deliver` for each connection, with the
+/// connection as its stdin and stdout and `deliver.log` as its stderr. One
+/// connection at a time; stopped (and the thread joined) on drop.
+#[derive(Debug)]
+pub struct DeliveryService {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DeliveryService {
+    fn start(socket: &Path, config: &Path, dir: &Path) -> DeliveryService {
+        use std::os::fd::OwnedFd;
+        let listener = std::os::unix::net::UnixListener::bind(socket)
+            .unwrap_or_else(|e| panic!("bind {}: {e}", socket.display()));
+        fs::set_permissions(socket, fs::Permissions::from_mode(0o600)).unwrap();
+        // Non-blocking, so that the thread sees `stop` within a poll.
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (config, log) = (config.to_path_buf(), dir.join("deliver.log"));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                let stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                };
+                stream.set_nonblocking(false).unwrap();
+                let output = OwnedFd::from(stream.try_clone().unwrap());
+                let stderr = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap();
+                let mut cmd = Command::new(cli_path());
+                cmd.arg("--config").arg(&config).arg("deliver");
+                clean_env(&mut cmd);
+                cmd.stdin(Stdio::from(OwnedFd::from(stream)))
+                    .stdout(Stdio::from(output))
+                    .stderr(Stdio::from(stderr))
+                    .status()
+                    .unwrap_or_else(|e| panic!("twofactor deliver: {e}"));
+            }
+        });
+        DeliveryService {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for DeliveryService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
