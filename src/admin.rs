@@ -14,7 +14,7 @@ use crate::policy;
 use crate::record::{
     self, DEFAULT_DEVICE, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
 };
-use crate::store::{Access, StoreError, TrustedDir};
+use crate::store::{self, Access, StoreError, TrustedDir};
 use crate::username::{Username, UsernameError, escape};
 
 /// Why an admin command failed; `exit_code` is documented in twofactor(8).
@@ -645,6 +645,44 @@ impl Admin {
         Ok(())
     }
 
+    /// With `[delivery] command` set: the command must pass the checks the
+    /// delivery service makes before running it, and the delivery
+    /// service's socket must be there and trusted, or no code by message
+    /// can be sent (logins then say so and deny that way in).
+    fn delivery_problems(&self) -> Vec<Problem> {
+        let delivery = &self.config.delivery;
+        let Some(command) = &delivery.command else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        if let Err(e) = store::check_executable(command) {
+            let (path, problem) = split_path(&e);
+            problems.push(Problem {
+                path,
+                problem: format!("{problem} ([delivery] command: no code by message can be sent)"),
+            });
+        }
+        let socket = delivery.socket();
+        match store::check_socket(socket) {
+            Ok(()) => {}
+            Err(StoreError::Io {
+                errno: nix::errno::Errno::ENOENT,
+                ..
+            }) => problems.push(Problem {
+                path: socket.to_path_buf(),
+                problem: "no delivery service listens here: no code by message can be sent (systemctl enable --now pam-twofactor-deliver.socket)".into(),
+            }),
+            Err(e) => {
+                let (path, problem) = split_path(&e);
+                problems.push(Problem {
+                    path,
+                    problem: format!("{problem} ([delivery] socket: the module will not send codes there)"),
+                });
+            }
+        }
+        problems
+    }
+
     /// Validates the config and every file in the state directory; returns
     /// every problem found (an empty list means all is well).
     pub fn check(config_path: Option<&Path>) -> Result<Vec<Problem>, AdminError> {
@@ -660,7 +698,7 @@ impl Admin {
             }
             Err(e) => return Err(e),
         };
-        let mut problems = Vec::new();
+        let mut problems = admin.delivery_problems();
         let dir = match admin.dir() {
             Ok(d) => d,
             Err(AdminError::Store(e)) => {

@@ -738,6 +738,45 @@ fn check_passes_on_a_clean_enrolled_sandbox() {
     assert_eq!(v, json!({"ok": true, "problems": []}));
 }
 
+/// With `[delivery] command` set, `check` names a group-writable command
+/// and a missing delivery-service socket (with the systemctl command that
+/// starts it); with both in order it passes.
+#[test]
+fn check_reports_the_delivery_command_and_socket() {
+    let sb = Sandbox::new("check-delivery");
+    let (command, socket) = (sb.dir().join("send-code"), sb.delivery_socket());
+    sb.write_config(&format!(
+        "[delivery]\ncommand = \"{}\"\nsocket = \"{}\"\n",
+        command.display(),
+        socket.display()
+    ));
+    fs::write(&command, "#!/bin/sh\ncat >/dev/null\n").unwrap();
+    fs::set_permissions(&command, fs::Permissions::from_mode(0o775)).unwrap();
+    let v = cli(&sb, &["check", "--json"]).expect(1).json();
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{v}");
+    assert_eq!(problems[0]["path"], json!(command.display().to_string()));
+    assert!(
+        problems[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("mode 0775"),
+        "{v}"
+    );
+    assert_eq!(problems[1]["path"], json!(socket.display().to_string()));
+    assert!(
+        problems[1]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("systemctl enable --now pam-twofactor-deliver.socket"),
+        "{v}"
+    );
+    fs::set_permissions(&command, fs::Permissions::from_mode(0o755)).unwrap();
+    sb.start_delivery_service();
+    let v = cli(&sb, &["check", "--json"]).expect(0).json();
+    assert_eq!(v, json!({"ok": true, "problems": []}));
+}
+
 /// A group-readable (0640) secret file makes `check` exit 1 naming the file
 /// and `chmod 0600`, in text and in `--json`.
 #[test]
