@@ -937,6 +937,88 @@ fn code_by_message_logs_in_once() {
     );
 }
 
+/// The same login through systemd's own inetd-style activator
+/// (`systemd-socket-activate --inetd --accept`, what the packaged
+/// pam-twofactor-deliver.socket does with `Accept=yes` and
+/// `StandardInput=socket`) instead of the harness's: `twofactor deliver`
+/// gets the connection as stdin and stdout, the command's stderr reaches
+/// the service's stderr, and the code sent logs in.
+#[test]
+fn code_by_message_through_systemd_socket_activate() {
+    let activate = find_program("systemd-socket-activate")
+        .expect("systemd-socket-activate (package systemd) is missing: make test installs it");
+    let sb = Sandbox::new("deliver-systemd");
+    let (script, sent, socket) = (
+        sb.dir().join("send-code"),
+        sb.dir().join("sent"),
+        sb.dir().join("activated.sock"),
+    );
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n{}echo 'from the command' >&2\n",
+            RECORDING.replace("OUT", &sent.display().to_string())
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    sb.write_config(&format!(
+        "[delivery]\ncommand = \"{}\"\nsocket = \"{}\"\n",
+        script.display(),
+        socket.display()
+    ));
+    sb.write_service(SVC, &sb.module_line(""));
+    enroll(&sb, "daemon", SECRET);
+    set_target(&sb);
+    let log = fs::File::create(sb.dir().join("activate.log")).unwrap();
+    let mut cmd = Command::new(activate);
+    cmd.args(["--inetd", "--accept", "--listen"])
+        .arg(&socket)
+        .arg(cli_path())
+        .arg("--config")
+        .arg(sb.config_path())
+        .arg("deliver");
+    clean_env(&mut cmd);
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Stopped by its pid whatever happens below.
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(child);
+    let started = Instant::now();
+    while !socket.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no socket");
+        thread::sleep(Duration::from_millis(20));
+    }
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)).unwrap();
+
+    let mut live = Live::start(&sb, SVC, "daemon", T0);
+    live.wait_for(Stream::Err, PROMPT, 1);
+    live.answer("");
+    live.wait_for(Stream::Err, SENT_PROMPT, 1);
+    let codes = sent_codes(&sent);
+    assert_eq!(codes.len(), 1);
+    live.answer(&codes[0]);
+    let out = live.finish();
+    assert!(out.succeeded(), "{out}");
+    assert_eq!(out.info_lines(), [format!("A code was sent to {TARGET}.")]);
+    let log = fs::read_to_string(sb.dir().join("activate.log")).unwrap();
+    assert!(log.contains("from the command\n"), "{log}");
+    assert!(
+        log.contains("twofactor deliver: code for daemon sent\n"),
+        "{log}"
+    );
+}
+
 /// A sent code expires after `valid_seconds` (60): typed at T0+60 it is
 /// refused; a fresh one typed 59 s after sending logs in.
 #[test]
