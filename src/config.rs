@@ -480,8 +480,10 @@ impl Config {
             None | Some("") => None,
             Some(path) => Some(absolute("delivery.command", path)?),
         };
+        // The default path stays `None`: one value for one meaning.
         if let Some(path) = delivery.socket.as_deref() {
-            config.delivery.socket = Some(absolute("delivery.socket", path)?);
+            let path = absolute("delivery.socket", path)?;
+            config.delivery.socket = (path != Path::new(DEFAULT_DELIVERY_SOCKET)).then_some(path);
         }
         config.delivery.valid_seconds = ranged(
             "delivery.valid_seconds",
@@ -635,7 +637,10 @@ max_per_hour = 3
     /// `uname -n` reports it.
     #[test]
     fn issuer_defaults_to_the_host_name() {
-        let uname = std::process::Command::new("uname").arg("-n").output().unwrap();
+        let uname = std::process::Command::new("uname")
+            .arg("-n")
+            .output()
+            .unwrap();
         let host = String::from_utf8(uname.stdout).unwrap();
         assert_eq!(Config::default().issuer_name(), host.trim_end());
         let named = parse("issuer = \"Example\"").unwrap();
