@@ -128,6 +128,11 @@ inner() {
   check_stat /usr/share/man/man8/pam_twofactor.8.gz "644 root:root regular file"
   check_stat /usr/share/man/man8/twofactor.8.gz "644 root:root regular file"
   check_stat /usr/share/man/man5/twofactor.toml.5.gz "644 root:root regular file"
+  check_stat /lib/systemd/system/pam-twofactor-deliver.socket "644 root:root regular file"
+  check_stat /lib/systemd/system/pam-twofactor-deliver@.service "644 root:root regular file"
+  # Enabled at install (no systemd runs in this root, so nothing started).
+  in_root test -L /etc/systemd/system/sockets.target.wants/pam-twofactor-deliver.socket ||
+    fail "pam-twofactor-deliver.socket is not enabled"
   for f in sshd-password-then-code sshd-key-then-code sudo; do
     check_stat "/usr/share/doc/libpam-twofactor/examples/pam.d/$f" "644 root:root regular file"
   done
@@ -140,6 +145,14 @@ inner() {
     in_root sh -c "MANWIDTH=80 man $page 2>&1" | grep -q '^NAME' || fail "man $page does not render"
   done
   in_root twofactor --version >>"$LOG" 2>&1 || fail "twofactor --version"
+  # The delivery service's command, run by hand: with no [delivery]
+  # command in the shipped config it answers an error and exits 1.
+  local answer
+  answer=$(printf 'alice\n+15555550100\n123456\n' | in_root twofactor deliver 2>>"$LOG") &&
+    fail "twofactor deliver succeeded with no [delivery] command"
+  [[ "$answer" == "error: configuration: no [delivery] command is set" ]] ||
+    fail "twofactor deliver answered '$answer'"
+  step "twofactor deliver (by hand, no command configured): '$answer'"
   grep -q pam_twofactor "$R/etc/pam.d/common-auth" &&
     fail "the profile is Default: no, but common-auth already has pam_twofactor"
   step "profile off by default: common-auth unchanged"
