@@ -1,6 +1,7 @@
 #!/bin/sh
 # Example [delivery] command: send the code by SMS through an HTTP gateway.
-# pam_twofactor runs it as root with an empty environment:
+# The delivery service (twofactor deliver) runs it as root, in /, with only
+# PATH in its environment:
 #   $1 = user name, $2 = target (the phone number from `twofactor set-delivery`),
 #   standard input = the code (never in argv or the environment).
 # Install root-owned, mode 0700 or 0755, and point [delivery] command at it.
