@@ -153,39 +153,44 @@ fn request_within(
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
     let fd = socket(AddressFamily::Unix, SockType::Stream, flags, None).map_err(unreachable)?;
     let address = UnixAddr::new(path).map_err(unreachable)?;
-    let started = Instant::now();
-    let in_time = || started.elapsed() < timeout;
+    let now = Instant::now();
+    let deadline = now.checked_add(timeout).unwrap_or(now);
     let lost = |e: Errno| DeliveryError::Service(format!("connection lost: {}", e.desc()));
     // A full listen backlog answers EAGAIN at once: wait for room.
-    loop {
-        match connect(fd.as_raw_fd(), &address) {
-            Ok(()) => break,
-            Err(Errno::EAGAIN | Errno::EINTR) if in_time() => std::thread::sleep(POLL),
-            Err(Errno::EAGAIN | Errno::EINTR) => return Err(DeliveryError::NoAnswer),
-            Err(e) => return Err(unreachable(e)),
-        }
-    }
+    patiently(deadline, || connect(fd.as_raw_fd(), &address))?.map_err(unreachable)?;
     let mut rest = message.as_bytes();
     while !rest.is_empty() {
-        match nix::unistd::write(&fd, rest) {
-            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
-            Err(Errno::EAGAIN | Errno::EINTR) if in_time() => std::thread::sleep(POLL),
-            Err(Errno::EAGAIN | Errno::EINTR) => return Err(DeliveryError::NoAnswer),
-            Err(e) => return Err(lost(e)),
-        }
+        let n = patiently(deadline, || nix::unistd::write(&fd, rest))?.map_err(lost)?;
+        rest = rest.get(n..).unwrap_or_default();
     }
     let mut answer = [0u8; MAX_MESSAGE];
     let mut len = 0;
     while len < answer.len() && !answer[..len].contains(&b'\n') {
-        match nix::unistd::read(&fd, &mut answer[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(Errno::EAGAIN | Errno::EINTR) if in_time() => std::thread::sleep(POLL),
-            Err(Errno::EAGAIN | Errno::EINTR) => return Err(DeliveryError::NoAnswer),
-            Err(e) => return Err(lost(e)),
+        let buf = &mut answer[len..];
+        match patiently(deadline, || nix::unistd::read(&fd, buf))?.map_err(lost)? {
+            0 => break,
+            n => len += n,
         }
     }
     parse_answer(&answer[..len])
+}
+
+/// Calls `op` again while it answers EAGAIN or EINTR (the socket is
+/// non-blocking), sleeping [`POLL`] in between; past `deadline` that is
+/// [`DeliveryError::NoAnswer`]. Any other result is returned as it is.
+fn patiently<T>(
+    deadline: Instant,
+    mut op: impl FnMut() -> Result<T, Errno>,
+) -> Result<Result<T, Errno>, DeliveryError> {
+    loop {
+        match op() {
+            Err(Errno::EAGAIN | Errno::EINTR) if Instant::now() < deadline => {
+                std::thread::sleep(POLL);
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => return Err(DeliveryError::NoAnswer),
+            other => return Ok(other),
+        }
+    }
 }
 
 /// `ok\n` is success; `error: WHY\n` is the service's failure, kept as
