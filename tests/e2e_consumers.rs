@@ -12,6 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::os::unix::fs::PermissionsExt;
+
 mod common;
 #[path = "e2e/support.rs"]
 mod e2e_support;
@@ -84,6 +86,60 @@ fn sshd_logs_in_with_password_and_code_and_refuses_the_code_replayed() {
     assert_eq!(replay.prompts, password_and_code_prompts(USER), "{replay}");
     assert_eq!(sys.state_value(USER, "failures").as_deref(), Some("1"));
     assert!(sys.state(USER).contains(&accepted_step(T0_UNIX)));
+}
+
+/// sshd: Enter at the code prompt makes the module, inside sshd's
+/// privileged monitor, hand a code to the delivery service (its socket
+/// outside the login's namespace, `twofactor deliver` per connection); the
+/// command writes it where the askpass reads it, and that code logs in.
+#[test]
+fn sshd_sends_a_code_by_message_and_it_logs_in() {
+    if !e2e_support::can_run(false) {
+        return;
+    }
+    let (sys, _) = password_then_code("e2e-sshd-deliver", "", true);
+    let command = sys.sb.dir().join("send-code");
+    let sent = sys.sb.dir().join("message-code");
+    std::fs::write(
+        &command,
+        format!(
+            "#!/bin/sh\nprintf '%s %s\\n' \"$1\" \"$2\" > {0}.args\ncat > {0}\n",
+            sent.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&command, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sys.sb.write_config(&format!(
+        "[delivery]\ncommand = \"{}\"\nsocket = \"{}\"\n",
+        command.display(),
+        sys.sb.delivery_socket().display()
+    ));
+    sys.sb.start_delivery_service();
+    let target = "+15555550100";
+    assert_eq!(sys.cli(&["set-delivery", USER, target]).status, Some(0));
+
+    let run = sys.ssh(USER, Some(PASSWORD), Some(""));
+    assert!(run.logged_in(), "{run}");
+    // The info line comes with the next prompt, in one askpass call.
+    let mut prompts = password_and_code_prompts(USER);
+    prompts.push(ssh_prompt(USER, &format!("A code was sent to {target}.")));
+    prompts.push("Code from the message: ".into());
+    assert_eq!(run.prompts, prompts, "{run}");
+    let code = std::fs::read_to_string(&sent).unwrap();
+    assert!(
+        code.len() == 7 && code[..6].bytes().all(|b| b.is_ascii_digit()),
+        "{code:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sent.with_extension("args")).unwrap(),
+        format!("{USER} {target}\n")
+    );
+    assert_eq!(
+        sys.sb.delivery_log(),
+        format!("twofactor deliver: code for {USER} sent\n")
+    );
+    let state = sys.state(USER);
+    assert!(!state.contains("delivered_code"), "used once: {state}");
 }
 
 /// sshd: password + wrong code is refused and counted; a wrong password never reaches the code.
