@@ -591,13 +591,60 @@ mod tests {
     }
 
     /// A connection from our own user is accepted, and so is a pipe (a run
-    /// by hand).
+    /// by hand); a connection from another uid (this test binary run again
+    /// as `nobody`, see `peer_helper_connects`) is refused.
     #[test]
     fn peers_of_our_own_user_may_ask() {
         let (a, _b) = UnixStream::pair().unwrap();
         check_peer(&a).unwrap();
         let (reader, _writer) = nix::unistd::pipe().unwrap();
         check_peer(&reader).unwrap();
+        if !geteuid().is_root() {
+            eprintln!(
+                "SKIPPED part of peers_of_our_own_user_may_ask: connecting as another uid needs root"
+            );
+            return;
+        }
+        use std::os::unix::process::CommandExt;
+        let dir = crate::store::testdir::scratch("deliver-peer");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut helper = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "deliver::tests::peer_helper_connects",
+                "--ignored",
+            ])
+            .env(PEER_SOCKET, &path)
+            .uid(65534)
+            .gid(65534)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let refused = check_peer(&stream);
+        drop(stream);
+        assert!(helper.wait().unwrap().success());
+        assert!(
+            matches!(refused, Err(DeliveryError::Peer(65534))),
+            "{refused:?}"
+        );
+    }
+
+    /// Where `peer_helper_connects` connects to.
+    const PEER_SOCKET: &str = "PAM_TWOFACTOR_TEST_PEER_SOCKET";
+
+    /// Not a test of its own: `peers_of_our_own_user_may_ask` runs it as
+    /// `nobody` to make a connection from another uid (a no-op otherwise).
+    #[test]
+    #[ignore = "a helper process of peers_of_our_own_user_may_ask"]
+    fn peer_helper_connects() {
+        if let Some(path) = std::env::var_os(PEER_SOCKET) {
+            let mut stream = UnixStream::connect(path).unwrap();
+            let _ = stream.read(&mut [0u8; 1]);
+        }
     }
 
     /// A command that exits at once without reading the code is a success
