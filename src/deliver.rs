@@ -14,7 +14,7 @@
 //!
 //! Why a service (bench/results.md, Round 7): every `pam_start` loads the
 //! module, and the loader binds every libc symbol the module names;
-//! spawning and reaping a process named 16 of them (~15,000 instructions
+//! spawning and reaping a process named 15 of them (~14,000 instructions
 //! in every host process, whether or not anyone ever gets a code by
 //! message). It also keeps the command out of the host's process (its
 //! limits, namespaces and signal state), puts the command's stderr in the
