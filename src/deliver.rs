@@ -228,11 +228,21 @@ fn parse_answer(answer: &[u8]) -> Result<(), DeliveryError> {
 
 /// One request, checked: a valid user name, a valid target, a code of
 /// 6 to 8 digits.
-#[derive(Debug)]
 pub struct Request {
     pub user: Username,
     pub target: String,
     pub code: Zeroizing<String>,
+}
+
+/// The code is a secret until used: never in a debug print.
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("user", &self.user)
+            .field("target", &self.target)
+            .field("code", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Reads one request (at most [`MAX_MESSAGE`] bytes, up to its third line
@@ -518,6 +528,7 @@ mod tests {
     fn requests_are_checked() {
         let read = |text: &[u8]| read_request(&mut &text[..]);
         let ok = read(b"alice\n+1 555 0100\n12345678\n").unwrap();
+        assert!(!format!("{ok:?}").contains("12345678"), "{ok:?}");
         assert_eq!(
             (ok.user.as_str(), ok.target.as_str(), ok.code.as_str()),
             ("alice", "+1 555 0100", "12345678")
