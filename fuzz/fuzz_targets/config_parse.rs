@@ -28,7 +28,7 @@ fn write_back(c: &Config) -> Option<String> {
          [backup_codes]\ncount = {}\n\
          [exempt]\ngroups = {}\nnetworks = {}\n\
          [grace]\nseconds = {}\n\
-         [delivery]\ncommand = {}\nvalid_seconds = {}\nmax_per_hour = {}\n",
+         [delivery]\ncommand = {}\nsocket = {}\nvalid_seconds = {}\nmax_per_hour = {}\n",
         Value::from(c.state_dir.to_str()?),
         Value::from(match c.unenrolled {
             Unenrolled::Deny => "deny",
@@ -51,6 +51,7 @@ fn write_back(c: &Config) -> Option<String> {
         Value::from(networks),
         c.grace_seconds,
         Value::from(command),
+        Value::from(c.delivery.socket().to_str()?),
         c.delivery.valid_seconds,
         c.delivery.max_per_hour,
     ))
@@ -102,6 +103,7 @@ fuzz_target!(|data: &[u8]| {
             .as_ref()
             .is_none_or(|p| p.is_absolute())
     );
+    assert!(config.delivery.socket().is_absolute());
 
     let text = write_back(&config)
         .unwrap_or_else(|| panic!("accepted a path that is not UTF-8: {config:?}"));
