@@ -777,6 +777,53 @@ fn check_reports_the_delivery_command_and_socket() {
     assert_eq!(v, json!({"ok": true, "problems": []}));
 }
 
+/// `twofactor deliver` run by hand (a pipe, not a socket) with a relative
+/// `--config`, as every other command takes it: the command gets the code
+/// and the answer is `ok`; stdout carries the answer line only.
+#[test]
+fn deliver_by_hand_takes_a_relative_config() {
+    let sb = Sandbox::new("deliver-by-hand");
+    let (command, sent) = (sb.dir().join("send-code"), sb.dir().join("sent"));
+    sb.write_config(&format!(
+        "[delivery]\ncommand = \"{}\"\n",
+        command.display()
+    ));
+    fs::write(
+        &command,
+        format!(
+            "#!/bin/sh\n{{ printf '%s %s ' \"$1\" \"$2\"; cat; }} > {}\n",
+            sent.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&command, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new(cli_path());
+    cmd.current_dir(sb.dir())
+        .args(["--config", "twofactor.toml", "deliver"]);
+    clean_env(&mut cmd);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"daemon\n+1 555 0100\n123456\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "twofactor deliver: code for daemon sent\n"
+    );
+    assert_eq!(read(&sent), "daemon +1 555 0100 123456\n");
+}
+
 /// A group-readable (0640) secret file makes `check` exit 1 naming the file
 /// and `chmod 0600`, in text and in `--json`.
 #[test]

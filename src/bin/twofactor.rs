@@ -447,10 +447,9 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
 /// goes to stderr (the journal under systemd). Exit status 1 on failure.
 fn run_deliver(config: Option<&Path>) -> u8 {
     let stdin = std::io::stdin();
-    let path = config.unwrap_or(Path::new(pam_twofactor::config::DEFAULT_PATH));
     let command = deliver::check_peer(stdin.as_fd()).and_then(|()| {
-        pam_twofactor::config::Config::load(path)
-            .map(|c| c.delivery.command)
+        Admin::open(config)
+            .map(|admin| admin.config.delivery.command)
             .map_err(|e| DeliveryError::Config(e.to_string()))
     });
     match deliver::serve(command, &mut stdin.lock(), &mut std::io::stdout().lock()) {
