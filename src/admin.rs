@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::auth::{self, AuthError};
 use crate::backup::{self, BackupCode};
 use crate::config::{self, Config, ConfigError};
+use crate::deliver::{self, DeliveryError};
 use crate::otp::{self, Algorithm, SecretError, SecretKey, TotpParams};
 use crate::policy;
 use crate::record::{
@@ -663,22 +664,21 @@ impl Admin {
             });
         }
         let socket = delivery.socket();
-        match store::check_socket(socket) {
+        match deliver::check_socket(socket) {
             Ok(()) => {}
-            Err(StoreError::Io {
-                errno: nix::errno::Errno::ENOENT,
-                ..
-            }) => problems.push(Problem {
-                path: socket.to_path_buf(),
-                problem: "no delivery service listens here: no code by message can be sent (systemctl enable --now pam-twofactor-deliver.socket)".into(),
-            }),
-            Err(e) => {
+            Err(DeliveryError::Unsafe(e)) => {
                 let (path, problem) = split_path(&e);
                 problems.push(Problem {
                     path,
-                    problem: format!("{problem} ([delivery] socket: the module will not send codes there)"),
+                    problem: format!(
+                        "{problem} ([delivery] socket: the module will not send codes there)"
+                    ),
                 });
             }
+            Err(_) => problems.push(Problem {
+                path: socket.to_path_buf(),
+                problem: "no delivery service listens here: no code by message can be sent (systemctl enable --now pam-twofactor-deliver.socket)".into(),
+            }),
         }
         problems
     }

@@ -141,13 +141,7 @@ fn request_within(
         message.push_str(field);
         message.push('\n');
     }
-    store::check_socket(path).map_err(|e| match e {
-        StoreError::Io {
-            errno: Errno::ENOENT,
-            ..
-        } => DeliveryError::Unreachable(format!("{}: no such socket", path.display())),
-        e => DeliveryError::Unsafe(e),
-    })?;
+    check_socket(path)?;
     let unreachable =
         |e: Errno| DeliveryError::Unreachable(format!("{}: {}", path.display(), e.desc()));
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
@@ -173,6 +167,20 @@ fn request_within(
         }
     }
     parse_answer(&answer[..len])
+}
+
+/// [`store::check_socket`], with a missing socket told apart: nothing
+/// listens there ([`DeliveryError::Unreachable`]) rather than a socket
+/// someone else could have put there ([`DeliveryError::Unsafe`]). Also
+/// what `twofactor check` asks.
+pub fn check_socket(path: &Path) -> Result<(), DeliveryError> {
+    store::check_socket(path).map_err(|e| match e {
+        StoreError::Io {
+            errno: Errno::ENOENT,
+            ..
+        } => DeliveryError::Unreachable(format!("{}: no such socket", path.display())),
+        e => DeliveryError::Unsafe(e),
+    })
 }
 
 /// Calls `op` again while it answers EAGAIN or EINTR (the socket is
