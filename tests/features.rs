@@ -845,11 +845,11 @@ fn device_re_added_under_a_removed_label_starts_fresh() {
 
 // ----------------------------------------------------------- code by message
 
-/// A sandbox with `[delivery]` running `script` (written root-owned with
-/// `mode`) from the sandbox's delivery service, as systemd would start it
-/// for each connection, daemon enrolled with SECRET. Returns the sandbox, the command
-/// path and the file the command appends to.
-fn delivery_sandbox(name: &str, body: &str, mode: u32) -> (Sandbox, PathBuf, PathBuf) {
+/// A sandbox with `[delivery]` running a `send-code` script (`body`,
+/// written root-owned with `mode`; OUT in it names the file it may write)
+/// and `socket` at [`Sandbox::delivery_socket`], where nothing listens yet;
+/// daemon enrolled with SECRET. Returns the sandbox and OUT.
+fn delivery_setup(name: &str, body: &str, mode: u32) -> (Sandbox, PathBuf) {
     let sb = Sandbox::new(name);
     let script = sb.dir().join("send-code");
     let sent = sb.dir().join("sent");
@@ -858,13 +858,20 @@ fn delivery_sandbox(name: &str, body: &str, mode: u32) -> (Sandbox, PathBuf, Pat
         script.display(),
         sb.delivery_socket().display()
     ));
-    sb.start_delivery_service();
     sb.write_service(SVC, &sb.module_line(""));
     let body = body.replace("OUT", &sent.display().to_string());
     fs::write(&script, format!("#!/bin/sh\n{body}")).unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(mode)).unwrap();
     enroll(&sb, "daemon", SECRET);
-    (sb, script, sent)
+    (sb, sent)
+}
+
+/// [`delivery_setup`] with the sandbox's delivery service listening, as
+/// systemd would start it for each connection.
+fn delivery_sandbox(name: &str, body: &str, mode: u32) -> (Sandbox, PathBuf) {
+    let (sb, sent) = delivery_setup(name, body, mode);
+    sb.start_delivery_service();
+    (sb, sent)
 }
 
 /// Appends `USER TARGET CODE\n` (args, then stdin) to OUT, and the argument
@@ -904,31 +911,40 @@ fn sent_codes(sent: &Path) -> Vec<String> {
     codes
 }
 
-/// An empty answer sends a code to the user's target (code on stdin, never
-/// in argv); typed at the next prompt it logs in, and only once.
-#[test]
-fn code_by_message_logs_in_once() {
-    let (sb, _, sent) = delivery_sandbox("deliver", RECORDING, 0o755);
-    set_target(&sb);
-    assert_eq!(status(&sb, "daemon")["deliver_to"], json!(TARGET));
-    let mut live = Live::start(&sb, SVC, "daemon", T0);
+/// A login that asks for a code by message (an empty answer at the code
+/// prompt; nothing is sent before that) and answers the one code the
+/// command got; it must succeed with only "A code was sent to TARGET." as
+/// information. Returns the outcome and the code.
+fn login_with_a_sent_code(sb: &Sandbox, sent: &Path) -> (PamOutcome, String) {
+    let mut live = Live::start(sb, SVC, "daemon", T0);
     live.wait_for(Stream::Err, PROMPT, 1);
     assert!(!sent.exists(), "sent before it was asked for");
     live.answer("");
     live.wait_for(Stream::Err, SENT_PROMPT, 1);
-    let codes = sent_codes(&sent);
+    let codes = sent_codes(sent);
     assert_eq!(codes.len(), 1);
     live.answer(&codes[0]);
     let out = live.finish();
     assert!(out.succeeded(), "{out}");
     assert_eq!(out.info_lines(), [format!("A code was sent to {TARGET}.")]);
+    (out, codes[0].clone())
+}
+
+/// An empty answer sends a code to the user's target (code on stdin, never
+/// in argv); typed at the next prompt it logs in, and only once.
+#[test]
+fn code_by_message_logs_in_once() {
+    let (sb, sent) = delivery_sandbox("deliver", RECORDING, 0o755);
+    set_target(&sb);
+    assert_eq!(status(&sb, "daemon")["deliver_to"], json!(TARGET));
+    let (out, code) = login_with_a_sent_code(&sb, &sent);
     assert_eq!(out.prompt_count(PROMPT), 1);
     assert_eq!(out.prompt_count(SENT_PROMPT), 1);
     let st = state_text(&sb, "daemon");
     assert!(!st.contains("delivered_code"), "{st}");
     assert!(st.contains(&format!("deliveries = [{T0_UNIX}]")), "{st}");
 
-    let again = sb.pamtester(SVC, "daemon", &[&codes[0]], &at_offset(T0, 10));
+    let again = sb.pamtester(SVC, "daemon", &[&code], &at_offset(T0, 10));
     assert_denied(&again, pam_err::AUTH_ERR);
     assert_eq!(sent_codes(&sent).len(), 1);
     assert_eq!(
@@ -947,28 +963,9 @@ fn code_by_message_logs_in_once() {
 fn code_by_message_through_systemd_socket_activate() {
     let activate = find_program("systemd-socket-activate")
         .expect("systemd-socket-activate (package systemd) is missing: make test installs it");
-    let sb = Sandbox::new("deliver-systemd");
-    let (script, sent, socket) = (
-        sb.dir().join("send-code"),
-        sb.dir().join("sent"),
-        sb.dir().join("activated.sock"),
-    );
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n{}echo 'from the command' >&2\n",
-            RECORDING.replace("OUT", &sent.display().to_string())
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    sb.write_config(&format!(
-        "[delivery]\ncommand = \"{}\"\nsocket = \"{}\"\n",
-        script.display(),
-        socket.display()
-    ));
-    sb.write_service(SVC, &sb.module_line(""));
-    enroll(&sb, "daemon", SECRET);
+    let body = format!("{RECORDING}echo 'from the command' >&2\n");
+    let (sb, sent) = delivery_setup("deliver-systemd", &body, 0o755);
+    let socket = sb.delivery_socket();
     set_target(&sb);
     let log = fs::File::create(sb.dir().join("activate.log")).unwrap();
     let mut cmd = Command::new(activate);
@@ -1001,16 +998,7 @@ fn code_by_message_through_systemd_socket_activate() {
     }
     fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)).unwrap();
 
-    let mut live = Live::start(&sb, SVC, "daemon", T0);
-    live.wait_for(Stream::Err, PROMPT, 1);
-    live.answer("");
-    live.wait_for(Stream::Err, SENT_PROMPT, 1);
-    let codes = sent_codes(&sent);
-    assert_eq!(codes.len(), 1);
-    live.answer(&codes[0]);
-    let out = live.finish();
-    assert!(out.succeeded(), "{out}");
-    assert_eq!(out.info_lines(), [format!("A code was sent to {TARGET}.")]);
+    login_with_a_sent_code(&sb, &sent);
     let log = fs::read_to_string(sb.dir().join("activate.log")).unwrap();
     assert!(log.contains("from the command\n"), "{log}");
     assert!(
@@ -1023,7 +1011,7 @@ fn code_by_message_through_systemd_socket_activate() {
 /// refused; a fresh one typed 59 s after sending logs in.
 #[test]
 fn code_by_message_expires() {
-    let (sb, _, sent) = delivery_sandbox("deliver-expiry", RECORDING, 0o755);
+    let (sb, sent) = delivery_sandbox("deliver-expiry", RECORDING, 0o755);
     set_target(&sb);
     let asked = sb.pamtester(SVC, "daemon", &[""], T0);
     assert_denied(&asked, pam_err::CONV_ERR);
@@ -1049,7 +1037,7 @@ fn code_by_message_expires() {
 /// first, one more may be sent.
 #[test]
 fn code_by_message_is_limited_per_hour() {
-    let (sb, _, sent) = delivery_sandbox("deliver-limit", RECORDING, 0o755);
+    let (sb, sent) = delivery_sandbox("deliver-limit", RECORDING, 0o755);
     set_target(&sb);
     for s in [0, 10] {
         let out = sb.pamtester(SVC, "daemon", &[""], &at_offset(T0, s));
@@ -1074,7 +1062,7 @@ fn code_by_message_is_limited_per_hour() {
 /// A user with no target is told so and denied; nothing is run.
 #[test]
 fn code_by_message_without_a_target_is_refused() {
-    let (sb, _, sent) = delivery_sandbox("deliver-notarget", RECORDING, 0o755);
+    let (sb, sent) = delivery_sandbox("deliver-notarget", RECORDING, 0o755);
     let out = sb.pamtester(SVC, "daemon", &[""], T0);
     assert_denied(&out, pam_err::AUTH_ERR);
     assert!(
@@ -1091,7 +1079,7 @@ const NOT_SENT: &str = "The code could not be sent. Use your app or a backup cod
 /// A command that exits 1 denies with "could not be sent".
 #[test]
 fn failing_delivery_command_denies() {
-    let (sb, _, _) = delivery_sandbox("deliver-fail", "cat > /dev/null\nexit 1\n", 0o755);
+    let (sb, _) = delivery_sandbox("deliver-fail", "cat > /dev/null\nexit 1\n", 0o755);
     set_target(&sb);
     let out = sb.pamtester(SVC, "daemon", &[""], T0);
     assert_denied(&out, pam_err::AUTH_ERR);
@@ -1108,12 +1096,7 @@ fn failing_delivery_command_denies() {
 /// module denies with "could not be sent"; nothing runs.
 #[test]
 fn missing_delivery_service_denies() {
-    let (sb, script, sent) = delivery_sandbox("deliver-noservice", RECORDING, 0o755);
-    sb.write_config(&format!(
-        "[delivery]\ncommand = \"{}\"\nsocket = \"{}\"\n",
-        script.display(),
-        sb.dir().join("nobody.sock").display()
-    ));
+    let (sb, sent) = delivery_setup("deliver-noservice", RECORDING, 0o755);
     set_target(&sb);
     let out = sb.pamtester(SVC, "daemon", &[""], T0);
     assert_denied(&out, pam_err::AUTH_ERR);
@@ -1125,7 +1108,7 @@ fn missing_delivery_service_denies() {
 /// A command that hangs is killed after 10 s and the login denied.
 #[test]
 fn hanging_delivery_command_is_killed() {
-    let (sb, _, _) = delivery_sandbox("deliver-hang", "exec sleep 30\n", 0o755);
+    let (sb, _) = delivery_sandbox("deliver-hang", "exec sleep 30\n", 0o755);
     set_target(&sb);
     let mut live = Live::start(&sb, SVC, "daemon", T0);
     live.wait_for(Stream::Err, PROMPT, 1);
@@ -1142,7 +1125,7 @@ fn hanging_delivery_command_is_killed() {
 /// A group-writable command is refused like a failing one and never run.
 #[test]
 fn group_writable_delivery_command_is_never_run() {
-    let (sb, _, sent) = delivery_sandbox("deliver-unsafe", RECORDING, 0o775);
+    let (sb, sent) = delivery_sandbox("deliver-unsafe", RECORDING, 0o775);
     set_target(&sb);
     let out = sb.pamtester(SVC, "daemon", &[""], T0);
     assert_denied(&out, pam_err::AUTH_ERR);
