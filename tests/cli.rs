@@ -58,6 +58,19 @@ fn file(sb: &Sandbox, name: &str) -> PathBuf {
     sb.state_dir().join(name)
 }
 
+/// `check --json` output `v` says not ok and lists exactly `want`, in
+/// order: each problem's path, and a text its message contains.
+fn assert_problems(v: &Value, want: &[(&Path, &str)]) {
+    assert_eq!(v["ok"], json!(false), "{v}");
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), want.len(), "{v}");
+    for (problem, (path, text)) in problems.iter().zip(want) {
+        assert_eq!(problem["path"], json!(path.display().to_string()), "{v}");
+        let message = problem["problem"].as_str().unwrap();
+        assert!(message.contains(text), "{v}");
+    }
+}
+
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
@@ -753,23 +766,15 @@ fn check_reports_the_delivery_command_and_socket() {
     fs::write(&command, "#!/bin/sh\ncat >/dev/null\n").unwrap();
     fs::set_permissions(&command, fs::Permissions::from_mode(0o775)).unwrap();
     let v = cli(&sb, &["check", "--json"]).expect(1).json();
-    let problems = v["problems"].as_array().unwrap();
-    assert_eq!(problems.len(), 2, "{v}");
-    assert_eq!(problems[0]["path"], json!(command.display().to_string()));
-    assert!(
-        problems[0]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("mode 0775"),
-        "{v}"
-    );
-    assert_eq!(problems[1]["path"], json!(socket.display().to_string()));
-    assert!(
-        problems[1]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("systemctl enable --now pam-twofactor-deliver.socket"),
-        "{v}"
+    assert_problems(
+        &v,
+        &[
+            (&command, "mode 0775"),
+            (
+                &socket,
+                "systemctl enable --now pam-twofactor-deliver.socket",
+            ),
+        ],
     );
     fs::set_permissions(&command, fs::Permissions::from_mode(0o755)).unwrap();
     sb.start_delivery_service();
@@ -845,14 +850,7 @@ fn check_reports_a_group_readable_secret_file_with_the_chmod_fix() {
     assert_eq!(lines[1], "1 problem(s) found.");
 
     let v = cli(&sb, &["check", "--json"]).expect(1).json();
-    assert_eq!(v["ok"], json!(false));
-    let problems = v["problems"].as_array().unwrap();
-    assert_eq!(problems.len(), 1, "{v}");
-    assert_eq!(problems[0]["path"], json!(shown));
-    assert!(
-        problems[0]["problem"].as_str().unwrap().contains("0640"),
-        "{v}"
-    );
+    assert_problems(&v, &[(&path, "0640")]);
     // check only reads: the mode is left for the admin to fix.
     assert_eq!(mode(&path), 0o640);
 }
@@ -865,17 +863,7 @@ fn check_reports_a_stray_file_in_the_state_dir() {
     fs::write(&junk, "hello\n").unwrap();
     fs::set_permissions(&junk, fs::Permissions::from_mode(0o600)).unwrap();
     let v = cli(&sb, &["check", "--json"]).expect(1).json();
-    assert_eq!(v["ok"], json!(false));
-    let problems = v["problems"].as_array().unwrap();
-    assert_eq!(problems.len(), 1, "{v}");
-    assert_eq!(problems[0]["path"], json!(junk.display().to_string()));
-    assert!(
-        problems[0]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("unexpected"),
-        "{v}"
-    );
+    assert_problems(&v, &[(&junk, "unexpected")]);
 }
 
 /// A leftover temp file `.daemon.state.tmp-1-ab` is reported as stale.
@@ -926,17 +914,7 @@ fn check_reports_a_state_dir_that_is_not_0700() {
     let (sb, _) = enrolled("check-dirmode", "");
     fs::set_permissions(sb.state_dir(), fs::Permissions::from_mode(0o755)).unwrap();
     let v = cli(&sb, &["check", "--json"]).expect(1).json();
-    assert_eq!(v["ok"], json!(false));
-    let problems = v["problems"].as_array().unwrap();
-    assert_eq!(problems.len(), 1, "{v}");
-    assert_eq!(
-        problems[0]["path"],
-        json!(sb.state_dir().display().to_string())
-    );
-    assert!(
-        problems[0]["problem"].as_str().unwrap().contains("0700"),
-        "{v}"
-    );
+    assert_problems(&v, &[(sb.state_dir(), "0700")]);
 }
 
 /// A damaged secret record makes `status` exit 6 naming the file, and `check`
