@@ -42,10 +42,10 @@ use crate::store::{self, StoreError};
 use crate::username::Username;
 
 /// How long the command may run.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the module waits for the service's answer: the command's
 /// time plus a margin for starting the service.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(10);
 /// The longest request the service reads, and the longest answer the
 /// module reads (a user name, a target of at most 128 characters, a code).
@@ -255,7 +255,7 @@ impl fmt::Debug for Request {
 
 /// Reads one request (at most [`MAX_MESSAGE`] bytes, up to its third line
 /// break) from `input` and checks every field; the code is wiped on drop.
-pub fn read_request(input: &mut impl Read) -> Result<Request, DeliveryError> {
+fn read_request(input: &mut impl Read) -> Result<Request, DeliveryError> {
     let mut buf = Zeroizing::new(vec![0u8; MAX_MESSAGE]);
     let mut len = 0;
     let breaks = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count();
@@ -354,7 +354,7 @@ const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 /// The code goes into the pipe *before* the command starts: it fits in the
 /// pipe buffer, and while we hold the read end no write can fail, so a
 /// command that exits without reading cannot make us meet EPIPE.
-pub fn run(command: &Path, user: &str, target: &str, code: &str) -> Result<(), DeliveryError> {
+fn run(command: &Path, user: &str, target: &str, code: &str) -> Result<(), DeliveryError> {
     store::check_executable(command).map_err(DeliveryError::Unsafe)?;
     let spawn_error = |e: std::io::Error| DeliveryError::Spawn(e.to_string());
     let (reader, writer) =
