@@ -364,6 +364,35 @@ impl<'p> TrustedDir<'p> {
     /// Takes the exclusive lock `name` (created 0600 if missing, never
     /// unlinked so every process locks the same inode), waiting a bounded time.
     pub fn lock(&self, name: &str) -> Result<LockGuard, StoreError> {
+        self.lock_any(&[name])
+    }
+
+    /// Takes whichever of the exclusive locks `names` is free first (each
+    /// created and checked like `lock`), waiting a bounded time for one:
+    /// a counting semaphore of `names.len()` slots that a crashed holder
+    /// releases with its fds.
+    pub fn lock_any(&self, names: &[&str]) -> Result<LockGuard, StoreError> {
+        let mut fds = Vec::with_capacity(names.len());
+        for name in names {
+            fds.push(Some(self.open_lock(name)?));
+        }
+        let path = || self.child(names.first().copied().unwrap_or_default());
+        for _ in 0..LOCK_ATTEMPTS {
+            for (slot, name) in fds.iter_mut().zip(names) {
+                let Some(fd) = slot.take() else { continue };
+                match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
+                    Ok(lock) => return Ok(LockGuard { _lock: lock }),
+                    Err((back, Errno::EWOULDBLOCK | Errno::EINTR)) => *slot = Some(back),
+                    Err((_, e)) => return Err(io_err(&self.child(name), "flock", e)),
+                }
+            }
+            std::thread::sleep(LOCK_RETRY);
+        }
+        Err(StoreError::LockTimeout { path: path() })
+    }
+
+    /// Opens (creating 0600 if missing) and checks the lock file `name`.
+    fn open_lock(&self, name: &str) -> Result<OwnedFd, StoreError> {
         let path = || self.child(name);
         let flags = OFlag::O_RDWR
             | OFlag::O_CREAT
@@ -378,18 +407,7 @@ impl<'p> TrustedDir<'p> {
         )?;
         let file = File::from(fd);
         check_file(path, &fd_metadata(&file, path)?, Access::Private)?;
-        let mut fd = OwnedFd::from(file);
-        for _ in 0..LOCK_ATTEMPTS {
-            match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Ok(LockGuard { _lock: lock }),
-                Err((back, Errno::EWOULDBLOCK | Errno::EINTR)) => {
-                    fd = back;
-                    std::thread::sleep(LOCK_RETRY);
-                }
-                Err((_, e)) => return Err(io_err(&path(), "flock", e)),
-            }
-        }
-        Err(StoreError::LockTimeout { path: path() })
+        Ok(OwnedFd::from(file))
     }
 
     /// Atomically replaces `name` with `contents` and makes it durable:
@@ -697,6 +715,28 @@ mod tests {
 
     const OLD: &[u8] = b"version = 1\nfailures = 1\n";
     const NEW: &[u8] = b"version = 1\nfailures = 2\nrate_window_attempts = 7\n";
+
+    /// `lock_any` hands out each of its locks once: with all of them held
+    /// the next taker gives up after the bounded wait; once one is
+    /// released, that one is taken.
+    #[test]
+    fn lock_any_is_a_bounded_semaphore() {
+        let path = scratch("lockany");
+        let dir = TrustedDir::open(&path, true).unwrap();
+        let slots = ["s0.lock", "s1.lock", "s2.lock"];
+        // Three takers get three different locks (flock on separate opens
+        // of one file would conflict).
+        let mut held: Vec<LockGuard> = (0..3).map(|_| dir.lock_any(&slots).unwrap()).collect();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            dir.lock_any(&slots),
+            Err(StoreError::LockTimeout { .. })
+        ));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        held.remove(1);
+        let _again = dir.lock_any(&slots).unwrap();
+        assert_eq!(held.len(), 2);
+    }
 
     /// The walk's components: `//` and `.` skipped, `..` refused.
     #[test]
