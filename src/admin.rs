@@ -730,6 +730,9 @@ impl Admin {
                     problem,
                 })
             };
+            if crate::auth::is_kdf_slot(&name) {
+                continue;
+            }
             let (stem, kind) = match name.rsplit_once('.') {
                 Some((stem, kind @ ("secret" | "state" | "lock"))) => (stem, kind),
                 _ => {

@@ -1,17 +1,21 @@
 //! One authentication, from user name to outcome, over a `Conversation`
 //! trait so tests can script it without PAM. The order is deliberate:
 //! exemptions first (no files), then the records; prompt with no lock held
-//! (a user may take a minute); compute argon2 hashes (slow) before the lock;
-//! then lock → re-read state → decide → write durably → unlock, and only
-//! then tell the user anything.
+//! (a user may take minutes); a cheap look at the state refuses a locked or
+//! rate-limited attempt before any argon2 work; compute argon2 hashes (slow,
+//! a bounded number at once) before the lock; then lock → check the secret
+//! record is the one the prompt was shown for → re-read state → read the
+//! clock → decide → write durably → unlock, and only then tell the user
+//! anything. The clock is read at each decision, never once at the start.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
 use crate::accounts;
-use crate::backup;
+use crate::backup::{self, HASH_BYTES};
+use crate::clock::Clock;
 use crate::config::{Config, Unenrolled};
 use crate::deliver::{self, DeliveryError};
 use crate::enroll;
@@ -100,6 +104,10 @@ pub enum DenyReason {
     EnrollmentNotConfirmed,
     /// A code by message was asked for but could not be sent.
     DeliveryFailed(String),
+    /// The secret record changed while the prompt was open (an admin ran
+    /// `backup-codes`, `enroll --force`, `remove-device`, `disable`, …):
+    /// nothing was decided against the old one.
+    RecordChanged,
 }
 
 /// The core's answer, in its own words; the PAM door maps it to a code.
@@ -199,6 +207,7 @@ impl Outcome {
                         Failure::Replayed => "replayed code (RFC 6238 5.2)",
                         Failure::Malformed => "malformed input",
                         Failure::DriftNotConfirmed => "clock drift not confirmed by the next code",
+                        Failure::DriftSuspected => "code outside the window (clock drift?)",
                     };
                     match locked_until {
                         Some(t) => format!(
@@ -221,19 +230,26 @@ impl Outcome {
                     "denied: enrollment at login not confirmed (nothing stored)".into()
                 }
                 DenyReason::DeliveryFailed(why) => format!("denied: code by message: {why}"),
+                DenyReason::RecordChanged => {
+                    "denied: the enrollment changed while the prompt was open (nothing decided)"
+                        .into()
+                }
             },
         }
     }
 }
 
 /// A secret record as a login reads it: parsed without the backup-code
-/// hashes (`Hashes::Skip`), with its bytes kept until an answer that could
-/// be a backup code needs them decoded (`with_hashes`), never longer. The
-/// bytes hold the secret too (in base32); they are wiped when dropped.
+/// hashes (`Hashes::Skip`) until an answer that could be a backup code
+/// needs them (`with_hashes`), with the bytes it was parsed from. Every
+/// decision checks under the user's lock that the file still holds exactly
+/// these bytes (`update_state`). The bytes hold the secret too (in base32);
+/// they are wiped when dropped.
 struct LoginRecord {
     record: SecretRecord,
-    /// `Some` while the hashes are not decoded yet.
-    undecoded: Option<WipedBytes>,
+    bytes: WipedBytes,
+    /// Whether `record.backup.hashes` is decoded.
+    decoded: bool,
 }
 
 impl LoginRecord {
@@ -244,13 +260,15 @@ impl LoginRecord {
         dir: &TrustedDir,
         user: &Username,
     ) -> Result<&SecretRecord, AuthError> {
-        if let Some(bytes) = self.undecoded.take() {
-            self.record = SecretRecord::parse_with(&bytes, Hashes::Decode).map_err(|error| {
-                AuthError::Record {
-                    path: dir.path().join(user.secret_file()),
-                    error,
-                }
-            })?;
+        if !self.decoded {
+            self.record =
+                SecretRecord::parse_with(&self.bytes, Hashes::Decode).map_err(|error| {
+                    AuthError::Record {
+                        path: dir.path().join(user.secret_file()),
+                        error,
+                    }
+                })?;
+            self.decoded = true;
         }
         Ok(&self.record)
     }
@@ -264,7 +282,8 @@ fn read_record(dir: &TrustedDir, user: &Username) -> Result<Option<LoginRecord>,
     match SecretRecord::parse_with(&bytes, Hashes::Skip) {
         Ok(record) => Ok(Some(LoginRecord {
             record,
-            undecoded: Some(bytes),
+            bytes,
+            decoded: false,
         })),
         Err(error) => Err(AuthError::Record {
             path: dir.path().join(name),
@@ -286,32 +305,47 @@ pub fn read_state(dir: &TrustedDir, user: &Username) -> Result<State, AuthError>
     }
 }
 
+/// The secret record is no longer the one the prompt was shown for.
+struct RecordChanged;
+
 /// Runs `change` on the user's state under the lock and stores the result
-/// durably before returning it.
+/// durably before returning it. Under the lock it first checks that the
+/// secret record still holds exactly `record` (a prompt may have been open
+/// while an admin revoked backup codes or replaced the secret: decide
+/// against the record as it is, or not at all), then reads the clock:
+/// `change` gets the time of this decision, so a lock or window is never
+/// written relative to the moment the prompt opened.
 fn update_state<T>(
     dir: &TrustedDir,
     user: &Username,
-    change: impl FnOnce(&State) -> (T, State),
-) -> Result<T, AuthError> {
+    clock: &dyn Clock,
+    record: &[u8],
+    change: impl FnOnce(&State, u64) -> (T, State),
+) -> Result<Result<T, RecordChanged>, AuthError> {
     let _lock = dir.lock(&user.lock_file())?;
+    let current = dir.read(&user.secret_file(), Access::Private, MAX_RECORD_BYTES)?;
+    if current.as_ref().map(|bytes| bytes.as_slice()) != Some(record) {
+        return Ok(Err(RecordChanged));
+    }
     let state = read_state(dir, user)?;
-    let (result, new) = change(&state);
+    let (result, new) = change(&state, clock.now());
     if new != state {
         // Durable before anything is acted on: a code we cannot mark as
         // used is not accepted (google-authenticator #543).
         dir.replace(&user.state_file(), new.to_toml().as_bytes())?;
     }
-    Ok(result)
+    Ok(Ok(result))
 }
 
-/// Authenticates `raw_user` (no remote host) at time `now`.
+/// Authenticates `raw_user` (no remote host), reading `clock` at each
+/// decision.
 pub fn authenticate(
     config: &Config,
     raw_user: &str,
     conv: &mut dyn Conversation,
-    now: u64,
+    clock: &dyn Clock,
 ) -> Result<Outcome, AuthError> {
-    authenticate_from(config, raw_user, None, conv, now)
+    authenticate_from(config, raw_user, None, conv, clock)
 }
 
 /// For a name without an enrollment: the enrollment of the first name of
@@ -336,13 +370,14 @@ fn enrolled_first_name(
     Ok(read_record(dir, &first)?.map(|record| (first, record)))
 }
 
-/// Authenticates `raw_user` connecting from `rhost` (PAM_RHOST) at `now`.
+/// Authenticates `raw_user` connecting from `rhost` (PAM_RHOST), reading
+/// `clock` at each decision.
 pub fn authenticate_from(
     config: &Config,
     raw_user: &str,
     rhost: Option<&str>,
     conv: &mut dyn Conversation,
-    now: u64,
+    clock: &dyn Clock,
 ) -> Result<Outcome, AuthError> {
     let user = match Username::parse(raw_user) {
         Ok(user) => user,
@@ -369,7 +404,7 @@ pub fn authenticate_from(
                 return match config.unenrolled {
                     Unenrolled::Skip => Ok(Outcome::Skip(SkipReason::Unenrolled)),
                     Unenrolled::Deny => deny_after_prompt(conv, DenyReason::Unenrolled),
-                    Unenrolled::Enroll => enroll_at_login(config, &dir, &user, conv, now),
+                    Unenrolled::Enroll => enroll_at_login(config, &dir, &user, conv, clock),
                 };
             }
         },
@@ -377,7 +412,7 @@ pub fn authenticate_from(
     if let (Some(host), true) = (rhost, config.grace_seconds > 0) {
         // A hint read without the lock: the file is replaced atomically.
         let state = read_state(&dir, &user)?;
-        if policy::in_grace(&state, host, now, config.grace_seconds) {
+        if policy::in_grace(&state, host, clock.now(), config.grace_seconds) {
             return Ok(Outcome::Skip(SkipReason::Grace));
         }
     }
@@ -390,20 +425,19 @@ pub fn authenticate_from(
         let raw = conv.ask_code(prompt)?;
         let answer = input::classify(&raw);
         drop(raw);
-        let record = if backup_length(&answer, &login.record) {
-            login.with_hashes(&dir, &user)?
-        } else {
-            &login.record
-        };
         let delivery_on = config.delivery.command.is_some();
         if answer == Answer::Empty && delivery_on && drift.is_none() && !delivered_now {
-            match send_code(config, &dir, &user, record, now)? {
+            match send_code(config, &dir, &user, &login, &policy, clock)? {
                 Ok(target) => {
                     conv.show_info(&format!("A code was sent to {target}."));
                     prompt = SENT_PROMPT;
                     delivered_now = true;
                     continue;
                 }
+                Err(SendFailure::Refused(verdict)) => {
+                    return Ok(tell(conv, &login.record, verdict));
+                }
+                Err(SendFailure::RecordChanged) => return Ok(record_changed(conv)),
                 Err(message) => {
                     conv.show_error(&message.to_user());
                     return Ok(Outcome::Deny(DenyReason::DeliveryFailed(
@@ -412,34 +446,67 @@ pub fn authenticate_from(
                 }
             }
         }
-        let delivery_possible = delivery_on && record.deliver_to.is_some();
-        let hash = answer_hash(&answer, record, delivery_possible, &dir, &user)?;
-        let attempt = Attempt {
-            code: answer.totp(),
-            hash,
-            drift: drift.as_ref(),
-            rhost,
+        let delivery_possible = delivery_on && login.record.deliver_to.is_some();
+        let mut hash = hash_needed(
+            &answer,
+            &login.record,
+            delivery_possible,
+            &dir,
+            &user,
+            &policy,
+            clock,
+        )?;
+        let verdict = loop {
+            if hash == AnswerHash::Needed {
+                // The backup-code hashes are decoded only now: after the
+                // cheap refusals, and only for an answer of their length.
+                if backup_length(&answer, &login.record) {
+                    login.with_hashes(&dir, &user)?;
+                }
+                hash = AnswerHash::Done(hash_in_slot(&dir, &answer, &login.record)?);
+            }
+            let record = &login.record;
+            let attempt = Attempt {
+                code: answer.totp(),
+                hash: hash.value(),
+                drift: drift.as_ref(),
+                rhost,
+            };
+            let deferred = matches!(hash, AnswerHash::Deferred);
+            let decided = update_state(&dir, &user, clock, &login.bytes, |state, now| {
+                if deferred && policy::refusal(state, now, &policy).is_none() {
+                    // The lock ended (or an admin unlocked) since the cheap
+                    // look: decide only once the answer is hashed.
+                    return (None, state.clone());
+                }
+                let d = policy::decide(record, state, &attempt, now, &policy);
+                (Some(d.verdict), d.state)
+            })?;
+            match decided {
+                Err(RecordChanged) => return Ok(record_changed(conv)),
+                Ok(Some(verdict)) => break verdict,
+                Ok(None) => hash = AnswerHash::Needed,
+            }
         };
-        let decision = update_state(&dir, &user, |state| {
-            let d = policy::decide(record, state, &attempt, now, &policy);
-            (d.verdict, d.state)
-        })?;
-        match decision {
+        match verdict {
             Verdict::DriftSuspected(check) if drift.is_none() => {
-                let minutes = (check
-                    .off_by
-                    .saturating_mul(u64::from(period_of(record, &check.device))))
-                .div_ceil(60);
-                conv.show_info(&format!(
-                    "The clock of your device seems to be off by about {minutes} minute{}. Wait for the next code and enter it.",
-                    if minutes == 1 { "" } else { "s" }
-                ));
+                // Says nothing of how far off: the matched step is spent and
+                // counted, and the size of the offset would only help a guesser.
+                conv.show_info(
+                    "The clock of your device seems to be off. Wait for the next code and enter it.",
+                );
                 prompt = NEXT_PROMPT;
                 drift = Some(check);
             }
-            verdict => return Ok(tell(conv, record, verdict)),
+            verdict => return Ok(tell(conv, &login.record, verdict)),
         }
     }
+}
+
+/// Tells the user their second factor changed under the open prompt.
+fn record_changed(conv: &mut dyn Conversation) -> Outcome {
+    conv.show_error("Your second factor was changed while this prompt was open. Log in again.");
+    Outcome::Deny(DenyReason::RecordChanged)
 }
 
 fn period_of(record: &SecretRecord, device: &str) -> u32 {
@@ -455,28 +522,101 @@ fn backup_length(answer: &Answer, record: &SecretRecord) -> bool {
     matches!(answer, Answer::Digits(d) if d.len() == usize::from(record.backup.digits))
 }
 
-/// The argon2 hash of the answer, when it can be a backup code (by length)
-/// or a delivered code (one is pending).
-fn answer_hash(
+/// The argon2 hash an answer needs, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AnswerHash {
+    /// The answer cannot be a backup or delivered code.
+    NotNeeded,
+    /// It could be, but a look at the state without the lock showed the
+    /// attempt will be refused anyway (locked, rate limited): not hashed
+    /// unless the decision under the lock finds otherwise.
+    Deferred,
+    /// It could be, and nothing refuses it yet: to be hashed.
+    Needed,
+    Done([u8; HASH_BYTES]),
+}
+
+impl AnswerHash {
+    fn value(self) -> Option<[u8; HASH_BYTES]> {
+        match self {
+            AnswerHash::Done(hash) => Some(hash),
+            AnswerHash::NotNeeded | AnswerHash::Deferred | AnswerHash::Needed => None,
+        }
+    }
+}
+
+/// How many argon2 hashes a host runs at once for logins, whatever the
+/// number of parallel attempts: each takes `m_cost` KiB (19 MiB by
+/// default), so 64 parallel backup-code attempts stay within about 80 MiB
+/// of hashing memory. The slots are lock files in the state directory
+/// (names no user name can have: they start with a dot); a crashed holder
+/// releases its slot with its fds.
+const KDF_SLOTS: [&str; 4] = [
+    ".kdf-slot-0.lock",
+    ".kdf-slot-1.lock",
+    ".kdf-slot-2.lock",
+    ".kdf-slot-3.lock",
+];
+
+/// Whether `name` in the state directory is one of the `KDF_SLOTS`.
+pub fn is_kdf_slot(name: &str) -> bool {
+    KDF_SLOTS.contains(&name)
+}
+
+/// argon2 of `digits` with the record's salt, in one of the `KDF_SLOTS`.
+fn hash_digits_in_slot(
+    dir: &TrustedDir,
+    digits: &str,
+    record: &SecretRecord,
+) -> Result<[u8; HASH_BYTES], AuthError> {
+    let _slot = dir.lock_any(&KDF_SLOTS)?;
+    backup::hash_digits(digits, &record.backup.salt, record.backup.kdf).ok_or(AuthError::Kdf)
+}
+
+/// `hash_digits_in_slot` for an answer (anything but digits hashes nothing
+/// the policy could match, and is never asked for).
+fn hash_in_slot(
+    dir: &TrustedDir,
+    answer: &Answer,
+    record: &SecretRecord,
+) -> Result<[u8; HASH_BYTES], AuthError> {
+    match answer {
+        Answer::Digits(digits) => hash_digits_in_slot(dir, digits, record),
+        _ => Err(AuthError::Kdf),
+    }
+}
+
+/// Whether the answer needs an argon2 hash: when it can be a backup code
+/// (by length) or a delivered code (one is pending) — unless the attempt is
+/// refused anyway: cheap refusals first (SECURITY.md), so a locked account
+/// costs no memory-hard work per guess.
+fn hash_needed(
     answer: &Answer,
     record: &SecretRecord,
     delivery_possible: bool,
     dir: &TrustedDir,
     user: &Username,
-) -> Result<Option<[u8; backup::HASH_BYTES]>, AuthError> {
-    let Answer::Digits(digits) = answer else {
-        return Ok(None);
+    policy: &Policy,
+    clock: &dyn Clock,
+) -> Result<AnswerHash, AuthError> {
+    let Answer::Digits(_) = answer else {
+        return Ok(AnswerHash::NotNeeded);
     };
     let backup_length = backup_length(answer, record);
-    // Only users who can receive codes pay for the extra state read.
-    let delivery_pending =
-        delivery_possible && answer.totp().is_some() && read_state(dir, user)?.delivered.is_some();
-    if !backup_length && !delivery_pending {
-        return Ok(None);
+    // Only users who can receive codes pay for the state read of a TOTP code.
+    let could_be_delivered = delivery_possible && answer.totp().is_some();
+    if !backup_length && !could_be_delivered {
+        return Ok(AnswerHash::NotNeeded);
     }
-    backup::hash_digits(digits, &record.backup.salt, record.backup.kdf)
-        .map(Some)
-        .ok_or(AuthError::Kdf)
+    // Read without the lock: a hint, re-checked under the lock.
+    let hint = read_state(dir, user)?;
+    if !backup_length && hint.delivered.is_none() {
+        return Ok(AnswerHash::NotNeeded);
+    }
+    if policy::refusal(&hint, clock.now(), policy).is_some() {
+        return Ok(AnswerHash::Deferred);
+    }
+    Ok(AnswerHash::Needed)
 }
 
 /// Turns the verdict into the outcome, telling the user what they need.
@@ -542,8 +682,13 @@ fn tell(conv: &mut dyn Conversation, record: &SecretRecord, verdict: Verdict) ->
 #[derive(Debug)]
 enum SendFailure {
     NotSetUp,
-    HourlyLimit { until: u64 },
+    HourlyLimit {
+        until: u64,
+    },
     Command(DeliveryError),
+    /// Locked or rate limited: told as for any attempt.
+    Refused(Verdict),
+    RecordChanged,
 }
 
 impl SendFailure {
@@ -559,6 +704,7 @@ impl SendFailure {
             SendFailure::Command(_) => {
                 "The code could not be sent. Use your app or a backup code.".into()
             }
+            SendFailure::Refused(_) | SendFailure::RecordChanged => "No code was sent.".into(),
         }
     }
 }
@@ -571,42 +717,56 @@ impl fmt::Display for SendFailure {
                 write!(f, "max_per_hour reached until {}", timefmt::rfc3339(*until))
             }
             SendFailure::Command(e) => write!(f, "{e}"),
+            SendFailure::Refused(verdict) => write!(f, "refused before sending: {verdict:?}"),
+            SendFailure::RecordChanged => f.write_str("the enrollment changed meanwhile"),
         }
     }
 }
 
 /// Creates a code, stores only its hash and expiry (durably, under the
-/// lock, counting it against `max_per_hour`), then runs the command.
+/// lock, counting it against `max_per_hour` at the time of sending), then
+/// asks the delivery service to send it. A locked or rate-limited user, or
+/// one over the hourly limit, costs no argon2 work and gets no code.
 fn send_code(
     config: &Config,
     dir: &TrustedDir,
     user: &Username,
-    record: &SecretRecord,
-    now: u64,
+    login: &LoginRecord,
+    policy: &Policy,
+    clock: &dyn Clock,
 ) -> Result<Result<String, SendFailure>, AuthError> {
+    let record = &login.record;
     let (Some(_), Some(target)) = (&config.delivery.command, &record.deliver_to) else {
         return Ok(Err(SendFailure::NotSetUp));
     };
-    let code = backup::random_digits(config.totp.digits).ok_or(AuthError::Kdf)?;
-    let hash =
-        backup::hash_digits(&code, &record.backup.salt, record.backup.kdf).ok_or(AuthError::Kdf)?;
-    let limit = config.delivery.max_per_hour as usize;
-    let allowed = update_state(dir, user, |state| {
-        let mut new = state.clone();
-        new.deliveries.retain(|&t| t <= now && now - t < 3600);
-        if new.deliveries.len() >= limit {
-            let oldest = new.deliveries.iter().min().copied().unwrap_or(now);
-            return (Err(oldest + 3600), new);
-        }
-        new.deliveries.push(now);
-        new.delivered = Some(Delivered {
-            hash,
-            expires: now.saturating_add(config.delivery.valid_seconds),
-        });
-        (Ok(()), new)
-    })?;
-    if let Err(until) = allowed {
+    let limit = config.delivery.max_per_hour;
+    // Cheap refusals first, from a look without the lock.
+    let mut hint = read_state(dir, user)?;
+    let now = clock.now();
+    if let Some(verdict) = policy::refusal(&hint, now, policy) {
+        return Ok(Err(SendFailure::Refused(verdict)));
+    }
+    if let Err(until) = policy::count_delivery(&mut hint, now, limit) {
         return Ok(Err(SendFailure::HourlyLimit { until }));
+    }
+    let code = backup::random_digits(config.totp.digits).ok_or(AuthError::Kdf)?;
+    let hash = hash_digits_in_slot(dir, &code, record)?;
+    let valid_seconds = config.delivery.valid_seconds;
+    let counted = update_state(dir, user, clock, &login.bytes, |state, now| {
+        let mut new = state.clone();
+        let counted = policy::count_delivery(&mut new, now, limit);
+        if counted.is_ok() {
+            new.delivered = Some(Delivered {
+                hash,
+                expires: now.saturating_add(valid_seconds),
+            });
+        }
+        (counted, new)
+    })?;
+    match counted {
+        Err(RecordChanged) => return Ok(Err(SendFailure::RecordChanged)),
+        Ok(Err(until)) => return Ok(Err(SendFailure::HourlyLimit { until })),
+        Ok(Ok(())) => {}
     }
     Ok(
         deliver::request(config.delivery.socket(), user.as_str(), target, &code)
@@ -617,13 +777,16 @@ fn send_code(
 
 /// `unenrolled = "enroll"`: show a new secret, ask for a code from it, and
 /// store the enrollment only if the code is right. Trust on first use: the
-/// password is all that protects this step (README says so plainly).
+/// password is all that protects this step (README says so plainly). The
+/// code is checked at the time it is typed (scanning a QR code takes a
+/// while), and every string that holds the secret or the backup codes is
+/// wiped when dropped.
 fn enroll_at_login(
     config: &Config,
     dir: &TrustedDir,
     user: &Username,
     conv: &mut dyn Conversation,
-    now: u64,
+    clock: &dyn Clock,
 ) -> Result<Outcome, AuthError> {
     if !config.enroll_groups.is_empty()
         && accounts::first_shared_group(user.as_str(), &config.enroll_groups).is_none()
@@ -632,23 +795,41 @@ fn enroll_at_login(
     }
     let secret = SecretKey::new(backup::random_bytes::<20>().ok_or(AuthError::Kdf)?.to_vec());
     let params = config.totp;
-    let uri = enroll::otpauth_uri(&config.issuer_name(), user.as_str(), &secret, params);
-    let qr = enroll::qr_text(&uri).unwrap_or_default();
-    conv.show_info(&format!(
+    let uri = Zeroizing::new(enroll::otpauth_uri(
+        &config.issuer_name(),
+        user.as_str(),
+        &secret,
+        params,
+    ));
+    let qr = Zeroizing::new(enroll::qr_text(&uri).unwrap_or_default());
+    let key = Zeroizing::new(enroll::grouped_secret(&secret));
+    // Sized up front so that writing never reallocates (a reallocation
+    // would leave an unwiped copy behind).
+    let mut message = Zeroizing::new(String::with_capacity(
+        qr.len() + key.len() + uri.len() + 512,
+    ));
+    // Writing to a String cannot fail.
+    let _ = write!(
+        message,
         "Two-factor authentication is required and not set up for you yet.\n\
-         Scan this QR code with your authenticator app:\n{qr}\n\
+         Scan this QR code with your authenticator app:\n{}\n\
          Or enter this key by hand: {}\n\
          ({}, {} digits, every {} s)\n\
-         otpauth URI: {uri}\n\
+         otpauth URI: {}\n\
          Then enter the code the app shows.",
-        enroll::grouped_secret(&secret),
+        qr.as_str(),
+        key.as_str(),
         params.algorithm,
         params.digits,
-        params.period
-    ));
+        params.period,
+        uri.as_str(),
+    );
+    conv.show_info(&message);
+    drop((message, qr, key, uri));
     let raw = conv.ask_code(PROMPT)?;
     let answer = input::classify(&raw);
     drop(raw);
+    let now = clock.now();
     let step = match answer.totp() {
         Some(code) => match otp::match_code(&secret, params, code, now, config.window, None) {
             CodeMatch::Fresh(step) => step,
@@ -677,16 +858,17 @@ fn enroll_at_login(
         let mut state = State::default();
         state.last_accepted_step.insert(DEFAULT_DEVICE.into(), step);
         dir.replace(&user.state_file(), state.to_toml().as_bytes())?;
-        dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+        let text = Zeroizing::new(record.to_toml());
+        dir.replace(&user.secret_file(), text.as_bytes())?;
     }
-    let list: Vec<String> = codes
-        .iter()
-        .map(|c| format!("  {}", c.grouped().as_str()))
-        .collect();
-    conv.show_info(&format!(
-        "Two-factor authentication is set up. Your backup codes (each works once; keep them safe, they are not shown again):\n{}",
-        list.join("\n")
-    ));
+    let intro = "Two-factor authentication is set up. Your backup codes (each works once; keep them safe, they are not shown again):";
+    let mut message = Zeroizing::new(String::with_capacity(intro.len() + codes.len() * 24));
+    message.push_str(intro);
+    for code in &codes {
+        message.push_str("\n  ");
+        message.push_str(code.grouped().as_str());
+    }
+    conv.show_info(&message);
     Ok(Outcome::Allow(Method::Enrolled))
 }
 
@@ -707,12 +889,16 @@ fn deny_after_prompt(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FixedClock;
     use std::collections::VecDeque;
 
     /// A scripted conversation: answers in order, records everything shown,
-    /// and panics if asked more often than scripted.
+    /// runs what a test scheduled before an answer (the clock moving, an
+    /// admin acting while the prompt is open), panics if asked more often
+    /// than scripted, and checks on drop that every answer was used.
     struct Script {
         answers: VecDeque<Option<String>>,
+        before: VecDeque<Option<Box<dyn FnOnce()>>>,
         prompts: Vec<String>,
         infos: Vec<String>,
         errors: Vec<String>,
@@ -722,16 +908,27 @@ mod tests {
         fn new(answers: &[Option<&str>]) -> Script {
             Script {
                 answers: answers.iter().map(|a| a.map(str::to_string)).collect(),
+                before: VecDeque::new(),
                 prompts: vec![],
                 infos: vec![],
                 errors: vec![],
             }
+        }
+
+        /// Runs `action` just before the next unscheduled answer is given
+        /// (the first call for the first answer, and so on).
+        fn before_answer(mut self, action: impl FnOnce() + 'static) -> Script {
+            self.before.push_back(Some(Box::new(action)));
+            self
         }
     }
 
     impl Conversation for Script {
         fn ask_code(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, ConvError> {
             self.prompts.push(prompt.to_string());
+            if let Some(Some(action)) = self.before.pop_front() {
+                action();
+            }
             match self.answers.pop_front() {
                 Some(Some(a)) => Ok(Zeroizing::new(a.into_bytes())),
                 Some(None) => Err(ConvError),
@@ -743,6 +940,41 @@ mod tests {
         }
         fn show_error(&mut self, message: &str) {
             self.errors.push(message.to_string());
+        }
+    }
+
+    impl Drop for Script {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                assert!(
+                    self.answers.is_empty(),
+                    "scripted answers never asked for: {:?}",
+                    self.answers
+                );
+            }
+        }
+    }
+
+    /// A clock a test moves while a prompt is open.
+    #[derive(Clone, Default)]
+    struct MovingClock(std::rc::Rc<std::cell::Cell<u64>>);
+
+    impl MovingClock {
+        fn at(now: u64) -> MovingClock {
+            let clock = MovingClock::default();
+            clock.0.set(now);
+            clock
+        }
+        /// An action that sets the clock to `now`.
+        fn set_to(&self, now: u64) -> impl FnOnce() + 'static {
+            let cell = self.0.clone();
+            move || cell.set(now)
+        }
+    }
+
+    impl Clock for MovingClock {
+        fn now(&self) -> u64 {
+            self.0.get()
         }
     }
 
@@ -760,7 +992,7 @@ mod tests {
     fn unsafe_user_name_is_denied_after_the_same_prompt() {
         for name in ["..", "a/b", "", "x\ny"] {
             let mut script = Script::new(&[Some("123456")]);
-            let outcome = authenticate(&config(), name, &mut script, 0).unwrap();
+            let outcome = authenticate(&config(), name, &mut script, &FixedClock(0)).unwrap();
             assert!(
                 matches!(outcome, Outcome::Deny(DenyReason::BadUsername(_))),
                 "{name:?}"
@@ -774,7 +1006,7 @@ mod tests {
     #[test]
     fn conversation_error_is_a_failure() {
         let mut script = Script::new(&[None]);
-        let err = authenticate(&config(), "a/b", &mut script, 0).unwrap_err();
+        let err = authenticate(&config(), "a/b", &mut script, &FixedClock(0)).unwrap_err();
         assert!(matches!(err, AuthError::Conversation));
     }
 
@@ -784,7 +1016,7 @@ mod tests {
         let mut c = config();
         c.unenrolled = Unenrolled::Skip;
         let mut script = Script::new(&[]);
-        let err = authenticate(&c, "alice", &mut script, 0).unwrap_err();
+        let err = authenticate(&c, "alice", &mut script, &FixedClock(0)).unwrap_err();
         assert!(matches!(err, AuthError::Store(_)), "{err}");
         assert!(script.prompts.is_empty());
     }
@@ -836,7 +1068,7 @@ mod tests {
         let before = read_state(&dir, &user).unwrap();
 
         let mut script = Script::new(&[Some(codes[1].as_str())]);
-        let result = authenticate(&config, "daemon", &mut script, NOW);
+        let result = authenticate(&config, "daemon", &mut script, &FixedClock(NOW));
         assert!(
             matches!(
                 &result,
@@ -848,7 +1080,7 @@ mod tests {
 
         // oathtool --totp -b GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ --now "2030-06-15 12:00:00 UTC"
         let mut script = Script::new(&[Some("594151")]);
-        let result = authenticate(&config, "daemon", &mut script, NOW);
+        let result = authenticate(&config, "daemon", &mut script, &FixedClock(NOW));
         assert_eq!(
             result.unwrap(),
             Outcome::Allow(Method::Totp {
@@ -874,7 +1106,7 @@ mod tests {
             let before = read_state(&dir, &user).unwrap();
             let mut script = Script::new(&[Some(codes[0].as_str())]);
             faults::inject(step, faults::Fault::Fail);
-            let result = authenticate(&config, "daemon", &mut script, NOW);
+            let result = authenticate(&config, "daemon", &mut script, &FixedClock(NOW));
             faults::clear();
             assert!(
                 matches!(result, Err(AuthError::Store(_))),
@@ -909,7 +1141,7 @@ mod tests {
         };
         faults::inject(step, faults::Fault::Abort);
         let mut script = Script::new(&[Some(code.as_str())]);
-        let _ = authenticate(&config, "daemon", &mut script, NOW);
+        let _ = authenticate(&config, "daemon", &mut script, &FixedClock(NOW));
         panic!("did not crash at {step:?}");
     }
 
@@ -939,7 +1171,9 @@ mod tests {
             let mut allowed = 0;
             for attempt in 0..2u64 {
                 let mut script = Script::new(&[Some(code.as_str())]);
-                let outcome = authenticate(&config, "daemon", &mut script, NOW + attempt).unwrap();
+                let outcome =
+                    authenticate(&config, "daemon", &mut script, &FixedClock(NOW + attempt))
+                        .unwrap();
                 allowed += usize::from(matches!(outcome, Outcome::Allow(Method::Backup { .. })));
             }
             let want = usize::from(step != crate::store::Step::FsyncDir);
@@ -957,7 +1191,7 @@ mod tests {
         let _held = Flock::lock(file, FlockArg::LockExclusive).unwrap();
         let started = std::time::Instant::now();
         let mut script = Script::new(&[Some("123456")]);
-        let err = authenticate(&config, "daemon", &mut script, NOW).unwrap_err();
+        let err = authenticate(&config, "daemon", &mut script, &FixedClock(NOW)).unwrap_err();
         let waited = started.elapsed();
         assert!(
             matches!(err, AuthError::Store(StoreError::LockTimeout { .. })),
@@ -970,5 +1204,230 @@ mod tests {
         );
         assert!(waited >= std::time::Duration::from_secs(2), "{waited:?}");
         assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
+    }
+
+    /// The admin side of these tests, over the same state directory.
+    fn admin(config: &Config) -> crate::admin::Admin {
+        crate::admin::Admin {
+            config: config.clone(),
+            config_path: PathBuf::from("/unused"),
+        }
+    }
+
+    fn state_of(config: &Config) -> State {
+        let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+        read_state(&dir, &Username::parse("daemon").unwrap()).unwrap()
+    }
+
+    /// Wrong codes until one failure short of the lock, at `now`.
+    fn fail_until_one_short(config: &Config, now: u64) {
+        for _ in 1..config.max_failures {
+            let mut script = Script::new(&[Some("000000")]);
+            let outcome = authenticate(config, "daemon", &mut script, &FixedClock(now)).unwrap();
+            assert!(matches!(outcome, Outcome::Deny(DenyReason::Failed { .. })));
+        }
+    }
+
+    /// Issue 14.1: the failure that locks is answered in a prompt opened
+    /// two hours earlier (longer than lock_seconds). The lock runs from the
+    /// answer, so a fresh right code just after it is refused.
+    #[test]
+    fn a_lock_runs_from_the_answer_not_from_when_the_prompt_opened() {
+        let (config, _) = enrolled("oldprompt");
+        fail_until_one_short(&config, NOW);
+        let answered = NOW + 7200;
+        let clock = MovingClock::at(NOW);
+        let mut script = Script::new(&[Some("000000")]).before_answer(clock.set_to(answered));
+        let outcome = authenticate(&config, "daemon", &mut script, &clock).unwrap();
+        let until = answered + config.lock_seconds;
+        assert_eq!(
+            outcome,
+            Outcome::Deny(DenyReason::Failed {
+                failure: Failure::WrongCode,
+                locked_until: Some(until)
+            })
+        );
+        assert_eq!(state_of(&config).locked_until, Some(until));
+        assert_eq!(state_of(&config).rate_window_start, answered);
+        // oathtool --totp -b GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ --now "2030-06-15 14:00:30 UTC"
+        let mut script = Script::new(&[Some("354846")]);
+        let outcome = authenticate(&config, "daemon", &mut script, &FixedClock(answered + 30));
+        assert_eq!(
+            outcome.unwrap(),
+            Outcome::Deny(DenyReason::LockedOut { until })
+        );
+    }
+
+    /// Issue 14.1: an old prompt cannot send more codes by message than
+    /// max_per_hour: the hour is counted at the time of sending.
+    #[test]
+    fn the_hourly_delivery_limit_counts_from_the_time_of_sending() {
+        let (mut config, _) = enrolled("oldsend");
+        admin(&config)
+            .set_delivery("daemon", Some("+15555550100"))
+            .unwrap();
+        config.delivery.command = Some(PathBuf::from("/nonexistent/deliver"));
+        config.delivery.max_per_hour = 2;
+        let sent = NOW + 3600;
+        let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+        let user = Username::parse("daemon").unwrap();
+        let state = State {
+            deliveries: vec![sent, sent + 1],
+            ..State::default()
+        };
+        dir.replace(&user.state_file(), state.to_toml().as_bytes())
+            .unwrap();
+        let clock = MovingClock::at(NOW);
+        let mut script = Script::new(&[Some("")]).before_answer(clock.set_to(sent + 10));
+        let outcome = authenticate(&config, "daemon", &mut script, &clock).unwrap();
+        let Outcome::Deny(DenyReason::DeliveryFailed(why)) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(why.starts_with("max_per_hour reached until"), "{why}");
+        assert_eq!(state_of(&config).deliveries, vec![sent, sent + 1]);
+    }
+
+    /// Issue 14.2: backup codes regenerated while a prompt is open: an old
+    /// code typed into that prompt is refused and nothing is recorded, so
+    /// a new code already used stays used.
+    #[test]
+    fn a_backup_code_revoked_while_the_prompt_is_open_is_refused() {
+        let (config, old_codes) = enrolled("revoked");
+        let new_codes = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let (admin_side, new_side) = (admin(&config), new_codes.clone());
+        let mut stale = Script::new(&[Some(old_codes[0].as_str())]).before_answer(move || {
+            let codes = admin_side.regenerate_backup_codes("daemon", NOW).unwrap();
+            *new_side.borrow_mut() = codes;
+            // The new set's first code is used before the old prompt answers.
+            let first = new_side.borrow()[0].grouped().to_string();
+            let mut script = Script::new(&[Some(first.as_str())]);
+            let outcome = authenticate(&admin_side.config, "daemon", &mut script, &FixedClock(NOW));
+            assert!(matches!(outcome, Ok(Outcome::Allow(Method::Backup { .. }))));
+        });
+        let outcome = authenticate(&config, "daemon", &mut stale, &FixedClock(NOW)).unwrap();
+        assert_eq!(outcome, Outcome::Deny(DenyReason::RecordChanged));
+        assert_eq!(
+            stale.errors,
+            vec!["Your second factor was changed while this prompt was open. Log in again."]
+        );
+        assert_eq!(state_of(&config).used_backup_codes.len(), 1);
+        assert_eq!(state_of(&config).failures, 0);
+        let used = new_codes.borrow()[0].grouped().to_string();
+        let mut script = Script::new(&[Some(used.as_str())]);
+        let outcome = authenticate(&config, "daemon", &mut script, &FixedClock(NOW)).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Deny(DenyReason::Failed { .. })),
+            "a used code came back: {outcome:?}"
+        );
+    }
+
+    /// Issue 14.2: `enroll --force` (lost phone) while a prompt is open:
+    /// the old app's code typed there is refused.
+    #[test]
+    fn a_secret_replaced_while_the_prompt_is_open_is_refused() {
+        let (config, _) = enrolled("replaced");
+        let admin_side = admin(&config);
+        // oathtool --totp -b GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ --now "2030-06-15 12:00:00 UTC"
+        let mut stale = Script::new(&[Some("594151")]).before_answer(move || {
+            let opts = crate::admin::EnrollOptions {
+                force: true,
+                ..Default::default()
+            };
+            admin_side.enroll("daemon", &opts, NOW).unwrap();
+        });
+        let outcome = authenticate(&config, "daemon", &mut stale, &FixedClock(NOW)).unwrap();
+        assert_eq!(outcome, Outcome::Deny(DenyReason::RecordChanged));
+        assert_eq!(state_of(&config), State::default());
+    }
+
+    /// Issue 14.4: a locked user's backup-length answer is refused before
+    /// any argon2 work (the slots are all held: hashing would time out).
+    #[test]
+    fn a_locked_user_is_refused_before_any_argon2_hash() {
+        let (config, codes) = enrolled("lockedhash");
+        for _ in 0..config.max_failures {
+            let mut script = Script::new(&[Some("000000")]);
+            authenticate(&config, "daemon", &mut script, &FixedClock(NOW)).unwrap();
+        }
+        let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+        let _held: Vec<_> = KDF_SLOTS.iter().map(|s| dir.lock(s).unwrap()).collect();
+        let started = std::time::Instant::now();
+        let mut script = Script::new(&[Some(codes[0].as_str())]);
+        let outcome = authenticate(&config, "daemon", &mut script, &FixedClock(NOW + 1)).unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Deny(DenyReason::LockedOut {
+                until: NOW + config.lock_seconds
+            })
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // Unlocked, the same answer needs a slot: with none free it gives up.
+        admin(&config).unlock("daemon").unwrap();
+        let mut script = Script::new(&[Some(codes[0].as_str())]);
+        let err = authenticate(&config, "daemon", &mut script, &FixedClock(NOW + 2)).unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Store(StoreError::LockTimeout { path }) if path.ends_with(".kdf-slot-0.lock")),
+            "{err}"
+        );
+    }
+
+    /// Issue 14.4: the lock ended between the cheap look and the decision:
+    /// the answer is hashed after all and the backup code works.
+    #[test]
+    fn a_lock_that_ends_before_the_decision_still_takes_a_backup_code() {
+        let (config, codes) = enrolled("lockends");
+        let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+        let user = Username::parse("daemon").unwrap();
+        let state = State {
+            failures: 5,
+            locked_until: Some(NOW + 10),
+            ..State::default()
+        };
+        dir.replace(&user.state_file(), state.to_toml().as_bytes())
+            .unwrap();
+        // The cheap look sees the lock; the decision comes after it ended.
+        struct Late(std::cell::Cell<u32>);
+        impl Clock for Late {
+            fn now(&self) -> u64 {
+                let reads = self.0.get();
+                self.0.set(reads + 1);
+                if reads == 0 { NOW } else { NOW + 10 }
+            }
+        }
+        let mut script = Script::new(&[Some(codes[0].as_str())]);
+        let outcome = authenticate(
+            &config,
+            "daemon",
+            &mut script,
+            &Late(std::cell::Cell::new(0)),
+        );
+        assert_eq!(
+            outcome.unwrap(),
+            Outcome::Allow(Method::Backup {
+                remaining: codes.len() - 1
+            })
+        );
+    }
+
+    /// Issue 14.3: the drift message says nothing of how far off the
+    /// device is; the suspicion is already counted when the user hangs up.
+    #[test]
+    fn a_drift_match_tells_nothing_and_is_counted_at_once() {
+        let (config, _) = enrolled("driftoracle");
+        // oathtool --totp -b GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ --now "2030-06-15 12:02:30 UTC"
+        let mut script = Script::new(&[Some("666449"), None]);
+        let err = authenticate(&config, "daemon", &mut script, &FixedClock(NOW)).unwrap_err();
+        assert!(matches!(err, AuthError::Conversation));
+        assert_eq!(
+            script.infos,
+            vec!["The clock of your device seems to be off. Wait for the next code and enter it."]
+        );
+        assert_eq!(script.prompts, vec![PROMPT, NEXT_PROMPT]);
+        let state = state_of(&config);
+        assert_eq!(state.failures, 1);
+        assert_eq!(
+            state.last_accepted_step.get(DEFAULT_DEVICE),
+            Some(&(NOW / 30 + 5))
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! The one door to PAM. It reads the arguments, the user, the service, the
-//! remote host and the clock once, calls `auth::authenticate`, logs, and maps
+//! The one door to PAM. It reads the arguments, the user, the service and
+//! the remote host once, hands `auth::authenticate` the system clock (read
+//! at each decision, not here), logs, and maps
 //! the core's answer to a PAM code in exactly one function (`pam_code`).
 //!
 //! The `pam_hooks!` macro generates the six `extern "C"` entry points with a
@@ -120,7 +121,6 @@ fn push_item(out: &mut String, item: Option<&CStr>) {
 }
 
 fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
-    let now = clock::now();
     let args = match ModuleArgs::parse(args) {
         Ok(a) => a,
         Err(message) => {
@@ -176,7 +176,13 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         conv: pamh.get_item::<Conv>().ok().flatten(),
         silent: flags & PAM_SILENT != 0,
     };
-    let result = auth::authenticate_from(&config, &user, rhost.as_deref(), &mut conv, now);
+    let result = auth::authenticate_from(
+        &config,
+        &user,
+        rhost.as_deref(),
+        &mut conv,
+        &clock::SystemClock,
+    );
     let code = pam_code(&result);
     match &result {
         Ok(outcome) => {

@@ -74,6 +74,10 @@ pub enum Failure {
     Malformed,
     /// The code after a suspected drift was not the device's next code.
     DriftNotConfirmed,
+    /// The code matched a step outside the window but within
+    /// `max_drift_steps`: counted like a wrong code (and that step is spent)
+    /// until the next code confirms the drift.
+    DriftSuspected,
 }
 
 /// The policy's answer for one attempt.
@@ -87,7 +91,9 @@ pub enum Verdict {
     AllowBackup { remaining: usize },
     /// The code sent by `[delivery]`; it is now spent.
     AllowDelivered,
-    /// The code matched outside the window: ask for the next one.
+    /// The code matched outside the window: ask for the next one. The
+    /// attempt already counts as a failure and the matched step is spent;
+    /// a confirmation clears the failure.
     DriftSuspected(DriftCheck),
     /// A failed attempt; `locked_until` is set if it started a lock.
     Deny {
@@ -117,6 +123,61 @@ pub fn backup_codes_remaining(record: &SecretRecord, state: &State) -> usize {
         .count()
 }
 
+/// The refusal an attempt at `now` meets before its code is looked at: the
+/// rate limit, then the lock. The same rules as the start of `decide`,
+/// without changing anything, so a login can refuse cheaply before any
+/// argon2 work and still decide under the lock (SECURITY.md, "cheap
+/// refusals first").
+pub fn refusal(state: &State, now: u64, policy: &Policy) -> Option<Verdict> {
+    let (start, attempts) = if rate_window_over(state, now, policy) {
+        (now, 0)
+    } else {
+        (state.rate_window_start, state.rate_window_attempts)
+    };
+    if attempts >= policy.max_attempts {
+        return Some(Verdict::RateLimited {
+            until: start.saturating_add(policy.per_seconds),
+        });
+    }
+    match state.locked_until {
+        Some(until) if now < until => Some(Verdict::LockedOut { until }),
+        _ => None,
+    }
+}
+
+/// Whether the rate-limit window that `state` counts in is over at `now`
+/// (or lies in the future: the clock stepped back).
+fn rate_window_over(state: &State, now: u64, policy: &Policy) -> bool {
+    now >= state.rate_window_start.saturating_add(policy.per_seconds)
+        || now < state.rate_window_start
+}
+
+/// Counts one failure; returns the end of the lock it starts, if any. The
+/// lock runs from `now`, the time of this decision (never from when the
+/// prompt opened).
+fn count_failure(state: &mut State, now: u64, policy: &Policy) -> Option<u64> {
+    state.failures = state.failures.saturating_add(1);
+    (state.failures >= policy.max_failures).then(|| {
+        let until = now.saturating_add(policy.lock_seconds);
+        state.locked_until = Some(until);
+        until
+    })
+}
+
+/// Counts one code sent by message at `now` against `max_per_hour`. Send
+/// times an hour old or more, or in the future (the clock stepped back),
+/// are dropped first; `Err(until)` when the hour is full, with the time the
+/// oldest send leaves it.
+pub fn count_delivery(state: &mut State, now: u64, max_per_hour: u32) -> Result<(), u64> {
+    state.deliveries.retain(|&t| t <= now && now - t < 3600);
+    if state.deliveries.len() >= usize::try_from(max_per_hour).unwrap_or(usize::MAX) {
+        let oldest = state.deliveries.iter().min().copied().unwrap_or(now);
+        return Err(oldest.saturating_add(3600));
+    }
+    state.deliveries.push(now);
+    Ok(())
+}
+
 /// Whether `rhost` had a success within `[grace]` and the user is not locked.
 pub fn in_grace(state: &State, rhost: &str, now: u64, grace_seconds: u64) -> bool {
     let locked = state.locked_until.is_some_and(|until| now < until);
@@ -141,9 +202,7 @@ pub fn decide(
     let mut state = old.clone();
 
     // Rate limit: a fixed window; every attempt counts, whatever its outcome.
-    if now >= state.rate_window_start.saturating_add(policy.per_seconds)
-        || now < state.rate_window_start
-    {
+    if rate_window_over(&state, now, policy) {
         state.rate_window_start = now;
         state.rate_window_attempts = 0;
     }
@@ -201,18 +260,27 @@ pub fn decide(
             Verdict::AllowDelivered
         }
         Err(Outcome::Drift(check)) => {
-            return Decision {
-                verdict: Verdict::DriftSuspected(check),
-                state,
+            // No answer is free: the matched step is spent for the device
+            // (RFC 6238 §5.2: it can never be typed again as a fresh code)
+            // and the guess counts as a failure until the next code confirms
+            // the drift. Otherwise "Next verification code" would be an
+            // oracle that tells a guesser which future code they hold.
+            let last = state
+                .last_accepted_step
+                .entry(check.device.clone())
+                .or_insert(check.step);
+            *last = (*last).max(check.step);
+            let verdict = match count_failure(&mut state, now, policy) {
+                None => Verdict::DriftSuspected(check),
+                locked_until => Verdict::Deny {
+                    failure: Failure::DriftSuspected,
+                    locked_until,
+                },
             };
+            return Decision { verdict, state };
         }
         Err(Outcome::Failed(failure)) => {
-            state.failures = state.failures.saturating_add(1);
-            let locked_until = (state.failures >= policy.max_failures).then(|| {
-                let until = now.saturating_add(policy.lock_seconds);
-                state.locked_until = Some(until);
-                until
-            });
+            let locked_until = count_failure(&mut state, now, policy);
             return Decision {
                 verdict: Verdict::Deny {
                     failure,
@@ -669,7 +737,8 @@ mod tests {
             panic!("{:?}", d.verdict);
         };
         assert_eq!((check.offset, check.step), (5, ahead / 30));
-        assert_eq!(d.state.failures, 0);
+        assert_eq!(d.state.failures, 1, "a suspicion counts until confirmed");
+        assert_eq!(d.state.last_accepted_step["default"], ahead / 30);
         let next = code(ahead + 30);
         let confirm = Attempt {
             code: Some(&next),
@@ -686,6 +755,7 @@ mod tests {
         );
         assert_eq!(d.state.drift_steps["default"], 5);
         assert_eq!(d.state.last_accepted_step["default"], ahead / 30 + 1);
+        assert_eq!(d.state.failures, 0, "the confirmation clears the failure");
         let later = NOW + 600;
         let d = decide(
             &record(),
@@ -739,7 +809,10 @@ mod tests {
             }
         ));
         assert!(d.state.drift_steps.is_empty());
-        assert_eq!(d.state.failures, 1);
+        assert_eq!(
+            d.state.failures, 2,
+            "the suspicion and the wrong confirmation"
+        );
         let far = NOW + 30 * 12;
         let d = decide(
             &record(),
@@ -803,5 +876,79 @@ mod tests {
         assert!(!in_grace(&locked, "192.0.2.5", NOW + 1, 600));
         let off = decide(&record(), &State::default(), &a, NOW, &policy());
         assert!(off.state.grace.is_empty());
+    }
+
+    /// Issue 14.3: hanging up at "Next verification code" leaves the guess
+    /// counted and its step spent, so the same code typed when its step
+    /// comes is a replay, not a login.
+    #[test]
+    fn a_drift_match_is_counted_and_its_step_can_never_log_in() {
+        let ahead = NOW + 150;
+        let guess = code(ahead);
+        let d = decide(&record(), &State::default(), &totp(&guess), NOW, &policy());
+        assert!(
+            matches!(d.verdict, Verdict::DriftSuspected(_)),
+            "{:?}",
+            d.verdict
+        );
+        assert_eq!(d.state.failures, 1);
+        let d = decide(&record(), &d.state, &totp(&guess), ahead, &policy());
+        assert_eq!(
+            d.verdict,
+            Verdict::Deny {
+                failure: Failure::Replayed,
+                locked_until: None
+            }
+        );
+        assert_eq!(d.state.failures, 2);
+    }
+
+    /// A drift suspicion that reaches max_failures locks like any failure
+    /// and does not ask for the next code.
+    #[test]
+    fn a_drift_match_at_the_failure_limit_locks() {
+        let state = State {
+            failures: 4,
+            ..State::default()
+        };
+        let d = decide(&record(), &state, &totp(&code(NOW + 150)), NOW, &policy());
+        assert_eq!(
+            d.verdict,
+            Verdict::Deny {
+                failure: Failure::DriftSuspected,
+                locked_until: Some(NOW + 1800)
+            }
+        );
+        assert_eq!(d.state.locked_until, Some(NOW + 1800));
+    }
+
+    /// `refusal` refuses exactly when `decide` refuses without looking at
+    /// the code, with the same verdict, over locks and windows around now.
+    #[test]
+    fn refusal_agrees_with_decide() {
+        let p = Policy {
+            max_attempts: 3,
+            ..policy()
+        };
+        for locked_until in [None, Some(NOW - 1), Some(NOW), Some(NOW + 1)] {
+            for start in [0, NOW - 60, NOW - 59, NOW, NOW + 5] {
+                for attempts in 0..=4 {
+                    let state = State {
+                        locked_until,
+                        rate_window_start: start,
+                        rate_window_attempts: attempts,
+                        failures: 2,
+                        ..State::default()
+                    };
+                    let d = decide(&record(), &state, &totp("000000"), NOW, &p);
+                    let refused = matches!(
+                        d.verdict,
+                        Verdict::RateLimited { .. } | Verdict::LockedOut { .. }
+                    );
+                    let want = refused.then(|| d.verdict.clone());
+                    assert_eq!(refusal(&state, NOW, &p), want, "{state:?}");
+                }
+            }
+        }
     }
 }

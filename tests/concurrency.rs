@@ -15,6 +15,7 @@ use std::sync::{Arc, Barrier};
 use common::*;
 use pam_twofactor::admin::{Admin, EnrollOptions};
 use pam_twofactor::auth::{self, ConvError, Conversation, Method, Outcome};
+use pam_twofactor::clock::FixedClock;
 use pam_twofactor::config::Config;
 use pam_twofactor::record::State;
 use zeroize::Zeroizing;
@@ -37,7 +38,7 @@ impl Conversation for Answers {
 
 fn login(config: &Config, user: &str, answer: &str, now: u64) -> Outcome {
     let mut conv = Answers(VecDeque::from([answer.to_string()]));
-    auth::authenticate(config, user, &mut conv, now).unwrap()
+    auth::authenticate(config, user, &mut conv, &FixedClock(now)).unwrap()
 }
 
 /// A sandbox whose config allows many failures and attempts, with `daemon` enrolled.

@@ -27,6 +27,7 @@ use pam_twofactor::auth::{
     self, AuthError, ConvError, Conversation, DenyReason, Method, Outcome, SkipReason,
 };
 use pam_twofactor::backup::{BackupCode, HASH_BYTES, KdfParams, SALT_BYTES};
+use pam_twofactor::clock;
 use pam_twofactor::config::{Config, Unenrolled};
 use pam_twofactor::net::Cidr;
 use pam_twofactor::otp::{Algorithm, SecretKey, TotpParams};
@@ -404,6 +405,22 @@ impl Model<'_> {
                         .into_iter()
                         .find(|&s| last.is_none_or(|l| s > l));
                     if let Some(step) = fresh {
+                        // The matched step is spent and the suspicion is a
+                        // counted failure until the next code confirms it.
+                        let spent = st
+                            .last_accepted_step
+                            .entry(dev.label.to_string())
+                            .or_insert(step);
+                        *spent = (*spent).max(step);
+                        st.failures = st.failures.saturating_add(1);
+                        if st.failures >= config.max_failures {
+                            let until = now.saturating_add(config.lock_seconds);
+                            st.locked_until = Some(until);
+                            return Verdict::Done(Outcome::Deny(DenyReason::Failed {
+                                failure: Failure::DriftSuspected,
+                                locked_until: Some(until),
+                            }));
+                        }
                         return Verdict::DriftSuspected(Drift {
                             device: dev.label,
                             step,
@@ -662,6 +679,9 @@ fn decode_answer(
 fn assert_no_stray_files(dir: &Path, context: &str) {
     for entry in fs::read_dir(dir).expect("harness: readdir").flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        if auth::is_kdf_slot(&name) {
+            continue;
+        }
         let ours = [USER, NEWCOMER].iter().any(|u| {
             [".secret", ".state", ".lock"]
                 .iter()
@@ -937,7 +957,8 @@ fn run(data: &[u8]) {
         if let Some(step) = fault {
             faults::inject(step, Fault::Fail);
         }
-        let result = auth::authenticate_from(&config, user, rhost, &mut script, now);
+        let result =
+            auth::authenticate_from(&config, user, rhost, &mut script, &clock::FixedClock(now));
         faults::clear();
 
         let after_bytes = read_opt(&state_path);

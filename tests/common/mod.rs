@@ -67,6 +67,8 @@
 // `#[test]` functions and `#[cfg(test)]` modules, not this helper module.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod live;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, OpenOptions};
