@@ -183,6 +183,73 @@ pub fn check_socket(path: &Path) -> Result<(), DeliveryError> {
     })
 }
 
+/// What the prompt shows of a target (`A code was sent to …`): anyone who
+/// has the password sees it, so only enough for the user to recognise it.
+///
+/// - A phone number (`+`, then digits and ` -.()`, at least 7 digits)
+///   keeps the `+`, up to 4 leading digits and the last 4, with at least 3
+///   hidden: `+15555550100` → `+1555•••0100`, `+1 555 0100` → `+1•••0100`.
+/// - An e-mail address (`LOCAL@DOMAIN`, both non-empty; the last `@`)
+///   keeps the first character of a local part of 2 or more characters and
+///   the whole domain: `alice@example.org` → `a•••@example.org`.
+/// - Anything else (a chat id) keeps at most its last 4 characters and
+///   never more than half: `123456789` → `•••6789`; 4 characters or fewer
+///   are only `•••`.
+///
+/// Counts characters, not bytes: any UTF-8 target is safe.
+pub fn mask_target(target: &str) -> String {
+    if let Some(masked) = mask_phone(target).or_else(|| mask_email(target)) {
+        return masked;
+    }
+    let count = target.chars().count();
+    if count <= 4 {
+        return HIDDEN.to_string();
+    }
+    let keep = (count / 2).min(4);
+    let tail: String = target.chars().skip(count.saturating_sub(keep)).collect();
+    format!("{HIDDEN}{tail}")
+}
+
+/// What [`mask_target`] puts in place of what it hides.
+const HIDDEN: &str = "•••";
+
+/// [`mask_target`] of a phone number; `None` if `target` is not one.
+fn mask_phone(target: &str) -> Option<String> {
+    /// Digits that stay visible at the end.
+    const LAST: usize = 4;
+    /// Digits that are always hidden.
+    const MIN_HIDDEN: usize = 3;
+    let number = target.strip_prefix('+')?;
+    if !number
+        .chars()
+        .all(|c| c.is_ascii_digit() || " -.()".contains(c))
+    {
+        return None;
+    }
+    let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
+    let shown = digits.len().checked_sub(LAST + MIN_HIDDEN)?.min(4);
+    let head: String = digits.iter().take(shown).collect();
+    let tail: String = digits
+        .iter()
+        .skip(digits.len().saturating_sub(LAST))
+        .collect();
+    Some(format!("+{head}{HIDDEN}{tail}"))
+}
+
+/// [`mask_target`] of an e-mail address; `None` if `target` is not one.
+fn mask_email(target: &str) -> Option<String> {
+    let (local, domain) = target.rsplit_once('@')?;
+    if local.is_empty() || domain.is_empty() {
+        return None;
+    }
+    let mut chars = local.chars();
+    let first = match (chars.next(), chars.next()) {
+        (Some(first), Some(_)) => String::from(first),
+        _ => String::new(),
+    };
+    Some(format!("{first}{HIDDEN}@{domain}"))
+}
+
 /// Calls `op` again while it answers EAGAIN or EINTR (the socket is
 /// non-blocking), sleeping [`POLL`] in between; past `deadline` that is
 /// [`DeliveryError::NoAnswer`]. Any other result is returned as it is.
@@ -467,6 +534,52 @@ mod tests {
                 (Err(DeliveryError::Service(why)), Err(want)) => assert_eq!(why, want),
                 (got, want) => panic!("{answer:?}: {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    /// The prompt shows a phone number's `+`, up to 4 leading and the last
+    /// 4 digits (at least 3 hidden), an e-mail address's first character and
+    /// domain, and of anything else at most the last 4 characters and never
+    /// more than half; short targets only `•••`. Non-ASCII never panics.
+    #[test]
+    fn targets_are_masked() {
+        let cases = [
+            ("+15555550100", "+1555•••0100"),
+            ("+1 555 0100", "+1•••0100"),
+            ("+44 (20) 7946-0958", "+4420•••0958"),
+            ("+12345678", "+1•••5678"),
+            ("+1234567", "+•••4567"),
+            ("+123456", "•••456"),
+            ("+1", "•••"),
+            ("alice@example.org", "a•••@example.org"),
+            ("a@example.org", "•••@example.org"),
+            ("\"a@b\"@example.org", "\"•••@example.org"),
+            ("ünïcode@exämple.org", "ü•••@exämple.org"),
+            ("@example.org", "•••.org"),
+            ("alice@", "•••ce@"),
+            ("123456789", "•••6789"),
+            ("-1001234567890", "•••7890"),
+            ("@channel", "•••nnel"),
+            ("12345", "•••45"),
+            ("日本語のチャット", "•••チャット"),
+            ("abcd", "•••"),
+            ("ü", "•••"),
+            ("", "•••"),
+        ];
+        for (target, want) in cases {
+            assert_eq!(mask_target(target), want, "{target:?}");
+        }
+        // Whatever the target, some of it is hidden.
+        let mut targets: Vec<String> = cases.iter().map(|(t, _)| t.to_string()).collect();
+        for n in 1..40 {
+            targets.push(format!("+{}", "7".repeat(n)));
+            targets.push("ü".repeat(n));
+            targets.push(format!("{}@{}", "é".repeat(n), "x".repeat(n)));
+        }
+        for target in targets.iter().filter(|t| !t.is_empty()) {
+            let masked = mask_target(target);
+            assert!(masked.contains("•••"), "{target:?}: {masked:?}");
+            assert!(!masked.contains(target.as_str()), "{target:?}: {masked:?}");
         }
     }
 
