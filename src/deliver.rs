@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::socket::{
-    AddressFamily, SockFlag, SockType, UnixAddr, connect, getsockopt, socket, sockopt,
+    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, getsockopt, send, socket,
+    sockopt,
 };
 use nix::unistd::geteuid;
 use zeroize::Zeroizing;
@@ -120,6 +121,8 @@ impl std::error::Error for DeliveryError {}
 /// The socket is checked first (`store::check_socket`): whoever listens
 /// there receives codes. The socket is non-blocking and every wait is a
 /// short sleep, so a stuck service cannot hold a login past the timeout.
+/// The request is sent with `MSG_NOSIGNAL`: a service that closed the
+/// connection is an error, never a SIGPIPE in the host process.
 pub fn request(socket: &Path, user: &str, target: &str, code: &str) -> Result<(), DeliveryError> {
     request_within(socket, user, target, code, ANSWER_TIMEOUT)
 }
@@ -154,7 +157,11 @@ fn request_within(
     patiently(deadline, || connect(fd.as_raw_fd(), &address))?.map_err(unreachable)?;
     let mut rest = message.as_bytes();
     while !rest.is_empty() {
-        let n = patiently(deadline, || nix::unistd::write(&fd, rest))?.map_err(lost)?;
+        // send with MSG_NOSIGNAL, not write: a service that closed the
+        // connection must be an error (EPIPE), never a SIGPIPE, which kills
+        // a host process at its default disposition (sshd).
+        let sent = || send(fd.as_raw_fd(), rest, MsgFlags::MSG_NOSIGNAL);
+        let n = patiently(deadline, sent)?.map_err(lost)?;
         rest = rest.get(n..).unwrap_or_default();
     }
     let mut answer = [0u8; MAX_MESSAGE];
@@ -593,6 +600,85 @@ mod tests {
         assert!(matches!(got, Err(DeliveryError::NoAnswer)), "{got:?}");
         assert!(started.elapsed() < Duration::from_millis(700));
         server.join().unwrap();
+    }
+
+    /// A service that closes the connection before the request is written
+    /// is an error for the module, never a SIGPIPE: sshd, sudo and login
+    /// leave SIGPIPE at its default disposition, which kills the process.
+    /// The test harness ignores SIGPIPE, so the request runs in a child,
+    /// this test binary again (`closed_peer_helper_requests`), which
+    /// restores the default first; the child must exit normally, having
+    /// printed what `request` returned.
+    #[test]
+    fn a_closed_connection_is_an_error_not_a_sigpipe() {
+        let dir = crate::store::testdir::scratch("deliver-sigpipe");
+        let path = dir.join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "deliver::tests::closed_peer_helper_requests",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CLOSED_PEER_SOCKET, &path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        // Unblocks the accept if the child never connected.
+        let _ = UnixStream::connect(&path);
+        server.join().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            None,
+            "the request was killed by signal {:?} ({}); stdout: {stdout} stderr: {stderr}",
+            out.status.signal(),
+            out.status
+                .signal()
+                .and_then(|n| Signal::try_from(n).ok())
+                .map_or("?", Signal::as_str),
+        );
+        assert!(
+            out.status.success(),
+            "{}; stdout: {stdout} stderr: {stderr}",
+            out.status
+        );
+        assert!(
+            stdout.contains(&format!(
+                "{CLOSED_PEER_RESULT}Err(Service(\"connection lost: "
+            )),
+            "the helper did not run the request: {stdout}"
+        );
+    }
+
+    /// Where `closed_peer_helper_requests` connects to.
+    const CLOSED_PEER_SOCKET: &str = "PAM_TWOFACTOR_TEST_CLOSED_PEER_SOCKET";
+    /// What `closed_peer_helper_requests` prints before its result.
+    const CLOSED_PEER_RESULT: &str = "closed peer request: ";
+
+    /// Not a test of its own: `a_closed_connection_is_an_error_not_a_sigpipe`
+    /// runs it in a child process (a no-op otherwise). SIGPIPE at its
+    /// default disposition, as in sshd; a request of 4 MiB, more than a
+    /// socket buffer holds, so the write is still going on when the service
+    /// closes the connection.
+    #[test]
+    #[ignore = "a helper process of a_closed_connection_is_an_error_not_a_sigpipe"]
+    #[allow(unsafe_code)]
+    fn closed_peer_helper_requests() {
+        use nix::sys::signal::{SigHandler, signal};
+        let Some(path) = std::env::var_os(CLOSED_PEER_SOCKET) else {
+            return;
+        };
+        // SAFETY: SIG_DFL installs no handler; this child process runs only
+        // this test, and nothing in it relies on SIGPIPE being ignored.
+        unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.unwrap();
+        let target = "9".repeat(4 << 20);
+        let got = request(Path::new(&path), "alice", &target, "123456");
+        println!("{CLOSED_PEER_RESULT}{got:?}");
     }
 
     /// Nothing is sent to a socket anyone but root could have put there,
