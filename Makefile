@@ -6,11 +6,12 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
 # What building and the demo need on Debian 12; the tests need more (real
-# sshd, sudo, google-authenticator for imports, nss_wrapper for aliases,
-# systemd for systemd-socket-activate: the delivery service as the packaged
-# socket unit starts it; nothing is started at install).
+# sshd, sudo, curl for the delivery examples, google-authenticator for
+# imports, nss_wrapper for aliases, systemd for systemd-socket-activate:
+# the delivery service as the packaged socket unit starts it; nothing is
+# started at install).
 DEPS := libpam0g-dev pamtester libpam-wrapper oathtool faketime
-TEST_DEPS := $(DEPS) openssh-server openssh-client sudo \
+TEST_DEPS := $(DEPS) openssh-server openssh-client sudo curl \
         libpam-google-authenticator libnss-wrapper systemd
 
 .PHONY: all build release deps test lint demo deb deb-test bench bench-smoke \

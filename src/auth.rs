@@ -429,7 +429,11 @@ pub fn authenticate_from(
         if answer == Answer::Empty && delivery_on && drift.is_none() && !delivered_now {
             match send_code(config, &dir, &user, &login, &policy, clock)? {
                 Ok(target) => {
-                    conv.show_info(&format!("A code was sent to {target}."));
+                    // Masked: whoever has the password sees the prompt.
+                    conv.show_info(&format!(
+                        "A code was sent to {}.",
+                        deliver::mask_target(&target)
+                    ));
                     prompt = SENT_PROMPT;
                     delivered_now = true;
                     continue;

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::socket::{
-    AddressFamily, SockFlag, SockType, UnixAddr, connect, getsockopt, socket, sockopt,
+    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, getsockopt, send, socket,
+    sockopt,
 };
 use nix::unistd::geteuid;
 use zeroize::Zeroizing;
@@ -120,6 +121,8 @@ impl std::error::Error for DeliveryError {}
 /// The socket is checked first (`store::check_socket`): whoever listens
 /// there receives codes. The socket is non-blocking and every wait is a
 /// short sleep, so a stuck service cannot hold a login past the timeout.
+/// The request is sent with `MSG_NOSIGNAL`: a service that closed the
+/// connection is an error, never a SIGPIPE in the host process.
 pub fn request(socket: &Path, user: &str, target: &str, code: &str) -> Result<(), DeliveryError> {
     request_within(socket, user, target, code, ANSWER_TIMEOUT)
 }
@@ -154,7 +157,11 @@ fn request_within(
     patiently(deadline, || connect(fd.as_raw_fd(), &address))?.map_err(unreachable)?;
     let mut rest = message.as_bytes();
     while !rest.is_empty() {
-        let n = patiently(deadline, || nix::unistd::write(&fd, rest))?.map_err(lost)?;
+        // send with MSG_NOSIGNAL, not write: a service that closed the
+        // connection must be an error (EPIPE), never a SIGPIPE, which kills
+        // a host process at its default disposition (sshd).
+        let sent = || send(fd.as_raw_fd(), rest, MsgFlags::MSG_NOSIGNAL);
+        let n = patiently(deadline, sent)?.map_err(lost)?;
         rest = rest.get(n..).unwrap_or_default();
     }
     let mut answer = [0u8; MAX_MESSAGE];
@@ -181,6 +188,73 @@ pub fn check_socket(path: &Path) -> Result<(), DeliveryError> {
         } => DeliveryError::Unreachable(format!("{}: no such socket", path.display())),
         e => DeliveryError::Unsafe(e),
     })
+}
+
+/// What the prompt shows of a target (`A code was sent to …`): anyone who
+/// has the password sees it, so only enough for the user to recognise it.
+///
+/// - A phone number (`+`, then digits and ` -.()`, at least 7 digits)
+///   keeps the `+`, up to 4 leading digits and the last 4, with at least 3
+///   hidden: `+15555550100` → `+1555•••0100`, `+1 555 0100` → `+1•••0100`.
+/// - An e-mail address (`LOCAL@DOMAIN`, both non-empty; the last `@`)
+///   keeps the first character of a local part of 2 or more characters and
+///   the whole domain: `alice@example.org` → `a•••@example.org`.
+/// - Anything else (a chat id) keeps at most its last 4 characters and
+///   never more than half: `123456789` → `•••6789`; 4 characters or fewer
+///   are only `•••`.
+///
+/// Counts characters, not bytes: any UTF-8 target is safe.
+pub fn mask_target(target: &str) -> String {
+    if let Some(masked) = mask_phone(target).or_else(|| mask_email(target)) {
+        return masked;
+    }
+    let count = target.chars().count();
+    if count <= 4 {
+        return HIDDEN.to_string();
+    }
+    let keep = (count / 2).min(4);
+    let tail: String = target.chars().skip(count.saturating_sub(keep)).collect();
+    format!("{HIDDEN}{tail}")
+}
+
+/// What [`mask_target`] puts in place of what it hides.
+const HIDDEN: &str = "•••";
+
+/// [`mask_target`] of a phone number; `None` if `target` is not one.
+fn mask_phone(target: &str) -> Option<String> {
+    /// Digits that stay visible at the end.
+    const LAST: usize = 4;
+    /// Digits that are always hidden.
+    const MIN_HIDDEN: usize = 3;
+    let number = target.strip_prefix('+')?;
+    if !number
+        .chars()
+        .all(|c| c.is_ascii_digit() || " -.()".contains(c))
+    {
+        return None;
+    }
+    let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
+    let shown = digits.len().checked_sub(LAST + MIN_HIDDEN)?.min(4);
+    let head: String = digits.iter().take(shown).collect();
+    let tail: String = digits
+        .iter()
+        .skip(digits.len().saturating_sub(LAST))
+        .collect();
+    Some(format!("+{head}{HIDDEN}{tail}"))
+}
+
+/// [`mask_target`] of an e-mail address; `None` if `target` is not one.
+fn mask_email(target: &str) -> Option<String> {
+    let (local, domain) = target.rsplit_once('@')?;
+    if local.is_empty() || domain.is_empty() {
+        return None;
+    }
+    let mut chars = local.chars();
+    let first = match (chars.next(), chars.next()) {
+        (Some(first), Some(_)) => String::from(first),
+        _ => String::new(),
+    };
+    Some(format!("{first}{HIDDEN}@{domain}"))
 }
 
 /// Calls `op` again while it answers EAGAIN or EINTR (the socket is
@@ -470,6 +544,52 @@ mod tests {
         }
     }
 
+    /// The prompt shows a phone number's `+`, up to 4 leading and the last
+    /// 4 digits (at least 3 hidden), an e-mail address's first character and
+    /// domain, and of anything else at most the last 4 characters and never
+    /// more than half; short targets only `•••`. Non-ASCII never panics.
+    #[test]
+    fn targets_are_masked() {
+        let cases = [
+            ("+15555550100", "+1555•••0100"),
+            ("+1 555 0100", "+1•••0100"),
+            ("+44 (20) 7946-0958", "+4420•••0958"),
+            ("+12345678", "+1•••5678"),
+            ("+1234567", "+•••4567"),
+            ("+123456", "•••456"),
+            ("+1", "•••"),
+            ("alice@example.org", "a•••@example.org"),
+            ("a@example.org", "•••@example.org"),
+            ("\"a@b\"@example.org", "\"•••@example.org"),
+            ("ünïcode@exämple.org", "ü•••@exämple.org"),
+            ("@example.org", "•••.org"),
+            ("alice@", "•••ce@"),
+            ("123456789", "•••6789"),
+            ("-1001234567890", "•••7890"),
+            ("@channel", "•••nnel"),
+            ("12345", "•••45"),
+            ("日本語のチャット", "•••チャット"),
+            ("abcd", "•••"),
+            ("ü", "•••"),
+            ("", "•••"),
+        ];
+        for (target, want) in cases {
+            assert_eq!(mask_target(target), want, "{target:?}");
+        }
+        // Whatever the target, some of it is hidden.
+        let mut targets: Vec<String> = cases.iter().map(|(t, _)| t.to_string()).collect();
+        for n in 1..40 {
+            targets.push(format!("+{}", "7".repeat(n)));
+            targets.push("ü".repeat(n));
+            targets.push(format!("{}@{}", "é".repeat(n), "x".repeat(n)));
+        }
+        for target in targets.iter().filter(|t| !t.is_empty()) {
+            let masked = mask_target(target);
+            assert!(masked.contains("•••"), "{target:?}: {masked:?}");
+            assert!(!masked.contains(target.as_str()), "{target:?}: {masked:?}");
+        }
+    }
+
     /// A service that never answers is given up on after the timeout.
     #[test]
     fn a_silent_service_times_out() {
@@ -480,6 +600,85 @@ mod tests {
         assert!(matches!(got, Err(DeliveryError::NoAnswer)), "{got:?}");
         assert!(started.elapsed() < Duration::from_millis(700));
         server.join().unwrap();
+    }
+
+    /// A service that closes the connection before the request is written
+    /// is an error for the module, never a SIGPIPE: sshd, sudo and login
+    /// leave SIGPIPE at its default disposition, which kills the process.
+    /// The test harness ignores SIGPIPE, so the request runs in a child,
+    /// this test binary again (`closed_peer_helper_requests`), which
+    /// restores the default first; the child must exit normally, having
+    /// printed what `request` returned.
+    #[test]
+    fn a_closed_connection_is_an_error_not_a_sigpipe() {
+        let dir = crate::store::testdir::scratch("deliver-sigpipe");
+        let path = dir.join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "deliver::tests::closed_peer_helper_requests",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CLOSED_PEER_SOCKET, &path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        // Unblocks the accept if the child never connected.
+        let _ = UnixStream::connect(&path);
+        server.join().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            None,
+            "the request was killed by signal {:?} ({}); stdout: {stdout} stderr: {stderr}",
+            out.status.signal(),
+            out.status
+                .signal()
+                .and_then(|n| Signal::try_from(n).ok())
+                .map_or("?", Signal::as_str),
+        );
+        assert!(
+            out.status.success(),
+            "{}; stdout: {stdout} stderr: {stderr}",
+            out.status
+        );
+        assert!(
+            stdout.contains(&format!(
+                "{CLOSED_PEER_RESULT}Err(Service(\"connection lost: "
+            )),
+            "the helper did not run the request: {stdout}"
+        );
+    }
+
+    /// Where `closed_peer_helper_requests` connects to.
+    const CLOSED_PEER_SOCKET: &str = "PAM_TWOFACTOR_TEST_CLOSED_PEER_SOCKET";
+    /// What `closed_peer_helper_requests` prints before its result.
+    const CLOSED_PEER_RESULT: &str = "closed peer request: ";
+
+    /// Not a test of its own: `a_closed_connection_is_an_error_not_a_sigpipe`
+    /// runs it in a child process (a no-op otherwise). SIGPIPE at its
+    /// default disposition, as in sshd; a request of 4 MiB, more than a
+    /// socket buffer holds, so the write is still going on when the service
+    /// closes the connection.
+    #[test]
+    #[ignore = "a helper process of a_closed_connection_is_an_error_not_a_sigpipe"]
+    #[allow(unsafe_code)]
+    fn closed_peer_helper_requests() {
+        use nix::sys::signal::{SigHandler, signal};
+        let Some(path) = std::env::var_os(CLOSED_PEER_SOCKET) else {
+            return;
+        };
+        // SAFETY: SIG_DFL installs no handler; this child process runs only
+        // this test, and nothing in it relies on SIGPIPE being ignored.
+        unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.unwrap();
+        let target = "9".repeat(4 << 20);
+        let got = request(Path::new(&path), "alice", &target, "123456");
+        println!("{CLOSED_PEER_RESULT}{got:?}");
     }
 
     /// Nothing is sent to a socket anyone but root could have put there,

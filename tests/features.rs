@@ -39,6 +39,10 @@ const SVC: &str = "svc";
 /// Our module then `pam_permit`: PAM_IGNORE lets the login through.
 const STACK: &str = "stack";
 const TARGET: &str = "+15555550100";
+/// What the prompt shows after sending a code to TARGET: the target masked
+/// (`deliver::mask_target`, written out here), since anyone with the
+/// password sees it.
+const SENT_INFO: &str = "A code was sent to +1555•••0100.";
 
 // ---------------------------------------------------------------- helpers
 
@@ -767,8 +771,8 @@ fn sent_codes(sent: &Path) -> Vec<String> {
 
 /// A login that asks for a code by message (an empty answer at the code
 /// prompt; nothing is sent before that) and answers the one code the
-/// command got; it must succeed with only "A code was sent to TARGET." as
-/// information. Returns the outcome and the code.
+/// command got; it must succeed with only [`SENT_INFO`] (the target
+/// masked) as information. Returns the outcome and the code.
 fn login_with_a_sent_code(sb: &Sandbox, sent: &Path) -> (PamOutcome, String) {
     let mut live = Live::start(sb, SVC, "daemon", T0);
     live.wait_for(Stream::Err, PROMPT, 1);
@@ -780,7 +784,7 @@ fn login_with_a_sent_code(sb: &Sandbox, sent: &Path) -> (PamOutcome, String) {
     live.answer(&codes[0]);
     let out = live.finish();
     assert!(out.succeeded(), "{out}");
-    assert_eq!(out.info_lines(), [format!("A code was sent to {TARGET}.")]);
+    assert_eq!(out.info_lines(), [SENT_INFO]);
     (out, codes[0].clone())
 }
 
@@ -870,10 +874,7 @@ fn code_by_message_expires() {
     let asked = sb.pamtester(SVC, "daemon", &[""], T0);
     assert_denied(&asked, pam_err::CONV_ERR);
     assert_eq!(asked.prompt_count(SENT_PROMPT), 1, "{asked}");
-    assert_eq!(
-        asked.info_lines(),
-        [format!("A code was sent to {TARGET}.")]
-    );
+    assert_eq!(asked.info_lines(), [SENT_INFO]);
     let first = sent_codes(&sent).remove(0);
     let late = sb.pamtester(SVC, "daemon", &[&first], &at_offset(T0, 60));
     assert_denied(&late, pam_err::AUTH_ERR);
