@@ -15,8 +15,9 @@ use crate::policy;
 use crate::record::{
     self, DEFAULT_DEVICE, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
 };
-use crate::store::{self, Access, StoreError, TrustedDir};
+use crate::store::{self, Access, Named, StoreError, TrustedDir};
 use crate::username::{Username, UsernameError, escape};
+use crate::wipe::WipedBytes;
 
 /// Why an admin command failed; `exit_code` is documented in twofactor(8).
 #[derive(Debug)]
@@ -122,6 +123,37 @@ pub struct EnrollOptions {
     pub label: Option<String>,
     /// Where codes by message go (`--deliver-to`).
     pub deliver_to: Option<String>,
+}
+
+/// The most an import file may hold (a pam_oath users file of thousands
+/// of users fits).
+pub const MAX_IMPORT_BYTES: u64 = 1 << 20;
+
+/// A file to import from (`import --google-authenticator FILE`,
+/// `--oath-usersfile FILE`): a regular file of at most
+/// [`MAX_IMPORT_BYTES`], opened once without following a symlink or
+/// blocking on a FIFO ([`store::read_named`]) — the google-authenticator
+/// file sits in a directory its user controls. The bytes (seeds) are
+/// wiped on drop.
+pub fn read_import_file(path: &Path) -> Result<ImportText, AdminError> {
+    let bytes = store::read_named(path, Named::Import, MAX_IMPORT_BYTES)?;
+    if std::str::from_utf8(&bytes).is_err() {
+        return Err(AdminError::BadOption(format!(
+            "{}: not UTF-8 text",
+            path.display()
+        )));
+    }
+    Ok(ImportText(bytes))
+}
+
+/// The text of an import file, wiped on drop.
+pub struct ImportText(WipedBytes);
+
+impl ImportText {
+    pub fn as_str(&self) -> &str {
+        // Checked to be UTF-8 by `read_import_file`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// One device as `devices` and `status` show it.

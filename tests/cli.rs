@@ -13,6 +13,8 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -1090,4 +1092,242 @@ fn config_option_works_after_the_subcommand() {
     assert_eq!(v["user"], json!(USER));
     assert_eq!(v["enrolled"], json!(true));
     assert_eq!(v["backup_codes_remaining"], json!(10));
+}
+
+// ------------------------------------------------- files named on the command line
+
+/// How long a command that must not block may run: it takes milliseconds
+/// (argon2 aside), a command blocked on a FIFO would run forever.
+const NO_HANG: Duration = Duration::from_secs(10);
+
+/// `twofactor --config <sandbox config> args...`, stdin `/dev/null`, killed
+/// after [`NO_HANG`]: a command that blocks fails the test instead of
+/// hanging it.
+fn cli_bounded(sb: &Sandbox, args: &[&str]) -> CliRun {
+    let mut cmd = Command::new(cli_path());
+    cmd.arg("--config").arg(sb.config_path()).args(args);
+    clean_env(&mut cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + NO_HANG;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            // Our own child, by its pid.
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "twofactor {args:?} still ran after {NO_HANG:?} (killed): it blocks\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    CliRun::from(&child.wait_with_output().unwrap())
+}
+
+/// Asserts a refused command exited `code`, said `why` on stderr, never
+/// showed `secret`, and left no file in the state directory.
+fn assert_refused(sb: &Sandbox, out: &CliRun, code: i32, why: &str, secret: &str) {
+    assert_eq!(
+        out.code, code,
+        "--- stdout ---\n{}--- stderr ---\n{}",
+        out.stdout, out.stderr
+    );
+    assert!(out.stderr.contains(why), "{:?} not in: {}", why, out.stderr);
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!stream.contains(secret), "the secret was shown: {stream}");
+    }
+    assert_eq!(entries(sb), Vec::<String>::new(), "files written");
+}
+
+/// A directory `name` (0755) in the sandbox, standing for a user's home.
+fn home_dir(sb: &Sandbox, name: &str) -> PathBuf {
+    let dir = sb.dir().join(name);
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+/// A google-authenticator file: the 160-bit RFC seed, TOTP, one scratch code.
+const GA_FILE: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n\" TOTP_AUTH\n12345678\n";
+
+/// A symlink (to a valid google-authenticator file: the user could point it
+/// at any file root can read), a FIFO, a directory or a device at an
+/// import path is refused at once with exit 6 (a file-safety problem),
+/// for both kinds of import, and nothing is written.
+#[test]
+fn import_refuses_a_symlink_fifo_or_directory_at_the_path_without_hanging() {
+    let sb = sandbox("import-type", "");
+    let home = home_dir(&sb, "home");
+    let real = home.join("real");
+    write_file_mode(&real, GA_FILE, 0o400);
+    let link = home.join(".google_authenticator");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let fifo = home.join("fifo");
+    mkfifo(&fifo);
+    let cases: &[(&Path, &str)] = &[
+        (&link, "is a symbolic link"),
+        (&fifo, "is not a regular file"),
+        (&home, "is not a regular file"),
+        (Path::new("/dev/zero"), "is not a regular file"),
+    ];
+    for (path, why) in cases {
+        let path = path.to_str().unwrap();
+        for args in [
+            &["import", USER, "--google-authenticator", path][..],
+            &["import", "--oath-usersfile", path, "--json"][..],
+        ] {
+            let out = cli_bounded(&sb, args);
+            assert_refused(&sb, &out, 6, why, SECRET);
+            assert!(out.stderr.contains(path), "{}", out.stderr);
+            assert_eq!(out.stdout, "", "{args:?}");
+        }
+    }
+}
+
+/// The user swaps a FIFO and a good file at the import path while root
+/// imports (an atomic exchange, again and again): every run either imports
+/// the file it opened or refuses the FIFO with exit 6; none blocks (a check
+/// of the path followed by a second lookup to read it could open the FIFO
+/// and wait forever for a writer).
+#[test]
+fn import_while_the_user_swaps_a_fifo_in_never_hangs() {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Stops the swapping thread however the test ends.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    let sb = sandbox("import-swap", "");
+    let home = home_dir(&sb, "home");
+    let path = home.join(".google_authenticator");
+    // No scratch codes: no argon2, so many runs fit in a second or two.
+    write_file_mode(
+        &path,
+        "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n\" TOTP_AUTH\n",
+        0o400,
+    );
+    let fifo = home.join("fifo");
+    mkfifo(&fifo);
+    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    let swapper = {
+        let (stop, path, fifo) = (stop.0.clone(), path.clone(), fifo.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                renameat2(
+                    AT_FDCWD,
+                    &path,
+                    AT_FDCWD,
+                    &fifo,
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
+            }
+        })
+    };
+    let (mut imported, mut refused) = (0, 0);
+    for _ in 0..60 {
+        let args = [
+            "import",
+            USER,
+            "--google-authenticator",
+            path.to_str().unwrap(),
+            "--force",
+        ];
+        let out = cli_bounded(&sb, &args);
+        match out.code {
+            0 => imported += 1,
+            6 if out.stderr.contains("is not a regular file") => refused += 1,
+            _ => panic!(
+                "exit {}\n--- stdout ---\n{}--- stderr ---\n{}",
+                out.code, out.stdout, out.stderr
+            ),
+        }
+    }
+    drop(stop);
+    swapper.join().unwrap();
+    assert!(
+        imported > 0 && refused > 0,
+        "{imported} imported, {refused} refused"
+    );
+}
+
+/// After a google-authenticator import the admin is told to delete the
+/// user's file (it still holds the seed, readable by the user): a line of
+/// text output and `delete_file` in the JSON (null for a pam_oath users
+/// file). The imported seed logs in with oathtool's code.
+#[test]
+fn import_google_authenticator_tells_the_admin_to_delete_the_file() {
+    let sb = sandbox("import-delete", "");
+    sb.write_service(SVC, &sb.module_line(""));
+    let home = home_dir(&sb, "home");
+    let ga = home.join(".google_authenticator");
+    write_file_mode(&ga, GA_FILE, 0o400);
+    let path = ga.to_str().unwrap();
+
+    let v = cli_bounded(
+        &sb,
+        &["import", USER, "--google-authenticator", path, "--json"],
+    )
+    .expect(0)
+    .json();
+    assert_eq!(v["delete_file"], json!(path), "{v}");
+    assert_eq!(v["imported"][0]["user"], json!(USER), "{v}");
+    assert_eq!(v["imported"][0]["backup_codes"], json!(["12345678"]), "{v}");
+    let ok = login(&sb, &oathtool_code(SECRET, "SHA1", 6, 30, T0), T0);
+    assert!(ok.succeeded(), "{ok}");
+
+    let text = cli_bounded(
+        &sb,
+        &["import", USER, "--google-authenticator", path, "--force"],
+    )
+    .expect(0);
+    let want = format!(
+        "Now delete {path}: it still holds the secret, readable by its owner, and whoever reads it can make codes (rm {path})"
+    );
+    assert_eq!(
+        text.stdout.lines().last(),
+        Some(want.as_str()),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        ga.exists(),
+        "the CLI itself must not delete the user's file"
+    );
+
+    let users = home.join("users.oath");
+    write_file_mode(
+        &users,
+        "HOTP/T30 bin - 3132333435363738393031323334353637383930\n",
+        0o600,
+    );
+    let v = cli_bounded(
+        &sb,
+        &[
+            "import",
+            "--oath-usersfile",
+            users.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .expect(0)
+    .json();
+    assert_eq!(v["delete_file"], Value::Null, "{v}");
+    assert_eq!(v["imported"][0]["user"], json!("bin"), "{v}");
 }

@@ -1217,6 +1217,7 @@ fn google_authenticator_totp_file_imports() {
                 ],
             }],
             "skipped": [],
+            "delete_file": path,
         })
     );
     let st = status(&sb, "daemon");

@@ -165,16 +165,6 @@ fn devices_json(devices: &[admin::DeviceInfo]) -> serde_json::Value {
         .collect()
 }
 
-/// Reads an import file: a regular file of at most 1 MiB.
-fn read_import_file(path: &std::path::Path) -> Result<String, AdminError> {
-    let bad = |why: String| AdminError::BadOption(format!("{}: {why}", path.display()));
-    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-    if !meta.is_file() || meta.len() > 1 << 20 {
-        return Err(bad("not a regular file of at most 1 MiB".into()));
-    }
-    std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))
-}
-
 fn run_import(
     admin: &Admin,
     user: Option<String>,
@@ -184,17 +174,19 @@ fn run_import(
     json: bool,
     now: u64,
 ) -> Result<u8, AdminError> {
+    // The google-authenticator file still holds the seed after the import,
+    // where its user can read it: the admin is told to delete it.
+    let mut delete_file = None;
     let (imported, skipped) = match (user, google_authenticator, oath_usersfile) {
         (Some(user), Some(file), None) => {
-            let text = read_import_file(&file)?;
-            (
-                vec![admin.import_google_authenticator(&user, &text, force, now)?],
-                Vec::new(),
-            )
+            let text = admin::read_import_file(&file)?;
+            let imported = admin.import_google_authenticator(&user, text.as_str(), force, now)?;
+            delete_file = Some(file);
+            (vec![imported], Vec::new())
         }
         (None, None, Some(file)) => {
-            let text = read_import_file(&file)?;
-            admin.import_oath_usersfile(&text, force, now)?
+            let text = admin::read_import_file(&file)?;
+            admin.import_oath_usersfile(text.as_str(), force, now)?
         }
         _ => {
             return Err(AdminError::BadOption(
@@ -212,7 +204,11 @@ fn run_import(
             .iter()
             .map(|(line, why)| json!({"line": line, "reason": why}))
             .collect();
-        println!("{}", json!({"imported": users, "skipped": skipped}));
+        let delete_file = delete_file.as_ref().map(|f| f.display().to_string());
+        println!(
+            "{}",
+            json!({"imported": users, "skipped": skipped, "delete_file": delete_file})
+        );
     } else {
         for i in &imported {
             println!("{}: imported", i.user);
@@ -228,6 +224,12 @@ fn run_import(
         }
         for (line, why) in &skipped {
             println!("line {line} skipped: {why}");
+        }
+        if let Some(file) = &delete_file {
+            println!(
+                "Now delete {0}: it still holds the secret, readable by its owner, and whoever reads it can make codes (rm {0})",
+                file.display()
+            );
         }
     }
     Ok(u8::from(imported.is_empty() && !skipped.is_empty()))

@@ -980,6 +980,11 @@ pub fn cli(sb: &Sandbox, args: &[&str]) -> CliRun {
     CliRun::from(&run_cli(sb, args))
 }
 
+/// Writes `text` to `path` with exactly `mode`.
+pub fn write_file_mode(path: &Path, text: &str, mode: u32) {
+    write_file(path, text.as_bytes(), mode);
+}
+
 /// Runs `twofactor --config <config_path> <args...>` (no stdin, real clock).
 pub fn run_cli(sandbox: &Sandbox, args: &[&str]) -> Output {
     run_cli_with(sandbox, args, &[], "")
