@@ -1,6 +1,7 @@
 //! `twofactor`: enroll users and look after them (see twofactor(8)).
 //! A thin shell over `pam_twofactor::admin`: parse arguments, call, print.
 
+use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions};
 use pam_twofactor::deliver::{self, DeliveryError};
 use pam_twofactor::{clock, timefmt};
 use serde_json::json;
+use zeroize::Zeroize;
 
 #[derive(Parser)]
 #[command(
@@ -30,9 +32,16 @@ enum Command {
     /// Create a secret and backup codes for USER and show them once.
     Enroll {
         user: String,
-        /// Use this base32 secret instead of a random 160-bit one.
-        #[arg(long)]
-        secret: Option<String>,
+        /// Read a base32 secret from FILE instead of making a random
+        /// 160-bit one: a file only root can read (mode 0600), or - for
+        /// standard input.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+        /// Refused: a secret in the arguments is readable by every local
+        /// user (/proc/PID/cmdline). Hidden, and kept so that the refusal
+        /// can name --secret-file (and never echo the value).
+        #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
+        secret: Option<Vec<String>>,
         /// SHA1, SHA256 or SHA512 (default from the config).
         #[arg(long)]
         algorithm: Option<String>,
@@ -165,6 +174,10 @@ fn devices_json(devices: &[admin::DeviceInfo]) -> serde_json::Value {
         .collect()
 }
 
+/// `enroll --secret VALUE`: refused before anything else runs, without
+/// repeating the value.
+const SECRET_IN_ARGV: &str = "--secret is refused: a secret in the arguments can be read by every local user (/proc/PID/cmdline) while twofactor runs; put it in a file only root can read (chmod 0600) and use --secret-file FILE, or pipe it in with --secret-file -";
+
 fn run_import(
     admin: &Admin,
     user: Option<String>,
@@ -238,6 +251,15 @@ fn run_import(
 fn run(cli: Cli) -> Result<u8, AdminError> {
     let now = clock::now();
     let config = cli.config.as_deref();
+    if matches!(
+        &cli.command,
+        Command::Enroll {
+            secret: Some(_),
+            ..
+        }
+    ) {
+        return Err(AdminError::Usage(SECRET_IN_ARGV.into()));
+    }
     match cli.command {
         Command::Check { json } => {
             let problems = Admin::check(config)?;
@@ -269,7 +291,8 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
     match command {
         Command::Enroll {
             user,
-            secret,
+            secret_file,
+            secret: _,
             algorithm,
             digits,
             period,
@@ -279,8 +302,28 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
             deliver_to,
             json,
         } => {
-            let opts = EnrollOptions {
-                secret,
+            let secret = match &secret_file {
+                Some(path) => {
+                    let stdin = std::io::stdin();
+                    if path == Path::new("-") && stdin.is_terminal() {
+                        eprintln!(
+                            "twofactor: reading the secret from standard input (end with Ctrl-D)"
+                        );
+                    }
+                    // Unbuffered, on a duplicate of fd 0: std's stdin buffer
+                    // would keep a copy of the secret that nothing wipes.
+                    let fd = stdin.as_fd().try_clone_to_owned().map_err(|e| {
+                        AdminError::BadOption(format!(
+                            "--secret-file -: cannot read standard input: {e}"
+                        ))
+                    })?;
+                    Some(admin::read_secret_file(path, std::fs::File::from(fd))?)
+                }
+                None => None,
+            };
+            let mut opts = EnrollOptions {
+                // Moved, not copied: wiped below, whatever enroll answers.
+                secret: secret.map(|mut s| std::mem::take(&mut *s)),
                 algorithm,
                 digits,
                 period,
@@ -289,7 +332,9 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
                 label,
                 deliver_to,
             };
-            let e = admin.enroll(&user, &opts, now)?;
+            let enrolled = admin.enroll(&user, &opts, now);
+            opts.secret.zeroize();
+            let e = enrolled?;
             let codes: Vec<String> = e
                 .backup_codes
                 .iter()
