@@ -214,7 +214,8 @@ printf 'state_dir = "%s"\n' "$TMPL/state" >"$TMPL/ours.toml"
 chmod 0600 "$TMPL/ours.toml"
 # `twofactor enroll` needs a user in the passwd database: enroll root once and
 # copy its records (they hold no user name) to every benchmark user.
-"$CLI" --config "$TMPL/ours.toml" enroll root --secret "$SECRET" --json >"$TMPL/enroll.json" ||
+printf '%s\n' "$SECRET" |
+  "$CLI" --config "$TMPL/ours.toml" enroll root --secret-file - --json >"$TMPL/enroll.json" ||
   fail "twofactor enroll failed"
 [[ -f $TMPL/state/root.secret && -f $TMPL/state/root.state ]] || fail "enroll wrote no records"
 OURS_SECRET=$(<"$TMPL/state/root.secret")
@@ -447,7 +448,7 @@ measure_backup() {
     # Consuming codes quickly needs a higher rate limit than the default.
     printf 'state_dir = "%s"\n[rate_limit]\nmax_attempts = 10000\n' "$B/state" >"$setup"
     chmod 0600 "$cfg" "$setup"
-    "$CLI" --config "$cfg" enroll root --secret "$SECRET" --json >"$B/enroll.json"
+    printf '%s\n' "$SECRET" | "$CLI" --config "$cfg" enroll root --secret-file - --json >"$B/enroll.json"
     codes=$(grep -oE '[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{4}' "$B/enroll.json")
     n=$(wc -l <<<"$codes")
     [[ $n -eq $c ]] || fail "enroll printed $n backup codes, expected $c"

@@ -43,12 +43,15 @@ login() { # login TIME ANSWER
 
 SECRET=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ
 T0="2030-06-15 12:00:00"
-step "Enroll $USER_NAME in the sandbox (twofactor enroll; a fixed demo secret so the codes are reproducible)"
-ENROLL_TEXT=$("$CLI" --config "$CONFIG" enroll "$USER_NAME" --secret "$SECRET")
+# Secrets go through stdin, never the arguments (every local user can read
+# /proc/PID/cmdline); printf is a shell builtin, so it runs no process.
+totp() { printf '%s\n' "$SECRET" | oathtool --totp -b - --now "$1 UTC"; }
+step "Enroll $USER_NAME in the sandbox (twofactor enroll --secret-file -; a fixed demo secret so the codes are reproducible)"
+ENROLL_TEXT=$(printf '%s\n' "$SECRET" | "$CLI" --config "$CONFIG" enroll "$USER_NAME" --secret-file -)
 printf '%s\n' "$ENROLL_TEXT"
 BACKUP=$(printf '%s\n' "$ENROLL_TEXT" | grep -m1 -oE '[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{4}')
 
-CODE=$(oathtool --totp -b "$SECRET" --now "$T0 UTC")
+CODE=$(totp "$T0")
 step "Log in at $T0 UTC with the code oathtool computes ($CODE)"
 login "$T0" "$CODE"
 step "Replay the same code 10 seconds later (RFC 6238 5.2: each code works once)"
@@ -61,11 +64,11 @@ login "2030-06-15 12:01:05" "$BACKUP"
 step "Four more wrong codes: with the reused backup code that makes five failures in a row, which locks"
 for s in 10 15 20 25; do login "2030-06-15 12:01:$s" "111111"; done
 step "Even the right code is refused while locked"
-login "2030-06-15 12:02:00" "$(oathtool --totp -b "$SECRET" --now '2030-06-15 12:02:00 UTC')"
+login "2030-06-15 12:02:00" "$(totp '2030-06-15 12:02:00')"
 "$CLI" --config "$CONFIG" status "$USER_NAME" | sed 's/^/   /'
 step "twofactor unlock clears it, and the next code logs in"
 "$CLI" --config "$CONFIG" unlock "$USER_NAME"
-login "2030-06-15 12:02:30" "$(oathtool --totp -b "$SECRET" --now '2030-06-15 12:02:30 UTC')"
+login "2030-06-15 12:02:30" "$(totp '2030-06-15 12:02:30')"
 
 if [[ -t 0 && -t 1 ]]; then
   step "Try it with your own phone (optional)"

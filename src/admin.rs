@@ -4,7 +4,10 @@
 //! admin command never races a login.
 
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
 
 use crate::auth::{self, AuthError};
 use crate::backup::{self, BackupCode};
@@ -15,12 +18,16 @@ use crate::policy;
 use crate::record::{
     self, DEFAULT_DEVICE, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
 };
-use crate::store::{self, Access, StoreError, TrustedDir};
+use crate::store::{self, Access, Named, StoreError, TrustedDir};
 use crate::username::{Username, UsernameError, escape};
+use crate::wipe::WipedBytes;
 
 /// Why an admin command failed; `exit_code` is documented in twofactor(8).
 #[derive(Debug)]
 pub enum AdminError {
+    /// The command line cannot be used as given (exit 2, like clap's
+    /// own usage errors).
+    Usage(String),
     /// The default config is root's: run as root (or pass --config).
     NotRoot,
     /// The user name is not acceptable.
@@ -37,7 +44,7 @@ pub enum AdminError {
     AlreadyEnrolled(String),
     /// The command needs an enrolled user.
     NotEnrolled(String),
-    /// `--secret` is not usable.
+    /// The secret given (`--secret-file`) is not usable.
     BadSecret(SecretError),
     /// An option has a value outside its range.
     BadOption(String),
@@ -49,6 +56,7 @@ impl AdminError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
+            AdminError::Usage(_) => 2,
             AdminError::NotRoot => 3,
             AdminError::BadUser(..) | AdminError::NoSuchUser(_) => 4,
             AdminError::AlreadyEnrolled(_) | AdminError::NotEnrolled(_) => 5,
@@ -62,6 +70,7 @@ impl AdminError {
 impl fmt::Display for AdminError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            AdminError::Usage(m) => f.write_str(m),
             AdminError::NotRoot => f.write_str(
                 "twofactor must run as root (try: sudo twofactor ...); it manages root-only files",
             ),
@@ -83,7 +92,7 @@ impl fmt::Display for AdminError {
             AdminError::NotEnrolled(u) => {
                 write!(f, "{u} is not enrolled (run: twofactor enroll {u})")
             }
-            AdminError::BadSecret(e) => write!(f, "--secret: {e}"),
+            AdminError::BadSecret(e) => write!(f, "--secret-file: {e}"),
             AdminError::BadOption(m) => f.write_str(m),
             AdminError::Crypto => f.write_str("the OS random generator or argon2 failed"),
         }
@@ -122,6 +131,80 @@ pub struct EnrollOptions {
     pub label: Option<String>,
     /// Where codes by message go (`--deliver-to`).
     pub deliver_to: Option<String>,
+}
+
+/// The most `enroll --secret-file` reads: a 512-bit secret is 103 base32
+/// letters (129 in groups of four), so 1 KiB holds any secret with its
+/// padding and newline, and nothing much else.
+pub const MAX_SECRET_INPUT: u64 = 1024;
+
+/// The most an import file may hold (a pam_oath users file of thousands
+/// of users fits).
+pub const MAX_IMPORT_BYTES: u64 = 1 << 20;
+
+/// The seed for `enroll --secret-file PATH`, surrounding whitespace
+/// trimmed: from `stdin` for `-`, else from a regular file that only root
+/// (or the caller) can read, opened without following a symlink or
+/// blocking on a FIFO ([`store::read_named`]). Never from the command
+/// line: every local user can read `/proc/PID/cmdline`. The bytes read
+/// are wiped; the caller wipes the returned text.
+pub fn read_secret_file(path: &Path, stdin: impl Read) -> Result<Zeroizing<String>, AdminError> {
+    let bytes = if path == Path::new("-") {
+        match store::read_at_most(stdin, MAX_SECRET_INPUT) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                return Err(AdminError::BadOption(format!(
+                    "--secret-file -: more than {MAX_SECRET_INPUT} bytes on standard input; give one base32 secret"
+                )));
+            }
+            Err(e) => {
+                return Err(AdminError::BadOption(format!(
+                    "--secret-file -: cannot read standard input: {e}"
+                )));
+            }
+        }
+    } else {
+        store::read_named(path, Named::Seed, MAX_SECRET_INPUT)?
+    };
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| AdminError::BadSecret(SecretError::NotBase32))?
+        .trim();
+    if text.is_empty() {
+        return Err(AdminError::BadOption(format!(
+            "--secret-file {}: no secret there (give one base32 secret)",
+            path.display()
+        )));
+    }
+    let mut secret = Zeroizing::new(String::with_capacity(text.len()));
+    secret.push_str(text);
+    Ok(secret)
+}
+
+/// A file to import from (`import --google-authenticator FILE`,
+/// `--oath-usersfile FILE`): a regular file of at most
+/// [`MAX_IMPORT_BYTES`], opened once without following a symlink or
+/// blocking on a FIFO ([`store::read_named`]) — the google-authenticator
+/// file sits in a directory its user controls. The bytes (seeds) are
+/// wiped on drop.
+pub fn read_import_file(path: &Path) -> Result<ImportText, AdminError> {
+    let bytes = store::read_named(path, Named::Import, MAX_IMPORT_BYTES)?;
+    if std::str::from_utf8(&bytes).is_err() {
+        return Err(AdminError::BadOption(format!(
+            "{}: not UTF-8 text",
+            path.display()
+        )));
+    }
+    Ok(ImportText(bytes))
+}
+
+/// The text of an import file, wiped on drop.
+pub struct ImportText(WipedBytes);
+
+impl ImportText {
+    pub fn as_str(&self) -> &str {
+        // Checked to be UTF-8 by `read_import_file`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// One device as `devices` and `status` show it.
@@ -940,8 +1023,31 @@ mod tests {
         assert!(aliases_before_enrolled(passwd, &enrolled(&["alias", "bob"])).is_empty());
     }
 
+    /// `--secret-file -`: the secret is trimmed; nothing, only blanks, or
+    /// more than 1 KiB on stdin is refused with exit 7.
+    #[test]
+    fn secret_from_stdin_is_trimmed_and_bounded() {
+        let stdin = Path::new("-");
+        let secret = read_secret_file(stdin, &b" \tGEZD GNBV\r\n"[..]).unwrap();
+        assert_eq!(secret.as_str(), "GEZD GNBV");
+        let full = vec![b'A'; MAX_SECRET_INPUT as usize];
+        assert_eq!(read_secret_file(stdin, &full[..]).unwrap().len(), 1024);
+        let over = vec![b'A'; MAX_SECRET_INPUT as usize + 1];
+        let err = read_secret_file(stdin, &over[..]).unwrap_err();
+        assert_eq!(err.exit_code(), 7, "{err}");
+        assert!(err.to_string().contains("more than 1024 bytes"), "{err}");
+        for empty in [&b""[..], &b" \n\n"[..]] {
+            let err = read_secret_file(stdin, empty).unwrap_err();
+            assert_eq!(err.exit_code(), 7, "{err}");
+            assert!(err.to_string().contains("no secret"), "{err}");
+        }
+        let err = read_secret_file(stdin, &b"\xff\xfe"[..]).unwrap_err();
+        assert!(matches!(err, AdminError::BadSecret(_)), "{err}");
+    }
+
     #[test]
     fn exit_codes_follow_the_documented_table() {
+        assert_eq!(AdminError::Usage("x".into()).exit_code(), 2);
         assert_eq!(AdminError::NotRoot.exit_code(), 3);
         assert_eq!(AdminError::NoSuchUser("x".into()).exit_code(), 4);
         assert_eq!(AdminError::AlreadyEnrolled("x".into()).exit_code(), 5);

@@ -13,6 +13,8 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -36,6 +38,12 @@ fn cli_at(sb: &Sandbox, args: &[&str], at: &str) -> CliRun {
     CliRun::from(&run_cli_with(sb, args, &[], at))
 }
 
+/// Like [`cli_at`] with `secret` and a newline on stdin, for
+/// `--secret-file -` (`at` may be `""`: real clock).
+fn cli_secret_at(sb: &Sandbox, args: &[&str], secret: &str, at: &str) -> CliRun {
+    CliRun::from(&run_cli_with(sb, args, &[secret], at))
+}
+
 /// A sandbox with `extra` config lines.
 fn sandbox(name: &str, extra: &str) -> Sandbox {
     require_tools();
@@ -49,7 +57,8 @@ fn sandbox(name: &str, extra: &str) -> Sandbox {
 fn enrolled(name: &str, extra: &str) -> (Sandbox, Value) {
     let sb = sandbox(name, extra);
     sb.write_service(SVC, &sb.module_line(""));
-    let out = cli_at(&sb, &["enroll", USER, "--secret", SECRET, "--json"], T0).expect(0);
+    let args = ["enroll", USER, "--secret-file", "-", "--json"];
+    let out = cli_secret_at(&sb, &args, SECRET, T0).expect(0);
     let v = out.json();
     (sb, v)
 }
@@ -283,18 +292,21 @@ fn enroll_json_prints_every_field_and_writes_private_files_without_codes() {
     assert!(ok.succeeded(), "{ok}");
 }
 
-/// `--secret/--algorithm/--digits/--period` show up in the JSON, the URI and
-/// the secret record, and the module then accepts oathtool's SHA256/8/60 code.
+/// `--secret-file/--algorithm/--digits/--period` show up in the JSON, the
+/// URI and the secret record, and the module then accepts oathtool's
+/// SHA256/8/60 code. The secret comes from a 0600 file (with its newline).
 #[test]
 fn enroll_with_explicit_parameters_reflects_each_one_everywhere() {
     let sb = sandbox("enroll-params", "issuer = \"Example\"\n");
+    let seed = sb.dir().join("seed");
+    write_private(&seed, &format!("{SECRET}\n"));
     let out = cli_at(
         &sb,
         &[
             "enroll",
             USER,
-            "--secret",
-            SECRET,
+            "--secret-file",
+            seed.to_str().unwrap(),
             "--algorithm",
             "SHA256",
             "--digits",
@@ -356,7 +368,7 @@ fn enroll_with_explicit_parameters_reflects_each_one_everywhere() {
 #[test]
 fn enroll_text_output_shows_qr_grouped_key_uri_and_ten_codes() {
     let sb = sandbox("enroll-text", "");
-    let out = cli(&sb, &["enroll", USER, "--secret", SECRET]).expect(0);
+    let out = cli_secret(&sb, &["enroll", USER, "--secret-file", "-"], SECRET).expect(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
 
     let qr: Vec<&str> = lines
@@ -440,38 +452,44 @@ fn re_enroll_needs_force_and_force_replaces_the_secret() {
     assert_eq!(mode(&file(&sb, "daemon.secret")), 0o600);
 }
 
-/// Bad or unknown user names exit 4, bad option values exit 7, an unknown
-/// subcommand exits 2, and none of them writes a user file.
+/// Bad or unknown user names exit 4, bad option values and secrets exit 7,
+/// an unknown subcommand exits 2, and none of them writes a user file.
 #[test]
 fn errors_exit_with_the_documented_codes_and_write_nothing() {
     let sb = sandbox("errors", "");
-    let cases: &[(&[&str], i32)] = &[
-        (&["enroll", "../x"], 4),
-        (&["enroll", "a/b"], 4),
-        (&["enroll", "no-such-user-xyz"], 4),
-        (&["status", "../x"], 4),
-        (&["status", "no-such-user-xyz"], 4),
-        (&["unlock", "no-such-user-xyz"], 4),
-        (&["backup-codes", "no-such-user-xyz"], 4),
-        (&["disable", "a/b"], 4),
-        (&["enroll", USER, "--secret", "notbase32!"], 7),
+    let secret_file = ["enroll", USER, "--secret-file", "-"];
+    // (arguments, the secret on stdin or "" for none, exit code)
+    let cases: &[(&[&str], &str, i32)] = &[
+        (&["enroll", "../x"], "", 4),
+        (&["enroll", "a/b"], "", 4),
+        (&["enroll", "no-such-user-xyz"], "", 4),
+        (&["status", "../x"], "", 4),
+        (&["status", "no-such-user-xyz"], "", 4),
+        (&["unlock", "no-such-user-xyz"], "", 4),
+        (&["backup-codes", "no-such-user-xyz"], "", 4),
+        (&["disable", "a/b"], "", 4),
+        (&secret_file, "notbase32!", 7),
         // 80 bits: below the 128-bit minimum.
-        (&["enroll", USER, "--secret", "JBSWY3DPEHPK3PXP"], 7),
-        (&["enroll", USER, "--secret", SECRET_120], 7),
-        (&["enroll", USER, "--secret", SECRET_520], 7),
-        (&["enroll", USER, "--digits", "9"], 7),
-        (&["enroll", USER, "--digits", "5"], 7),
-        (&["enroll", USER, "--period", "9"], 7),
-        (&["enroll", USER, "--period", "301"], 7),
-        (&["enroll", USER, "--algorithm", "MD5"], 7),
-        (&["frobnicate", USER], 2),
-        (&["enroll"], 2),
+        (&secret_file, "JBSWY3DPEHPK3PXP", 7),
+        (&secret_file, SECRET_120, 7),
+        (&secret_file, SECRET_520, 7),
+        // Nothing on stdin (/dev/null), or only blanks.
+        (&secret_file, "", 7),
+        (&secret_file, "  \t ", 7),
+        (&["enroll", USER, "--digits", "9"], "", 7),
+        (&["enroll", USER, "--digits", "5"], "", 7),
+        (&["enroll", USER, "--period", "9"], "", 7),
+        (&["enroll", USER, "--period", "301"], "", 7),
+        (&["enroll", USER, "--algorithm", "MD5"], "", 7),
+        (&["frobnicate", USER], "", 2),
+        (&["enroll"], "", 2),
     ];
-    for (args, code) in cases {
-        let out = cli(&sb, args);
+    for (args, secret, code) in cases {
+        let stdin: &[&str] = if secret.is_empty() { &[] } else { &[secret] };
+        let out = CliRun::from(&run_cli_with(&sb, args, stdin, ""));
         assert_eq!(
             out.code, *code,
-            "twofactor {args:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            "twofactor {args:?} <<< {secret:?}\n--- stdout ---\n{}--- stderr ---\n{}",
             out.stdout, out.stderr
         );
         assert!(!out.stderr.is_empty(), "no message for {args:?}");
@@ -499,13 +517,8 @@ fn enroll_accepts_secrets_at_the_128_and_512_bit_bounds() {
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect::<Vec<_>>()
             .join(" ");
-        let v = cli_at(
-            &sb,
-            &["enroll", USER, "--force", "--secret", &spaced, "--json"],
-            T0,
-        )
-        .expect(0)
-        .json();
+        let args = ["enroll", USER, "--force", "--secret-file", "-", "--json"];
+        let v = cli_secret_at(&sb, &args, &spaced, T0).expect(0).json();
         assert_eq!(v["secret"], json!(secret));
         let text = read(&file(&sb, "daemon.secret"));
         assert!(
@@ -1090,4 +1103,392 @@ fn config_option_works_after_the_subcommand() {
     assert_eq!(v["user"], json!(USER));
     assert_eq!(v["enrolled"], json!(true));
     assert_eq!(v["backup_codes_remaining"], json!(10));
+}
+
+// ------------------------------------------- secrets and files named on the command line
+
+/// How long a command that must not block may run: it takes milliseconds
+/// (argon2 aside), a command blocked on a FIFO would run forever.
+const NO_HANG: Duration = Duration::from_secs(10);
+
+/// `twofactor --config <sandbox config> args...`, stdin `/dev/null`, killed
+/// after [`NO_HANG`]: a command that blocks fails the test instead of
+/// hanging it.
+fn cli_bounded(sb: &Sandbox, args: &[&str]) -> CliRun {
+    let mut cmd = Command::new(cli_path());
+    cmd.arg("--config").arg(sb.config_path()).args(args);
+    clean_env(&mut cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + NO_HANG;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            // Our own child, by its pid.
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "twofactor {args:?} still ran after {NO_HANG:?} (killed): it blocks\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    CliRun::from(&child.wait_with_output().unwrap())
+}
+
+/// Asserts a refused command exited `code`, said `why` on stderr, never
+/// showed `secret`, and left no file in the state directory.
+fn assert_refused(sb: &Sandbox, out: &CliRun, code: i32, why: &str, secret: &str) {
+    assert_eq!(
+        out.code, code,
+        "--- stdout ---\n{}--- stderr ---\n{}",
+        out.stdout, out.stderr
+    );
+    assert!(out.stderr.contains(why), "{:?} not in: {}", why, out.stderr);
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!stream.contains(secret), "the secret was shown: {stream}");
+    }
+    assert_eq!(entries(sb), Vec::<String>::new(), "files written");
+}
+
+/// A directory `name` (0755) in the sandbox, standing for a user's home.
+fn home_dir(sb: &Sandbox, name: &str) -> PathBuf {
+    let dir = sb.dir().join(name);
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+/// `enroll --secret VALUE` puts the seed where every local user can read it
+/// (/proc/PID/cmdline): refused as a usage error (exit 2) that names
+/// --secret-file, never repeats the value, and writes nothing (not even a
+/// lock file). Also `--secret=VALUE`, a bare `--secret`, a value that looks
+/// like an option, and `--secret` before the user or beside --secret-file.
+#[test]
+fn enroll_secret_in_the_arguments_is_refused_with_exit_2_naming_secret_file() {
+    let sb = sandbox("secret-argv", "");
+    let seed = sb.dir().join("seed");
+    write_private(&seed, SECRET);
+    let inline = format!("--secret={SECRET}");
+    let dashed = format!("-{SECRET}");
+    let seed = seed.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["enroll", USER, "--secret", SECRET],
+        &["enroll", USER, "--secret", SECRET, "--json"],
+        &["enroll", USER, &inline],
+        &["enroll", "--secret", SECRET, USER, "--force"],
+        &["enroll", USER, "--secret"],
+        &["enroll", USER, "--secret", &dashed],
+        &["enroll", USER, "--secret", SECRET, "--secret-file", seed],
+    ];
+    for args in cases {
+        let out = cli_bounded(&sb, args);
+        assert_refused(&sb, &out, 2, "--secret-file", SECRET);
+        assert!(out.stderr.contains("/proc"), "{}", out.stderr);
+        assert_eq!(out.stdout, "", "{args:?}");
+    }
+    // Where clap refuses first (no user, a bad value elsewhere), its
+    // message does not repeat the secret either.
+    for args in [
+        &["enroll", "--secret", SECRET][..],
+        &["enroll", USER, "--secret", SECRET, "--digits", "x"][..],
+    ] {
+        let out = cli_bounded(&sb, args);
+        assert_refused(&sb, &out, 2, "", SECRET);
+    }
+    // The refusal is ours, not clap's "unexpected argument", and --help
+    // does not offer --secret.
+    let help = cli(&sb, &["enroll", "--help"]).expect(0);
+    assert!(
+        help.stdout.contains("--secret-file <FILE>"),
+        "{}",
+        help.stdout
+    );
+    assert!(!help.stdout.contains("--secret "), "{}", help.stdout);
+    assert!(!help.stdout.contains("--secret <"), "{}", help.stdout);
+}
+
+/// `--secret-file -` reads the seed from stdin (surrounding blanks and the
+/// newline trimmed, lower case and groups accepted); the module then
+/// accepts oathtool's code for it. More than 1 KiB on stdin is refused.
+#[test]
+fn enroll_secret_file_dash_reads_stdin_and_oathtools_code_logs_in() {
+    let sb = sandbox("secret-stdin", "");
+    sb.write_service(SVC, &sb.module_line(""));
+    let grouped = format!("  {}\t", SECRET.to_ascii_lowercase());
+    let args = ["enroll", USER, "--secret-file", "-", "--json"];
+    let v = cli_secret_at(&sb, &args, &grouped, T0).expect(0).json();
+    assert_eq!(v["secret"], json!(SECRET));
+    let text = read(&file(&sb, "daemon.secret"));
+    assert!(
+        text.lines().any(|l| l == format!("secret = \"{SECRET}\"")),
+        "{text}"
+    );
+    let ok = login(&sb, &oathtool_code(SECRET, "SHA1", 6, 30, T0), T0);
+    assert!(ok.succeeded(), "{ok}");
+
+    let big = "A".repeat(1025);
+    let out = cli_secret(&sb, &["enroll", "bin", "--secret-file", "-"], &big);
+    let out = out.expect(7);
+    assert!(
+        out.stderr.contains("more than 1024 bytes"),
+        "{}",
+        out.stderr
+    );
+    assert!(!file(&sb, "bin.secret").exists());
+}
+
+/// A seed file that group or others can read, or that another user owns,
+/// is refused (exit 6) with its mode and the fix, and nothing is written;
+/// 0600 and 0400 root files are read.
+#[test]
+fn enroll_secret_file_readable_by_others_is_refused_with_the_mode_and_fix() {
+    let sb = sandbox("secret-file-mode", "");
+    let seed = sb.dir().join("seed");
+    let path = seed.to_str().unwrap();
+    let args = ["enroll", USER, "--secret-file", path];
+    for mode in [0o640, 0o604, 0o644, 0o660, 0o602] {
+        write_file_mode(&seed, SECRET, mode);
+        let out = cli_bounded(&sb, &args);
+        let why = format!("has mode {mode:04o}; expected 0600 (fix: chmod 0600 {path})");
+        assert_refused(&sb, &out, 6, &why, SECRET);
+    }
+    if euid() == 0 {
+        write_file_mode(&seed, SECRET, 0o600);
+        std::os::unix::fs::chown(&seed, Some(1), Some(1)).unwrap();
+        let out = cli_bounded(&sb, &args);
+        assert_refused(&sb, &out, 6, "is owned by uid 1; expected root", SECRET);
+        fs::remove_file(&seed).unwrap();
+    }
+    for mode in [0o600, 0o400] {
+        write_file_mode(&seed, &format!("{SECRET}\n"), mode);
+        let v = cli_bounded(
+            &sb,
+            &["enroll", USER, "--force", "--secret-file", path, "--json"],
+        )
+        .expect(0)
+        .json();
+        assert_eq!(v["secret"], json!(SECRET), "mode {mode:04o}");
+    }
+}
+
+/// A symlink (even to a good 0600 seed file), a FIFO, a directory, a
+/// device or a missing file at the `--secret-file` path is refused at once
+/// (exit 6): nothing blocks on the FIFO, nothing is written.
+#[test]
+fn enroll_secret_file_symlink_fifo_or_directory_is_refused_without_hanging() {
+    let sb = sandbox("secret-file-type", "");
+    let dir = home_dir(&sb, "seeds");
+    let good = dir.join("good");
+    write_private(&good, SECRET);
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&good, &link).unwrap();
+    let fifo = dir.join("fifo");
+    mkfifo(&fifo);
+    let cases: &[(&Path, &str)] = &[
+        (&link, "is a symbolic link"),
+        (&fifo, "is not a regular file"),
+        (&dir, "is not a regular file"),
+        (Path::new("/dev/zero"), "is not a regular file"),
+        (
+            &dir.join("missing"),
+            "open failed: No such file or directory",
+        ),
+    ];
+    for (path, why) in cases {
+        let out = cli_bounded(
+            &sb,
+            &["enroll", USER, "--secret-file", path.to_str().unwrap()],
+        );
+        assert_refused(&sb, &out, 6, why, SECRET);
+        assert!(
+            out.stderr.contains(&path.display().to_string()),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+/// A google-authenticator file: the 160-bit RFC seed, TOTP, one scratch code.
+const GA_FILE: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n\" TOTP_AUTH\n12345678\n";
+
+/// A symlink (to a valid google-authenticator file: the user could point it
+/// at any file root can read), a FIFO, a directory or a device at an
+/// import path is refused at once with exit 6 (a file-safety problem),
+/// for both kinds of import, and nothing is written.
+#[test]
+fn import_refuses_a_symlink_fifo_or_directory_at_the_path_without_hanging() {
+    let sb = sandbox("import-type", "");
+    let home = home_dir(&sb, "home");
+    let real = home.join("real");
+    write_file_mode(&real, GA_FILE, 0o400);
+    let link = home.join(".google_authenticator");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let fifo = home.join("fifo");
+    mkfifo(&fifo);
+    let cases: &[(&Path, &str)] = &[
+        (&link, "is a symbolic link"),
+        (&fifo, "is not a regular file"),
+        (&home, "is not a regular file"),
+        (Path::new("/dev/zero"), "is not a regular file"),
+    ];
+    for (path, why) in cases {
+        let path = path.to_str().unwrap();
+        for args in [
+            &["import", USER, "--google-authenticator", path][..],
+            &["import", "--oath-usersfile", path, "--json"][..],
+        ] {
+            let out = cli_bounded(&sb, args);
+            assert_refused(&sb, &out, 6, why, SECRET);
+            assert!(out.stderr.contains(path), "{}", out.stderr);
+            assert_eq!(out.stdout, "", "{args:?}");
+        }
+    }
+}
+
+/// The user swaps a FIFO and a good file at the import path while root
+/// imports (an atomic exchange, again and again): every run either imports
+/// the file it opened or refuses the FIFO with exit 6; none blocks (a check
+/// of the path followed by a second lookup to read it could open the FIFO
+/// and wait forever for a writer).
+#[test]
+fn import_while_the_user_swaps_a_fifo_in_never_hangs() {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Stops the swapping thread however the test ends.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    let sb = sandbox("import-swap", "");
+    let home = home_dir(&sb, "home");
+    let path = home.join(".google_authenticator");
+    // No scratch codes: no argon2, so many runs fit in a second or two.
+    write_file_mode(
+        &path,
+        "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n\" TOTP_AUTH\n",
+        0o400,
+    );
+    let fifo = home.join("fifo");
+    mkfifo(&fifo);
+    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    let swapper = {
+        let (stop, path, fifo) = (stop.0.clone(), path.clone(), fifo.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                renameat2(
+                    AT_FDCWD,
+                    &path,
+                    AT_FDCWD,
+                    &fifo,
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
+            }
+        })
+    };
+    let (mut imported, mut refused) = (0, 0);
+    for _ in 0..60 {
+        let args = [
+            "import",
+            USER,
+            "--google-authenticator",
+            path.to_str().unwrap(),
+            "--force",
+        ];
+        let out = cli_bounded(&sb, &args);
+        match out.code {
+            0 => imported += 1,
+            6 if out.stderr.contains("is not a regular file") => refused += 1,
+            _ => panic!(
+                "exit {}\n--- stdout ---\n{}--- stderr ---\n{}",
+                out.code, out.stdout, out.stderr
+            ),
+        }
+    }
+    drop(stop);
+    swapper.join().unwrap();
+    assert!(
+        imported > 0 && refused > 0,
+        "{imported} imported, {refused} refused"
+    );
+}
+
+/// After a google-authenticator import the admin is told to delete the
+/// user's file (it still holds the seed, readable by the user): a line of
+/// text output and `delete_file` in the JSON (null for a pam_oath users
+/// file). The imported seed logs in with oathtool's code.
+#[test]
+fn import_google_authenticator_tells_the_admin_to_delete_the_file() {
+    let sb = sandbox("import-delete", "");
+    sb.write_service(SVC, &sb.module_line(""));
+    let home = home_dir(&sb, "home");
+    let ga = home.join(".google_authenticator");
+    write_file_mode(&ga, GA_FILE, 0o400);
+    let path = ga.to_str().unwrap();
+
+    let v = cli_bounded(
+        &sb,
+        &["import", USER, "--google-authenticator", path, "--json"],
+    )
+    .expect(0)
+    .json();
+    assert_eq!(v["delete_file"], json!(path), "{v}");
+    assert_eq!(v["imported"][0]["user"], json!(USER), "{v}");
+    assert_eq!(v["imported"][0]["backup_codes"], json!(["12345678"]), "{v}");
+    let ok = login(&sb, &oathtool_code(SECRET, "SHA1", 6, 30, T0), T0);
+    assert!(ok.succeeded(), "{ok}");
+
+    let text = cli_bounded(
+        &sb,
+        &["import", USER, "--google-authenticator", path, "--force"],
+    )
+    .expect(0);
+    let want = format!(
+        "Now delete {path}: it still holds the secret, readable by its owner, and whoever reads it can make codes (rm {path})"
+    );
+    assert_eq!(
+        text.stdout.lines().last(),
+        Some(want.as_str()),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        ga.exists(),
+        "the CLI itself must not delete the user's file"
+    );
+
+    let users = home.join("users.oath");
+    write_file_mode(
+        &users,
+        "HOTP/T30 bin - 3132333435363738393031323334353637383930\n",
+        0o600,
+    );
+    let v = cli_bounded(
+        &sb,
+        &[
+            "import",
+            "--oath-usersfile",
+            users.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .expect(0)
+    .json();
+    assert_eq!(v["delete_file"], Value::Null, "{v}");
+    assert_eq!(v["imported"][0]["user"], json!("bin"), "{v}");
 }

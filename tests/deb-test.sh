@@ -179,8 +179,9 @@ inner() {
     fail "common-auth order is not pam_unix < pam_deny < pam_permit < pam_twofactor"
   step "order ok: pam_unix (line $ln_unix) < requisite pam_deny ($ln_deny) < pam_permit ($ln_permit) < requisite pam_twofactor ($ln_tf)"
 
-  step "twofactor enroll $USER_A --secret <base32> (default config)"
-  in_root twofactor enroll "$USER_A" --secret "$SECRET" --json >>"$LOG" 2>&1 || fail "twofactor enroll"
+  step "twofactor enroll $USER_A --secret-file - (the base32 secret on stdin; default config)"
+  printf '%s\n' "$SECRET" | in_root twofactor enroll "$USER_A" --secret-file - --json >>"$LOG" 2>&1 ||
+    fail "twofactor enroll"
   in_root twofactor check >>"$LOG" 2>&1 || fail "twofactor check reports problems"
   in_root test -f "/var/lib/twofactor/$USER_A.secret" || fail "no secret record"
 

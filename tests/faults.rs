@@ -95,7 +95,8 @@ fn enrolled(name: &str) -> (Sandbox, Vec<String>) {
     let sb = Sandbox::new(name);
     sb.write_config("");
     sb.write_service("svc", &sb.module_line(""));
-    let out = run_cli(&sb, &["enroll", "daemon", "--secret", SECRET, "--json"]);
+    let args = ["enroll", "daemon", "--secret-file", "-", "--json"];
+    let out = run_cli_with(&sb, &args, &[SECRET], "");
     assert!(out.status.success());
     let json = String::from_utf8_lossy(&out.stdout).into_owned();
     let start = json.find("\"backup_codes\":[").unwrap() + 16;

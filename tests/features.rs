@@ -59,11 +59,16 @@ fn sandbox(name: &str, extra: &str) -> Sandbox {
     sb
 }
 
-/// `twofactor enroll USER --secret SECRET --json` (must succeed); the JSON.
+/// `twofactor enroll USER --secret-file - --json`, SECRET on stdin (must
+/// succeed); the JSON.
 fn enroll(sb: &Sandbox, user: &str, secret: &str) -> Value {
-    cli(sb, &["enroll", user, "--secret", secret, "--json"])
-        .expect(0)
-        .json()
+    cli_secret(
+        sb,
+        &["enroll", user, "--secret-file", "-", "--json"],
+        secret,
+    )
+    .expect(0)
+    .json()
 }
 
 /// `twofactor status USER --json`.
@@ -318,11 +323,19 @@ fn enroll_groups_limits_who_may_enroll_at_login() {
 fn two_devices_log_in_and_a_removed_one_stops() {
     let sb = sandbox("devices", "");
     enroll(&sb, "daemon", SECRET);
-    let added = cli(
+    let added = cli_secret(
         &sb,
         &[
-            "enroll", "daemon", "--add", "--label", "phone2", "--secret", SECRET_B, "--json",
+            "enroll",
+            "daemon",
+            "--add",
+            "--label",
+            "phone2",
+            "--secret-file",
+            "-",
+            "--json",
         ],
+        SECRET_B,
     )
     .expect(0)
     .json();
@@ -378,7 +391,7 @@ fn two_devices_log_in_and_a_removed_one_stops() {
 fn a_dotted_device_label_keeps_logging_in() {
     let sb = sandbox("dotted", "");
     enroll(&sb, "daemon", SECRET);
-    cli(
+    cli_secret(
         &sb,
         &[
             "enroll",
@@ -386,9 +399,10 @@ fn a_dotted_device_label_keeps_logging_in() {
             "--add",
             "--label",
             "work.phone",
-            "--secret",
-            SECRET_B,
+            "--secret-file",
+            "-",
         ],
+        SECRET_B,
     )
     .expect(0);
     let first = sb.pamtester(SVC, "daemon", &[&code(SECRET_B, T0)], T0);
@@ -673,11 +687,18 @@ fn device_re_added_under_a_removed_label_starts_fresh() {
     let sb = sandbox("drift-relabel", DRIFT_CONFIG);
     enroll(&sb, "daemon", SECRET);
     let add = |secret: &str| {
-        cli(
+        cli_secret(
             &sb,
             &[
-                "enroll", "daemon", "--add", "--label", "phone2", "--secret", secret,
+                "enroll",
+                "daemon",
+                "--add",
+                "--label",
+                "phone2",
+                "--secret-file",
+                "-",
             ],
+            secret,
         )
         .expect(0);
     };
@@ -1072,6 +1093,7 @@ fn google_authenticator_totp_file_imports() {
                 ],
             }],
             "skipped": [],
+            "delete_file": path,
         })
     );
     let st = status(&sb, "daemon");

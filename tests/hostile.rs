@@ -55,7 +55,7 @@ fn enrolled(name: &str) -> Sandbox {
     sb.write_config("");
     sb.write_service("svc", &sb.module_line(""));
     for user in [USER, "bin"] {
-        let out = run_cli(&sb, &["enroll", user, "--secret", SECRET]);
+        let out = run_cli_with(&sb, &["enroll", user, "--secret-file", "-"], &[SECRET], "");
         assert!(
             out.status.success(),
             "{}",

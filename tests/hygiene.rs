@@ -102,7 +102,7 @@ fn sandbox(name: &str) -> Sandbox {
     sb.write_service("svc", &stack);
     sb.write_service("strict", &line("auth", &strict));
     for user in [USER, STRICT_USER] {
-        let out = run_cli(&sb, &["enroll", user, "--secret", SECRET]);
+        let out = run_cli_with(&sb, &["enroll", user, "--secret-file", "-"], &[SECRET], "");
         assert!(
             out.status.success(),
             "enroll {user}: {}",

@@ -24,9 +24,9 @@ fn enrolled(name: &str, extra: &str, enroll_args: &[&str]) -> (Sandbox, String) 
     let sb = Sandbox::new(name);
     sb.write_config(extra);
     sb.write_service(SVC, &sb.module_line(""));
-    let mut args = vec!["enroll", USER, "--secret", SECRET, "--json"];
+    let mut args = vec!["enroll", USER, "--secret-file", "-", "--json"];
     args.extend_from_slice(enroll_args);
-    let out = run_cli(&sb, &args);
+    let out = run_cli_with(&sb, &args, &[SECRET], "");
     assert!(
         out.status.success(),
         "enroll failed: {}",

@@ -1,6 +1,7 @@
 //! `twofactor`: enroll users and look after them (see twofactor(8)).
 //! A thin shell over `pam_twofactor::admin`: parse arguments, call, print.
 
+use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions};
 use pam_twofactor::deliver::{self, DeliveryError};
 use pam_twofactor::{clock, timefmt};
 use serde_json::json;
+use zeroize::Zeroize;
 
 #[derive(Parser)]
 #[command(
@@ -30,9 +32,16 @@ enum Command {
     /// Create a secret and backup codes for USER and show them once.
     Enroll {
         user: String,
-        /// Use this base32 secret instead of a random 160-bit one.
-        #[arg(long)]
-        secret: Option<String>,
+        /// Read a base32 secret from FILE instead of making a random
+        /// 160-bit one: a file only root can read (mode 0600), or - for
+        /// standard input.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+        /// Refused: a secret in the arguments is readable by every local
+        /// user (/proc/PID/cmdline). Hidden, and kept so that the refusal
+        /// can name --secret-file (and never echo the value).
+        #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
+        secret: Option<Vec<String>>,
         /// SHA1, SHA256 or SHA512 (default from the config).
         #[arg(long)]
         algorithm: Option<String>,
@@ -165,15 +174,9 @@ fn devices_json(devices: &[admin::DeviceInfo]) -> serde_json::Value {
         .collect()
 }
 
-/// Reads an import file: a regular file of at most 1 MiB.
-fn read_import_file(path: &std::path::Path) -> Result<String, AdminError> {
-    let bad = |why: String| AdminError::BadOption(format!("{}: {why}", path.display()));
-    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-    if !meta.is_file() || meta.len() > 1 << 20 {
-        return Err(bad("not a regular file of at most 1 MiB".into()));
-    }
-    std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))
-}
+/// `enroll --secret VALUE`: refused before anything else runs, without
+/// repeating the value.
+const SECRET_IN_ARGV: &str = "--secret is refused: a secret in the arguments can be read by every local user (/proc/PID/cmdline) while twofactor runs; put it in a file only root can read (chmod 0600) and use --secret-file FILE, or pipe it in with --secret-file -";
 
 fn run_import(
     admin: &Admin,
@@ -184,17 +187,19 @@ fn run_import(
     json: bool,
     now: u64,
 ) -> Result<u8, AdminError> {
+    // The google-authenticator file still holds the seed after the import,
+    // where its user can read it: the admin is told to delete it.
+    let mut delete_file = None;
     let (imported, skipped) = match (user, google_authenticator, oath_usersfile) {
         (Some(user), Some(file), None) => {
-            let text = read_import_file(&file)?;
-            (
-                vec![admin.import_google_authenticator(&user, &text, force, now)?],
-                Vec::new(),
-            )
+            let text = admin::read_import_file(&file)?;
+            let imported = admin.import_google_authenticator(&user, text.as_str(), force, now)?;
+            delete_file = Some(file);
+            (vec![imported], Vec::new())
         }
         (None, None, Some(file)) => {
-            let text = read_import_file(&file)?;
-            admin.import_oath_usersfile(&text, force, now)?
+            let text = admin::read_import_file(&file)?;
+            admin.import_oath_usersfile(text.as_str(), force, now)?
         }
         _ => {
             return Err(AdminError::BadOption(
@@ -212,7 +217,11 @@ fn run_import(
             .iter()
             .map(|(line, why)| json!({"line": line, "reason": why}))
             .collect();
-        println!("{}", json!({"imported": users, "skipped": skipped}));
+        let delete_file = delete_file.as_ref().map(|f| f.display().to_string());
+        println!(
+            "{}",
+            json!({"imported": users, "skipped": skipped, "delete_file": delete_file})
+        );
     } else {
         for i in &imported {
             println!("{}: imported", i.user);
@@ -229,6 +238,12 @@ fn run_import(
         for (line, why) in &skipped {
             println!("line {line} skipped: {why}");
         }
+        if let Some(file) = &delete_file {
+            println!(
+                "Now delete {0}: it still holds the secret, readable by its owner, and whoever reads it can make codes (rm {0})",
+                file.display()
+            );
+        }
     }
     Ok(u8::from(imported.is_empty() && !skipped.is_empty()))
 }
@@ -236,6 +251,15 @@ fn run_import(
 fn run(cli: Cli) -> Result<u8, AdminError> {
     let now = clock::now();
     let config = cli.config.as_deref();
+    if matches!(
+        &cli.command,
+        Command::Enroll {
+            secret: Some(_),
+            ..
+        }
+    ) {
+        return Err(AdminError::Usage(SECRET_IN_ARGV.into()));
+    }
     match cli.command {
         Command::Check { json } => {
             let problems = Admin::check(config)?;
@@ -267,7 +291,8 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
     match command {
         Command::Enroll {
             user,
-            secret,
+            secret_file,
+            secret: _,
             algorithm,
             digits,
             period,
@@ -277,8 +302,28 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
             deliver_to,
             json,
         } => {
-            let opts = EnrollOptions {
-                secret,
+            let secret = match &secret_file {
+                Some(path) => {
+                    let stdin = std::io::stdin();
+                    if path == Path::new("-") && stdin.is_terminal() {
+                        eprintln!(
+                            "twofactor: reading the secret from standard input (end with Ctrl-D)"
+                        );
+                    }
+                    // Unbuffered, on a duplicate of fd 0: std's stdin buffer
+                    // would keep a copy of the secret that nothing wipes.
+                    let fd = stdin.as_fd().try_clone_to_owned().map_err(|e| {
+                        AdminError::BadOption(format!(
+                            "--secret-file -: cannot read standard input: {e}"
+                        ))
+                    })?;
+                    Some(admin::read_secret_file(path, std::fs::File::from(fd))?)
+                }
+                None => None,
+            };
+            let mut opts = EnrollOptions {
+                // Moved, not copied: wiped below, whatever enroll answers.
+                secret: secret.map(|mut s| std::mem::take(&mut *s)),
                 algorithm,
                 digits,
                 period,
@@ -287,7 +332,9 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
                 label,
                 deliver_to,
             };
-            let e = admin.enroll(&user, &opts, now)?;
+            let enrolled = admin.enroll(&user, &opts, now);
+            opts.secret.zeroize();
+            let e = enrolled?;
             let codes: Vec<String> = e
                 .backup_codes
                 .iter()

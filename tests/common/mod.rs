@@ -982,6 +982,23 @@ pub fn cli(sb: &Sandbox, args: &[&str]) -> CliRun {
     CliRun::from(&run_cli(sb, args))
 }
 
+/// [`cli`] with `secret` and a newline on stdin: for `enroll USER
+/// --secret-file -` (a seed never goes in the arguments: every local user
+/// can read them in /proc).
+pub fn cli_secret(sb: &Sandbox, args: &[&str], secret: &str) -> CliRun {
+    CliRun::from(&run_cli_with(sb, args, &[secret], ""))
+}
+
+/// Writes `text` to `path` with mode 0600 (a seed for `--secret-file`).
+pub fn write_private(path: &Path, text: &str) {
+    write_file(path, text.as_bytes(), 0o600);
+}
+
+/// Writes `text` to `path` with exactly `mode`.
+pub fn write_file_mode(path: &Path, text: &str, mode: u32) {
+    write_file(path, text.as_bytes(), mode);
+}
+
 /// Runs `twofactor --config <config_path> <args...>` (no stdin, real clock).
 pub fn run_cli(sandbox: &Sandbox, args: &[&str]) -> Output {
     run_cli_with(sandbox, args, &[], "")

@@ -660,10 +660,14 @@ exit 1
         self.sb.dir().join("home").join(user)
     }
 
-    /// Enrolls `user` with [`SECRET`] (CLI in the namespace, clock at T0) and
-    /// returns the backup codes.
+    /// Enrolls `user` with [`SECRET`] (CLI in the namespace, clock at T0;
+    /// the seed in a 0600 file, never in the arguments) and returns the
+    /// backup codes.
     pub fn enroll(&self, user: &str) -> Vec<String> {
-        let run = self.cli(&["enroll", user, "--secret", SECRET, "--json"]);
+        let seed = self.sb.dir().join("seed");
+        write_mode(&seed, &format!("{SECRET}\n"), 0o600);
+        let seed = seed.display().to_string();
+        let run = self.cli(&["enroll", user, "--secret-file", &seed, "--json"]);
         assert_eq!(run.status, Some(0), "enroll {user} failed\n{run}");
         let json: serde_json::Value = serde_json::from_str(&run.stdout)
             .unwrap_or_else(|e| panic!("enroll --json output is not JSON ({e}):\n{run}"));
