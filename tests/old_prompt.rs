@@ -33,9 +33,13 @@ fn sandbox(name: &str, extra: &str) -> Sandbox {
 
 /// Enrolls USER with SECRET; returns the backup codes.
 fn enroll(sb: &Sandbox) -> Vec<String> {
-    let json = cli(sb, &["enroll", USER, "--secret", SECRET, "--json"])
-        .expect(0)
-        .json();
+    let json = cli_secret(
+        sb,
+        &["enroll", USER, "--secret-file", "-", "--json"],
+        SECRET,
+    )
+    .expect(0)
+    .json();
     json["backup_codes"]
         .as_array()
         .unwrap()
