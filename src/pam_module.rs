@@ -30,6 +30,33 @@ pub struct TwoFactor;
 
 pam::pam_hooks!(TwoFactor);
 
+/// A module argument the module refuses (the login is denied with
+/// PAM_SERVICE_ERR and this is logged).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ArgError {
+    /// Not UTF-8 (shown escaped).
+    NotUtf8(String),
+    /// `config=` with a relative path.
+    RelativeConfig(String),
+    /// Anything but `config=` and `debug`.
+    Unknown(String),
+}
+
+impl std::fmt::Display for ArgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArgError::NotUtf8(arg) => write!(f, "module argument {arg:?} is not UTF-8"),
+            ArgError::RelativeConfig(path) => {
+                write!(f, "config={path} must be an absolute path")
+            }
+            ArgError::Unknown(arg) => write!(
+                f,
+                "unknown module argument {arg:?} (only config=/absolute/path and debug are accepted)"
+            ),
+        }
+    }
+}
+
 /// Parsed module arguments, borrowed from PAM's argv (no allocation).
 #[derive(Debug, PartialEq, Eq)]
 pub struct ModuleArgs<'a> {
@@ -40,31 +67,25 @@ pub struct ModuleArgs<'a> {
 impl<'a> ModuleArgs<'a> {
     /// Accepts `config=/absolute/path` and `debug`; anything else is an
     /// error, never ignored (../shared/SECURITY.md, "Fail closed").
-    pub fn parse(args: &[&'a CStr]) -> Result<ModuleArgs<'a>, String> {
+    pub fn parse(args: &[&'a CStr]) -> Result<ModuleArgs<'a>, ArgError> {
         let mut parsed = ModuleArgs {
             config: Path::new(config::DEFAULT_PATH),
             debug: false,
         };
         for arg in args {
             let Ok(arg) = arg.to_str() else {
-                return Err(format!(
-                    "module argument {:?} is not UTF-8",
-                    escape(&arg.to_string_lossy())
-                ));
+                return Err(ArgError::NotUtf8(escape(&arg.to_string_lossy())));
             };
             if arg == "debug" {
                 parsed.debug = true;
             } else if let Some(path) = arg.strip_prefix("config=") {
                 let path = Path::new(path);
                 if !path.is_absolute() {
-                    return Err(format!(
-                        "config={} must be an absolute path",
-                        escape(&path.to_string_lossy())
-                    ));
+                    return Err(ArgError::RelativeConfig(escape(&path.to_string_lossy())));
                 }
                 parsed.config = path;
             } else {
-                return Err(format!("unknown module argument {:?}", escape(arg)));
+                return Err(ArgError::Unknown(escape(arg)));
             }
         }
         Ok(parsed)
@@ -233,15 +254,17 @@ mod tests {
             ModuleArgs::parse(&[]).unwrap().config,
             Path::new(config::DEFAULT_PATH)
         );
-        assert!(
-            ModuleArgs::parse(&[c"nullok"])
-                .unwrap_err()
-                .contains("unknown module argument")
+        assert_eq!(
+            ModuleArgs::parse(&[c"nullok"]),
+            Err(ArgError::Unknown("nullok".into()))
         );
-        assert!(
-            ModuleArgs::parse(&[c"config=rel.toml"])
-                .unwrap_err()
-                .contains("absolute")
+        assert_eq!(
+            ModuleArgs::parse(&[c"config=rel.toml"]),
+            Err(ArgError::RelativeConfig("rel.toml".into()))
+        );
+        assert_eq!(
+            ModuleArgs::parse(&[c"debug", c"\xff"]),
+            Err(ArgError::NotUtf8("\\xef\\xbf\\xbd".into()))
         );
     }
 

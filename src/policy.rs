@@ -259,7 +259,7 @@ pub fn decide(
             state.delivered = None;
             Verdict::AllowDelivered
         }
-        Err(Outcome::Drift(check)) => {
+        Err(Miss::Drift(check)) => {
             // No answer is free: the matched step is spent for the device
             // (RFC 6238 §5.2: it can never be typed again as a fresh code)
             // and the guess counts as a failure until the next code confirms
@@ -279,7 +279,7 @@ pub fn decide(
             };
             return Decision { verdict, state };
         }
-        Err(Outcome::Failed(failure)) => {
+        Err(Miss::Failed(failure)) => {
             let locked_until = count_failure(&mut state, now, policy);
             return Decision {
                 verdict: Verdict::Deny {
@@ -312,6 +312,7 @@ pub fn decide(
     Decision { verdict, state }
 }
 
+/// What an answer matched.
 enum Success {
     Totp {
         device: String,
@@ -326,7 +327,9 @@ enum Success {
     Delivered,
 }
 
-enum Outcome {
+/// What an answer that logs nobody in did.
+enum Miss {
+    /// Matched a step outside the window: maybe the device's clock is off.
     Drift(DriftCheck),
     Failed(Failure),
 }
@@ -340,7 +343,7 @@ fn evaluate(
     attempt: &Attempt,
     now: u64,
     policy: &Policy,
-) -> Result<Success, Outcome> {
+) -> Result<Success, Miss> {
     if let Some(check) = attempt.drift {
         return confirm_drift(record, state, attempt.code, check);
     }
@@ -369,10 +372,10 @@ fn evaluate(
     }
     if let (Some(code), Failure::WrongCode) = (attempt.code, failure) {
         if let Some(check) = find_drift(record, state, code, now, policy) {
-            return Err(Outcome::Drift(check));
+            return Err(Miss::Drift(check));
         }
     }
-    Err(Outcome::Failed(failure))
+    Err(Miss::Failed(failure))
 }
 
 /// The step a device is at now: ours plus its learned offset.
@@ -461,8 +464,8 @@ fn confirm_drift(
     state: &State,
     code: Option<&str>,
     check: &DriftCheck,
-) -> Result<Success, Outcome> {
-    let failed = Err(Outcome::Failed(Failure::DriftNotConfirmed));
+) -> Result<Success, Miss> {
+    let failed = Err(Miss::Failed(Failure::DriftNotConfirmed));
     let (Some(code), Some(device)) = (
         code,
         record.devices.iter().find(|d| d.label == check.device),
