@@ -822,7 +822,7 @@ impl Sandbox {
     }
 
     /// Runs a [`Sandbox::pamtester_command`] with `stdin_lines` as input.
-    fn run_pamtester(mut cmd: Command, stdin_lines: &[&str]) -> PamOutcome {
+    pub fn run_pamtester(mut cmd: Command, stdin_lines: &[&str]) -> PamOutcome {
         let output = run_with_stdin(&mut cmd, stdin_lines);
         let outcome = PamOutcome::from_output(&output);
         let status = output.status.code();
@@ -858,6 +858,94 @@ impl Drop for Sandbox {
             return;
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A socket that receives what the module sends to syslog (`/dev/log`),
+/// for the tests that check the log lines (root only). Where nothing is at
+/// `/dev/log` (no syslog daemon: these machines, CI), it is bound there and
+/// removed on drop. Where something is (a syslog daemon, or the socket of
+/// another test run on the machine), it is bound in the sandbox instead,
+/// and [`DevLog::wrap`] runs each command in a private mount namespace
+/// with it bound over `/dev/log`: the machine's `/dev/log` is never taken
+/// over, and the test still runs.
+pub struct DevLog {
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+    /// In the sandbox, seen as /dev/log only through [`DevLog::wrap`].
+    private: bool,
+    /// `(dev, ino)` of our /dev/log, so that drop removes only ours.
+    inode: (u64, u64),
+}
+
+impl DevLog {
+    pub fn bind(sb: &Sandbox) -> DevLog {
+        use std::os::unix::net::UnixDatagram;
+        let (socket, path, private) = match UnixDatagram::bind("/dev/log") {
+            Ok(socket) => (socket, PathBuf::from("/dev/log"), false),
+            Err(e) if e.kind() == ErrorKind::AddrInUse => {
+                if let Err(why) = prerequisite(Needs::MountNamespace) {
+                    panic!(
+                        "/dev/log exists here (a syslog daemon?), and a socket of the \
+                         test's own cannot be bound over it: {why}"
+                    );
+                }
+                let path = sb.dir().join("dev-log");
+                let socket = UnixDatagram::bind(&path)
+                    .unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+                (socket, path, true)
+            }
+            Err(e) => panic!("cannot bind a socket at /dev/log: {e}"),
+        };
+        let meta =
+            fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+        DevLog {
+            socket,
+            path,
+            private,
+            inode: (meta.dev(), meta.ino()),
+        }
+    }
+
+    /// The receiving end.
+    pub fn socket(&self) -> &std::os::unix::net::UnixDatagram {
+        &self.socket
+    }
+
+    /// `cmd` as it must run for its syslog messages to reach this socket:
+    /// unchanged, or in a private mount namespace with the socket bound
+    /// over `/dev/log` (same program, arguments, environment and working
+    /// directory; set stdio on the result).
+    pub fn wrap(&self, cmd: Command) -> Command {
+        if !self.private {
+            return cmd;
+        }
+        let mut wrapped = Command::new(find_program("unshare").expect("unshare"));
+        wrapped
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$0\" /dev/log && exec \"$@\"")
+            .arg(&self.path)
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        wrapped
+    }
+}
+
+impl Drop for DevLog {
+    fn drop(&mut self) {
+        let ours = fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.inode);
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
