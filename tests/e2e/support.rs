@@ -194,10 +194,11 @@ impl std::fmt::Display for Run {
 
 /// Runs `cmd` in its own process group and answers prompts on its stdin:
 /// for each `(prompt, answer)` in turn it waits until `prompt` appears on
-/// stderr (after the previous one), then writes `answer` and a newline. If
-/// the process ends before a prompt appears, the rest of the script is
-/// dropped (the caller's assertions on stderr say what was asked). Then
-/// stdin is closed. Everything is bounded by `timeout`: on expiry the whole
+/// stderr (after the previous one), then writes `answer` and a newline.
+/// Then stdin is closed. A script that was not used up (the process ended
+/// before one of its prompts appeared) is a failure: script only the
+/// prompts that must come. Everything is bounded by `timeout`: on expiry
+/// (an unexpected prompt waits for an answer that never comes) the whole
 /// process tree is killed and the test panics.
 pub fn drive(cmd: &mut Command, script: &[(&str, &str)], timeout: Duration) -> Run {
     cmd.stdin(Stdio::piped())
@@ -242,10 +243,12 @@ pub fn drive(cmd: &mut Command, script: &[(&str, &str)], timeout: Duration) -> R
             String::from_utf8_lossy(stderr)
         );
     };
+    let mut answered = 0;
     'script: for (prompt, answer) in script {
         loop {
             if let Some(at) = find(&stderr[matched..], prompt.as_bytes()) {
                 matched += at + prompt.len();
+                answered += 1;
                 if let Some(pipe) = stdin.as_mut() {
                     // The process may already have given up (EPIPE).
                     let _ = pipe.write_all(format!("{answer}\n").as_bytes());
@@ -296,11 +299,17 @@ pub fn drive(cmd: &mut Command, script: &[(&str, &str)], timeout: Duration) -> R
     let stdout = out_rx
         .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         .unwrap_or_else(|_| lingering(&stderr));
-    Run {
+    let run = Run {
         status: status.code(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
+    };
+    assert!(
+        answered == script.len(),
+        "{cmd:?} ended without asking {:?}\n{run}",
+        &script[answered..]
+    );
+    run
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
