@@ -1123,16 +1123,19 @@ mod tests {
         }
     }
 
-    /// The child half of the crash test: logs in with a backup code and
-    /// aborts at the given step. Does nothing unless started by the parent.
+    /// Not a test of its own: the child half of
+    /// `backup_code_is_never_usable_twice_across_crashes`, which runs it
+    /// with `--ignored --exact`; it logs in with a backup code and aborts
+    /// at the given step.
     #[test]
+    #[ignore = "helper of backup_code_is_never_usable_twice_across_crashes"]
     fn backup_crash_child() {
         let (Ok(dir), Ok(step), Ok(code)) = (
             std::env::var("TF_CRASH_DIR"),
             std::env::var("TF_CRASH_STEP"),
             std::env::var("TF_CRASH_CODE"),
         ) else {
-            return;
+            panic!("a helper process: backup_code_is_never_usable_twice_across_crashes runs it");
         };
         use crate::store::{Step, faults};
         let step = Step::ALL
@@ -1160,6 +1163,7 @@ mod tests {
             let code = &codes[i];
             let status = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
+                    "--ignored",
                     "--exact",
                     "auth::tests::backup_crash_child",
                     "--test-threads=1",

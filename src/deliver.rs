@@ -663,17 +663,16 @@ mod tests {
     const CLOSED_PEER_RESULT: &str = "closed peer request: ";
 
     /// Not a test of its own: `a_closed_connection_is_an_error_not_a_sigpipe`
-    /// runs it in a child process (a no-op otherwise). SIGPIPE at its
-    /// default disposition, as in sshd; a request of 4 MiB, more than a
-    /// socket buffer holds, so the write is still going on when the service
-    /// closes the connection.
+    /// runs it in a child process. SIGPIPE at its default disposition, as
+    /// in sshd; a request of 4 MiB, more than a socket buffer holds, so the
+    /// write is still going on when the service closes the connection.
     #[test]
-    #[ignore = "a helper process of a_closed_connection_is_an_error_not_a_sigpipe"]
+    #[ignore = "helper of a_closed_connection_is_an_error_not_a_sigpipe"]
     #[allow(unsafe_code)]
     fn closed_peer_helper_requests() {
         use nix::sys::signal::{SigHandler, signal};
         let Some(path) = std::env::var_os(CLOSED_PEER_SOCKET) else {
-            return;
+            panic!("a helper process: a_closed_connection_is_an_error_not_a_sigpipe runs it");
         };
         // SAFETY: SIG_DFL installs no handler; this child process runs only
         // this test, and nothing in it relies on SIGPIPE being ignored.
@@ -820,24 +819,34 @@ mod tests {
         let (reader, _writer) = nix::unistd::pipe().unwrap();
         check_peer(&reader).unwrap();
         if !geteuid().is_root() {
-            eprintln!(
-                "SKIPPED part of peers_of_our_own_user_may_ask: connecting as another uid needs root"
+            // Straight to fd 2 in one write: libtest captures eprintln!.
+            let _ = std::io::stderr().write_all(
+                b"\n*** SKIPPED part of peers_of_our_own_user_may_ask: connecting as \
+                  another uid needs root\n",
             );
             return;
         }
         use std::os::unix::process::CommandExt;
         let dir = crate::store::testdir::scratch("deliver-peer");
+        let _cleanup = RemoveOnDrop(dir.clone());
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // nobody runs a copy in the 0755 scratch directory: the checkout,
+        // and so this binary, may sit in a 0700 directory (TESTING.md,
+        // "Clones anywhere").
+        let exe = dir.join("test-binary");
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = dir.join("s");
         let listener = UnixListener::bind(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let mut helper = Command::new(std::env::current_exe().unwrap())
+        let mut helper = Command::new(&exe)
             .args([
                 "--exact",
                 "deliver::tests::peer_helper_connects",
                 "--ignored",
             ])
             .env(PEER_SOCKET, &path)
+            .current_dir(&dir)
             .uid(65534)
             .gid(65534)
             .stdout(Stdio::null())
@@ -853,18 +862,29 @@ mod tests {
         );
     }
 
+    /// Removes a scratch directory when the test ends, passed or not (the
+    /// copy of the test binary in it is large, and /run is memory).
+    struct RemoveOnDrop(PathBuf);
+
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// Where `peer_helper_connects` connects to.
     const PEER_SOCKET: &str = "PAM_TWOFACTOR_TEST_PEER_SOCKET";
 
     /// Not a test of its own: `peers_of_our_own_user_may_ask` runs it as
-    /// `nobody` to make a connection from another uid (a no-op otherwise).
+    /// `nobody` to make a connection from another uid.
     #[test]
-    #[ignore = "a helper process of peers_of_our_own_user_may_ask"]
+    #[ignore = "helper of peers_of_our_own_user_may_ask"]
     fn peer_helper_connects() {
-        if let Some(path) = std::env::var_os(PEER_SOCKET) {
-            let mut stream = UnixStream::connect(path).unwrap();
-            let _ = stream.read(&mut [0u8; 1]);
-        }
+        let Some(path) = std::env::var_os(PEER_SOCKET) else {
+            panic!("a helper process: peers_of_our_own_user_may_ask runs it");
+        };
+        let mut stream = UnixStream::connect(path).unwrap();
+        let _ = stream.read(&mut [0u8; 1]);
     }
 
     /// A command that exits at once without reading the code is a success

@@ -939,15 +939,17 @@ mod tests {
         }
     }
 
-    /// The child half of the crash test: aborts inside a replace. Does
-    /// nothing unless started by `crash_at_every_step_leaves_old_or_new_file`.
+    /// Not a test of its own: the child half of
+    /// `crash_at_every_step_leaves_old_or_new_file`, which runs it with
+    /// `--ignored --exact`; it aborts inside a replace.
     #[test]
+    #[ignore = "helper of crash_at_every_step_leaves_old_or_new_file"]
     fn crash_child() {
         let (Ok(dir), Ok(step)) = (
             std::env::var("TF_CRASH_DIR"),
             std::env::var("TF_CRASH_STEP"),
         ) else {
-            return;
+            panic!("a helper process: crash_at_every_step_leaves_old_or_new_file runs it");
         };
         let step = Step::ALL
             .into_iter()
@@ -970,7 +972,12 @@ mod tests {
                 .replace("u.state", OLD)
                 .unwrap();
             let status = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "store::tests::crash_child", "--test-threads=1"])
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "store::tests::crash_child",
+                    "--test-threads=1",
+                ])
                 .env("TF_CRASH_DIR", &path)
                 .env("TF_CRASH_STEP", format!("{step:?}"))
                 .stdout(std::process::Stdio::null())

@@ -560,15 +560,14 @@ fn commands_on_an_unenrolled_user_report_not_enrolled() {
 /// and a message saying it must run as root.
 #[test]
 fn without_config_a_non_root_caller_is_refused_with_exit_3() {
-    if euid() != 0 {
-        eprintln!(
-            "\n*** SKIPPED without_config_a_non_root_caller_is_refused_with_exit_3: \
-             it switches to user nobody, which needs root (euid is {}) ***\n",
-            euid()
-        );
+    if !root_or_skip(
+        "without_config_a_non_root_caller_is_refused_with_exit_3",
+        "it switches to user nobody",
+        &[Needs::Program("setpriv", "util-linux")],
+    ) {
         return;
     }
-    let setpriv = find_program("setpriv").expect("setpriv (package util-linux) is required");
+    let setpriv = find_program("setpriv").unwrap();
     let sb = sandbox("not-root", "");
     // A copy in the sandbox (0755 chain) so nobody can run it wherever the
     // checkout lives.
@@ -996,32 +995,33 @@ fn check_reports_a_record_of_a_user_missing_from_passwd() {
 
 /// `check` reports a name listed in /etc/passwd before an enrolled name with
 /// the same uid: the module redirects aliases to their uid's first name
-/// only. Runs `check` in a private mount namespace with a copy of
-/// /etc/passwd bind-mounted over it (root only; the machine's file is never
-/// touched).
+/// only. Runs `check` in a private mount namespace whose `/etc` is a
+/// read-only overlay with a `passwd` of the test's on top (root only; the
+/// machine's file is never touched, and a directory rather than the file
+/// alone, which a rename on the host would silently unmount: TESTING.md).
 #[test]
 fn check_reports_an_alias_listed_before_an_enrolled_name() {
-    let can_unshare = euid() == 0
-        && Command::new("unshare")
-            .args(["-m", "true"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !can_unshare {
-        eprintln!(
-            "*** SKIPPED check_reports_an_alias_listed_before_an_enrolled_name: needs root and unshare -m"
-        );
+    if !root_or_skip(
+        "check_reports_an_alias_listed_before_an_enrolled_name",
+        "a private /etc/passwd in a mount namespace",
+        &[Needs::EtcOverlay],
+    ) {
         return;
     }
     let (sb, _) = enrolled("check-alias", "");
     let real = read(Path::new("/etc/passwd"));
+    let etc = sb.dir().join("etc");
+    fs::create_dir(&etc).unwrap();
     let check_with = |passwd: &str| {
-        let copy = sb.dir().join("passwd");
-        fs::write(&copy, passwd).unwrap();
+        fs::write(etc.join("passwd"), passwd).unwrap();
         let out = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c"])
-            .arg("mount --bind \"$1\" /etc/passwd && exec \"$2\" --config \"$3\" check --json")
+            .arg(
+                "mount -t overlay tf-etc -o \"lowerdir=$1:/etc\" /etc && \
+                 exec \"$2\" --config \"$3\" check --json",
+            )
             .arg("sh")
-            .arg(&copy)
+            .arg(&etc)
             .arg(cli_path())
             .arg(sb.config_path())
             .output()
@@ -1262,7 +1262,11 @@ fn enroll_secret_file_readable_by_others_is_refused_with_the_mode_and_fix() {
         let why = format!("has mode {mode:04o}; expected 0600 (fix: chmod 0600 {path})");
         assert_refused(&sb, &out, 6, &why, SECRET);
     }
-    if euid() == 0 {
+    if root_or_skip(
+        "enroll_secret_file_readable_by_others_is_refused_with_the_mode_and_fix/owner",
+        "a seed file owned by another user",
+        &[],
+    ) {
         write_file_mode(&seed, SECRET, 0o600);
         std::os::unix::fs::chown(&seed, Some(1), Some(1)).unwrap();
         let out = cli_bounded(&sb, &args);

@@ -22,18 +22,35 @@ use zeroize::Zeroizing;
 
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
-/// Answers each prompt from a list; shows nothing.
+/// A scripted conversation: answers each code prompt from a list, in
+/// order. These logins show nothing (no lock, no backup code), so a message,
+/// a prompt other than the code prompt or one more prompt than scripted
+/// panics; on drop, every answer must have been asked for.
 struct Answers(VecDeque<String>);
 
 impl Conversation for Answers {
-    fn ask_code(&mut self, _prompt: &str) -> Result<Zeroizing<Vec<u8>>, ConvError> {
-        self.0
+    fn ask_code(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, ConvError> {
+        assert_eq!(prompt, auth::PROMPT, "unexpected prompt");
+        let answer = self
+            .0
             .pop_front()
-            .map(|a| Zeroizing::new(a.into_bytes()))
-            .ok_or(ConvError)
+            .unwrap_or_else(|| panic!("unexpected prompt {prompt:?}: no answer left"));
+        Ok(Zeroizing::new(answer.into_bytes()))
     }
-    fn show_info(&mut self, _message: &str) {}
-    fn show_error(&mut self, _message: &str) {}
+    fn show_info(&mut self, message: &str) {
+        panic!("unexpected info message {message:?}");
+    }
+    fn show_error(&mut self, message: &str) {
+        panic!("unexpected error message {message:?}");
+    }
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert!(self.0.is_empty(), "answers never asked for: {:?}", self.0);
+        }
+    }
 }
 
 fn login(config: &Config, user: &str, answer: &str, now: u64) -> Outcome {
@@ -145,14 +162,18 @@ fn many_users_in_parallel_all_succeed() {
     }
 }
 
-/// Child half of `parallel_processes_count_every_failure`: one wrong login.
+/// Not a test of its own: the child half of
+/// `parallel_processes_count_every_failure`, which runs it with `--ignored
+/// --exact`; one wrong login.
 #[test]
+#[ignore = "helper of parallel_processes_count_every_failure"]
 fn process_child() {
     let Ok(config_path) = std::env::var("TF_CHILD_CONFIG") else {
-        return;
+        panic!("a helper process: parallel_processes_count_every_failure runs it");
     };
     let admin = Admin::open(Some(Path::new(&config_path))).unwrap();
-    login(&admin.config, "daemon", "000000x", T0_UNIX);
+    let outcome = login(&admin.config, "daemon", "000000x", T0_UNIX);
+    assert!(matches!(outcome, Outcome::Deny(_)), "{outcome:?}");
 }
 
 /// 16 separate processes with wrong codes raise the count by exactly 16.
@@ -162,16 +183,26 @@ fn parallel_processes_count_every_failure() {
     let children: Vec<_> = (0..16)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "process_child", "--test-threads=1"])
+                .args(["--ignored", "--exact", "process_child", "--test-threads=1"])
                 .env("TF_CHILD_CONFIG", sb.config_path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // libtest says `running 0 tests` (and succeeds) if no helper ran.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("test process_child ... ok"), "{stdout}");
     }
     assert_eq!(state(&config, "daemon").failures, 16);
 }
@@ -181,15 +212,11 @@ fn parallel_processes_count_every_failure() {
 /// the same code from 12 logins at once succeeds exactly once. Root only.
 #[test]
 fn parallel_pamtester_logins_accept_a_code_once() {
-    if euid() != 0
-        || !Command::new("unshare")
-            .args(["-m", "true"])
-            .status()
-            .is_ok_and(|s| s.success())
-    {
-        eprintln!(
-            "SKIPPED parallel_pamtester_logins_accept_a_code_once: needs root and unshare -m"
-        );
+    if !root_or_skip(
+        "parallel_pamtester_logins_accept_a_code_once",
+        "pamtester in private mount namespaces",
+        &[Needs::MountNamespace],
+    ) {
         return;
     }
     require_tools();

@@ -30,13 +30,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Sandbox, euid, find_program};
+use common::{Needs, Sandbox, find_program, root_or_skip};
 
 const USER: &str = "alice";
 /// A valid target (see `record::valid_target`) with every character the
@@ -54,36 +53,16 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Whether this test can run: root with a working `unshare --mount` and
-/// the real curl. Not root: a loud `SKIPPED` line and false. Root but
-/// something missing: a failure, with the reason.
+/// Whether this test can run ([`root_or_skip`]): root with a private
+/// mount namespace and the real curl. Not root: a loud `SKIPPED` line and
+/// false. Root but something missing: a failure, with the reason.
 fn can_run(test: &str) -> bool {
-    if euid() != 0 {
-        let line = format!(
-            "\n*** SKIPPED {test}: needs root (a private mount namespace over \
-             /etc/security, other processes' /proc/PID/environ)\n"
-        );
-        // Straight to fd 2: libtest captures eprintln! of passing tests.
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        return false;
-    }
-    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    let probe = PROBE.get_or_init(|| {
-        let ok = Command::new(program("unshare"))
-            .args(["--mount", "--propagation", "private", "true"])
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            Ok(())
-        } else {
-            Err("`unshare --mount --propagation private true` does not work here".into())
-        }
-    });
-    if let Err(why) = probe {
-        panic!("{test} cannot run as root: {why}");
-    }
-    true
+    root_or_skip(
+        test,
+        "a private mount namespace over /etc/security, other processes' \
+         /proc/PID/environ",
+        &[Needs::MountNamespace, Needs::Program("curl", "curl")],
+    )
 }
 
 /// An installed program, or a failure naming its package.

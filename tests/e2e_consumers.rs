@@ -5,8 +5,9 @@
 //! libfaketime and every code computed by `oathtool`. See
 //! `tests/e2e/support.rs` for how nothing on the machine changes.
 //!
-//! Root only; each test prints `SKIPPED <name>: <reason>` and returns when
-//! it cannot run (no root, no `unshare -m`, or for sudo/su no overlayfs).
+//! Root only. Not root, each test prints a loud `SKIPPED <name>: <reason>`
+//! line and returns; as root, a test that cannot run (no `unshare -m`, no
+//! overlayfs, a consumer missing) fails with its reason.
 //! Tests are independent: each has its own sandbox, users, namespace and
 //! sshd port.
 
@@ -62,7 +63,7 @@ fn password_then_code(name: &str, config_extra: &str, enroll: bool) -> (System, 
 /// sshd: password + current code log in and run a command; the code replayed later is refused.
 #[test]
 fn sshd_logs_in_with_password_and_code_and_refuses_the_code_replayed() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let (sys, _) = password_then_code("e2e-sshd-ok", "", true);
@@ -94,7 +95,7 @@ fn sshd_logs_in_with_password_and_code_and_refuses_the_code_replayed() {
 /// command writes it where the askpass reads it, and that code logs in.
 #[test]
 fn sshd_sends_a_code_by_message_and_it_logs_in() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let (sys, _) = password_then_code("e2e-sshd-deliver", "", true);
@@ -146,7 +147,7 @@ fn sshd_sends_a_code_by_message_and_it_logs_in() {
 /// sshd: password + wrong code is refused and counted; a wrong password never reaches the code.
 #[test]
 fn sshd_refuses_a_wrong_code_and_never_asks_for_one_after_a_wrong_password() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let (sys, _) = password_then_code("e2e-sshd-wrong", "", true);
@@ -173,7 +174,7 @@ fn sshd_refuses_a_wrong_code_and_never_asks_for_one_after_a_wrong_password() {
 /// sshd: a backup code logs in once, saying how many are left; used again it is refused.
 #[test]
 fn sshd_accepts_a_backup_code_once() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let (sys, backup) = password_then_code("e2e-sshd-backup", "", true);
@@ -214,7 +215,7 @@ fn sshd_accepts_a_backup_code_once() {
 /// sshd: the 5th wrong code locks, ssh shows the lock message, `twofactor unlock` lets the code in.
 #[test]
 fn sshd_locks_after_five_failures_tells_the_client_and_unlock_clears_it() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let (sys, _) = password_then_code("e2e-sshd-lock", "", true);
@@ -281,7 +282,7 @@ fn key_then_code(name: &str) -> (System, std::path::PathBuf) {
 /// sshd key + code: the key and the code (the only prompt) log in; the key + a wrong code fail.
 #[test]
 fn sshd_logs_in_with_key_and_code_and_refuses_the_key_with_a_wrong_code() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let (sys, key) = key_then_code("e2e-sshd-key");
@@ -314,7 +315,7 @@ fn sshd_logs_in_with_key_and_code_and_refuses_the_key_with_a_wrong_code() {
 /// sshd key + code: no key or an unauthorized key is refused before the module is ever asked.
 #[test]
 fn sshd_key_then_code_refuses_a_missing_or_unknown_key_before_the_code() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let (sys, _) = key_then_code("e2e-sshd-nokey");
@@ -340,7 +341,7 @@ fn sshd_key_then_code_refuses_a_missing_or_unknown_key_before_the_code() {
 /// sshd, `unenrolled = "skip"`: an unenrolled user logs in with the password alone.
 #[test]
 fn sshd_lets_an_unenrolled_user_in_with_the_password_alone_under_skip() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let (sys, _) = password_then_code("e2e-sshd-skip", "unenrolled = \"skip\"\n", false);
@@ -352,7 +353,7 @@ fn sshd_lets_an_unenrolled_user_in_with_the_password_alone_under_skip() {
 /// sshd, `unenrolled = "deny"`: an unenrolled user gets the code prompt and is refused.
 #[test]
 fn sshd_refuses_an_unenrolled_user_under_deny() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let (sys, _) = password_then_code("e2e-sshd-deny", "unenrolled = \"deny\"\n", false);
@@ -377,7 +378,7 @@ fn sudo_system(name: &str) -> System {
 /// sudo -S: the password then the code on stdin give root, under sudo's and our own prompts.
 #[test]
 fn sudo_gives_root_for_the_password_and_the_code() {
-    if !e2e_support::can_run(true) {
+    if !e2e_support::can_run() {
         return;
     }
     let sys = sudo_system("e2e-sudo-ok");
@@ -396,7 +397,7 @@ fn sudo_gives_root_for_the_password_and_the_code() {
 /// sudo -S: the right password with a wrong code is refused and counted.
 #[test]
 fn sudo_refuses_a_wrong_code() {
-    if !e2e_support::can_run(true) {
+    if !e2e_support::can_run() {
         return;
     }
     let sys = sudo_system("e2e-sudo-wrong");
@@ -431,7 +432,7 @@ fn su_system(name: &str) -> System {
 /// su run by a non-root user: the target's password and code switch user.
 #[test]
 fn su_switches_user_for_the_password_and_the_code() {
-    if !e2e_support::can_run(true) {
+    if !e2e_support::can_run() {
         return;
     }
     let sys = su_system("e2e-su-ok");
@@ -445,7 +446,7 @@ fn su_switches_user_for_the_password_and_the_code() {
 /// su run by a non-root user: the right password with a wrong code is refused and counted.
 #[test]
 fn su_refuses_a_wrong_code() {
-    if !e2e_support::can_run(true) {
+    if !e2e_support::can_run() {
         return;
     }
     let sys = su_system("e2e-su-wrong");
@@ -653,7 +654,7 @@ fn shown_backup_codes(run: &e2e_support::SshRun) -> Vec<String> {
 /// code work).
 #[test]
 fn sshd_enrolls_an_unenrolled_user_at_first_login_and_then_asks_for_codes() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let (sys, _) = password_then_code("e2e-sshd-enroll", ENROLL_CONFIG, false);
@@ -733,7 +734,7 @@ fn sshd_enrolls_an_unenrolled_user_at_first_login_and_then_asks_for_codes() {
 /// login and stores nothing; the next login offers a new secret.
 #[test]
 fn sshd_enrollment_with_a_wrong_code_is_refused_and_stores_nothing() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let (sys, _) = password_then_code("e2e-sshd-enroll-wrong", ENROLL_CONFIG, false);
@@ -767,7 +768,7 @@ fn sshd_enrollment_with_a_wrong_code_is_refused_and_stores_nothing() {
 /// group is offered enrollment and enrolls.
 #[test]
 fn sshd_enrollment_is_limited_to_enroll_groups() {
-    if !e2e_support::can_run(false) {
+    if !e2e_support::can_run() {
         return;
     }
     let sys = System::new(
@@ -798,4 +799,138 @@ fn sshd_enrollment_is_limited_to_enroll_groups() {
     assert!(member.logged_in(), "{member}");
     assert_enrolled_at_login(&sys, CALLER, &secret);
     assert_nothing_stored_for(&sys, USER);
+}
+
+/// What `ns.sh` mounts are whole directories (an overlay on `/etc`, the
+/// `pam.d` copy, an empty `/dev/shm`), never a single file, also with the
+/// `sudoers` and `ld.so.preload` of the setuid consumers; and the
+/// namespace's `/etc` shows the test's copies.
+#[test]
+fn the_namespace_mounts_directories_only() {
+    if !e2e_support::can_run() {
+        return;
+    }
+    let sys = sudo_system("e2e-mounts");
+    // Each mount point, and whether it is a directory, as the namespace sees it.
+    let script = r#"while read -r _ _ _ _ point _; do
+  if [ -d "$point" ]; then echo "dir $point"; else echo "file $point"; fi
+done < /proc/self/mountinfo
+grep -c '^e2ealice[: ]' /etc/passwd /etc/shadow /etc/group /etc/gshadow /etc/sudoers
+cat /etc/ld.so.preload"#;
+    let run = e2e_support::drive(
+        &mut sys.ns_command(&["/bin/sh", "-c", script]),
+        &[],
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(run.status, Some(0), "{run}");
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut host_points: Vec<&str> = host.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    let mut added = Vec::new();
+    for line in run.stdout.lines() {
+        let Some((kind, point)) = line
+            .strip_prefix("dir ")
+            .map(|p| ("dir", p))
+            .or_else(|| line.strip_prefix("file ").map(|p| ("file", p)))
+        else {
+            continue;
+        };
+        match host_points.iter().position(|p| *p == point) {
+            Some(i) => {
+                host_points.swap_remove(i);
+            }
+            None => added.push(format!("{kind} {point}")),
+        }
+    }
+    added.sort();
+    assert_eq!(
+        added,
+        ["dir /dev/shm", "dir /etc", "dir /etc/pam.d"],
+        "{run}"
+    );
+    for file in ["passwd", "shadow", "group", "gshadow"] {
+        assert!(
+            run.stdout.contains(&format!("/etc/{file}:1\n")),
+            "{file}: {run}"
+        );
+    }
+    assert!(run.stdout.contains("/etc/sudoers:1\n"), "{run}");
+    assert!(
+        run.stdout
+            .contains(&common::libfaketime().display().to_string()),
+        "{run}"
+    );
+}
+
+/// Why the harness mounts directories (TESTING.md, "Bind directories, not
+/// single files"), shown on a scratch directory standing in for `/etc`:
+/// while two namespaces hold their own `passwd`, one bound over the file,
+/// one as the top layer of an overlay of the directory (as `ns.sh` does),
+/// the host renames a new file over its `passwd` (what `useradd` or
+/// `passwd` anywhere on the machine does). The bound file is silently
+/// gone, the namespace sees the host's file; the overlay keeps the copy.
+/// The machine's `/etc` is never touched.
+#[test]
+fn a_rename_on_the_host_drops_a_bound_file_but_not_an_overlay_of_its_directory() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    if !common::root_or_skip(
+        "a_rename_on_the_host_drops_a_bound_file_but_not_an_overlay_of_its_directory",
+        "mounts in private mount namespaces",
+        &[common::Needs::EtcOverlay],
+    ) {
+        return;
+    }
+    let sb = common::Sandbox::new("e2e-rename");
+    let dir = |name: &str| {
+        let d = sb.dir().join(name);
+        std::fs::create_dir(&d).unwrap();
+        d
+    };
+    let (host, top) = (dir("host"), dir("top"));
+    std::fs::write(host.join("passwd"), "host's old passwd\n").unwrap();
+    std::fs::write(top.join("passwd"), "the test's passwd\n").unwrap();
+    let copy = sb.dir().join("passwd-copy");
+    std::fs::write(&copy, "the test's passwd\n").unwrap();
+    // Each namespace mounts, says so, waits for a line, then reads passwd.
+    let namespace = |mount: String| {
+        let mut child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "set -e; {mount}; echo mounted; read -r _; cat \"$0/passwd\""
+            ))
+            .arg(&host)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "mounted\n", "{mount}");
+        (child, stdout)
+    };
+    let bound = namespace(format!("mount --bind '{}' \"$0/passwd\"", copy.display()));
+    let overlay = namespace(format!(
+        "mount -t overlay e2e-rename -o 'lowerdir={}:'\"$0\" \"$0\"",
+        top.display()
+    ));
+    let new = host.join("passwd+");
+    std::fs::write(&new, "host's new passwd\n").unwrap();
+    std::fs::rename(&new, host.join("passwd")).unwrap();
+    let read =
+        |(mut child, mut stdout): (std::process::Child, BufReader<std::process::ChildStdout>)| {
+            child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+            assert!(child.wait().unwrap().success());
+            text
+        };
+    assert_eq!(
+        read(bound),
+        "host's new passwd\n",
+        "the bind mount of the file survived the rename (then this test's \
+         reason for the harness is gone, not the harness wrong)"
+    );
+    assert_eq!(read(overlay), "the test's passwd\n");
 }

@@ -2,7 +2,8 @@
 //! state directory) and a read-only state directory, each in a private
 //! mount namespace. The code is refused, the old state is intact, no temp
 //! file is left — and once the fault is gone the same code works.
-//! Root only (mounts); skipped loudly otherwise.
+//! Root only (mounts): not root, skipped loudly; as root, a test that
+//! cannot run fails with its reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -82,12 +83,13 @@ echo "healed=$(login)"
     text
 }
 
-fn can_mount() -> bool {
-    euid() == 0
-        && Command::new("unshare")
-            .args(["-m", "true"])
-            .status()
-            .is_ok_and(|s| s.success())
+/// Root with a private mount namespace; see [`root_or_skip`].
+fn can_mount(test: &str) -> bool {
+    root_or_skip(
+        test,
+        "mounts in a private mount namespace",
+        &[Needs::MountNamespace],
+    )
 }
 
 fn enrolled(name: &str) -> (Sandbox, Vec<String>) {
@@ -129,10 +131,7 @@ fn check(text: &str) {
 /// with space again the same code logs in.
 #[test]
 fn full_disk_refuses_a_right_code_and_keeps_the_state() {
-    if !can_mount() {
-        eprintln!(
-            "SKIPPED full_disk_refuses_a_right_code_and_keeps_the_state: needs root and unshare -m"
-        );
+    if !can_mount("full_disk_refuses_a_right_code_and_keeps_the_state") {
         return;
     }
     let (sb, _) = enrolled("fault-full-totp");
@@ -146,8 +145,7 @@ fn full_disk_refuses_a_right_code_and_keeps_the_state() {
 /// Disk full: a backup code is refused and not consumed; it works later.
 #[test]
 fn full_disk_does_not_consume_a_backup_code() {
-    if !can_mount() {
-        eprintln!("SKIPPED full_disk_does_not_consume_a_backup_code: needs root and unshare -m");
+    if !can_mount("full_disk_does_not_consume_a_backup_code") {
         return;
     }
     let (sb, codes) = enrolled("fault-full-backup");
@@ -157,10 +155,7 @@ fn full_disk_does_not_consume_a_backup_code() {
 /// Read-only state directory: a right code is refused, the state is intact.
 #[test]
 fn read_only_state_directory_refuses_a_right_code() {
-    if !can_mount() {
-        eprintln!(
-            "SKIPPED read_only_state_directory_refuses_a_right_code: needs root and unshare -m"
-        );
+    if !can_mount("read_only_state_directory_refuses_a_right_code") {
         return;
     }
     let (sb, _) = enrolled("fault-readonly");

@@ -15,9 +15,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -34,15 +32,6 @@ const STRICT_USER: &str = "bin";
 const PAM_SUCCESS: i32 = 0;
 const PAM_AUTH_ERR: i32 = 7;
 const PAM_CONV_ERR: i32 = 19;
-
-/// Says on the real stderr (not captured by the test harness, so it shows
-/// even when the test passes) that a check did not run, and why.
-fn skip_loudly(what: &str, why: &str) {
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIPPED {what}: {why}\n*** (run the hygiene tests as root to cover it)\n"
-    );
-}
 
 /// The harness, compiled once per test process with `cc ... -lpam -ldl`.
 fn harness() -> PathBuf {
@@ -170,6 +159,17 @@ impl std::fmt::Display for Run {
 /// Runs the harness under pam_wrapper and a frozen libfaketime clock at T0,
 /// holding the harness-wide pam_wrapper lock (see tests/common/mod.rs).
 fn run_harness(sb: &Sandbox, iterations: u32, cycles: u32, sabotage: bool) -> Run {
+    run_harness_logging_to(sb, iterations, cycles, sabotage, None)
+}
+
+/// [`run_harness`] with the module's syslog messages going to `log`.
+fn run_harness_logging_to(
+    sb: &Sandbox,
+    iterations: u32,
+    cycles: u32,
+    sabotage: bool,
+    log: Option<&DevLog>,
+) -> Run {
     let right = oathtool_code(SECRET, "SHA1", 6, 30, T0);
     let window: Vec<String> = [-30, 0, 30]
         .iter()
@@ -213,7 +213,13 @@ fn run_harness(sb: &Sandbox, iterations: u32, cycles: u32, sabotage: bool) -> Ru
         .env("FAKETIME", T0)
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         .stdin(Stdio::null());
-    let out = cmd.output().expect("run the hygiene harness");
+    if let Some(log) = log {
+        cmd = log.wrap(cmd);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the hygiene harness");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let kinds = stdout
         .lines()
@@ -333,14 +339,6 @@ fn assert_clean_run(sb: &Sandbox, run: &Run, iterations: u32, cycles: u32) {
 }
 
 /// Removes our /dev/log socket even when an assertion fails.
-struct DevLog(UnixDatagram);
-
-impl Drop for DevLog {
-    fn drop(&mut self) {
-        let _ = fs::remove_file("/dev/log");
-    }
-}
-
 /// 270 logins with hostile conversations (wrong, silent, 16-digit,
 /// megabyte, NULL answer, PAM_CONV_ERR, no conversation function, locked
 /// loud and silent) and 200 dlopen/dlclose cycles, without a syslog socket:
@@ -357,33 +355,28 @@ fn hostile_conversations_get_exact_codes_and_leave_the_host_process_unchanged() 
 
 /// With a syslog socket that is never read (so the first sends succeed and
 /// the rest hit a full queue), logging leaks no fd and changes nothing; the
-/// messages that arrived hold no code. Needs root to bind /dev/log.
+/// messages that arrived hold no code. Root only: a socket of the test's
+/// own at /dev/log ([`DevLog`]).
 #[test]
 fn a_full_syslog_socket_leaks_no_fd_and_changes_nothing() {
-    if euid() != 0 {
-        skip_loudly(
-            "a_full_syslog_socket_leaks_no_fd_and_changes_nothing",
-            "binding /dev/log needs root",
-        );
-        return;
-    }
-    if fs::symlink_metadata("/dev/log").is_ok() {
-        skip_loudly(
-            "a_full_syslog_socket_leaks_no_fd_and_changes_nothing",
-            "/dev/log exists (a syslog daemon runs here); not taking it over",
-        );
+    if !root_or_skip(
+        "a_full_syslog_socket_leaks_no_fd_and_changes_nothing",
+        "a socket of its own at /dev/log",
+        &[],
+    ) {
         return;
     }
     let sb = sandbox("hygiene-syslog");
-    let socket = DevLog(UnixDatagram::bind("/dev/log").unwrap());
-    let run = run_harness(&sb, 90, 20, false);
-    socket.0.set_nonblocking(true).unwrap();
+    let log = DevLog::bind(&sb);
+    let run = run_harness_logging_to(&sb, 90, 20, false, Some(&log));
+    let socket = log.socket();
+    socket.set_nonblocking(true).unwrap();
     let mut messages = Vec::new();
     let mut buf = vec![0u8; 65536];
-    while let Ok(n) = socket.0.recv(&mut buf) {
+    while let Ok(n) = socket.recv(&mut buf) {
         messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
-    drop(socket);
+    drop(log);
     assert_clean_run(&sb, &run, 90, 20);
     let ours: Vec<&String> = messages
         .iter()
@@ -423,12 +416,14 @@ fn the_harness_notices_each_kind_of_change_to_the_host_process() {
         "changed cwd: +cwd /".to_string(),
         format!("changed mapped: +mapped {}", module_path().display()),
     ];
-    match run.line("sabotage uid=") {
-        "yes" => wanted.push("changed uid: +uid 0 0 65534".to_string()),
-        _ => skip_loudly(
-            "the uid part of the_harness_notices_each_kind_of_change_to_the_host_process",
-            "only root can change its saved uid",
-        ),
+    let uid_part = root_or_skip(
+        "the_harness_notices_each_kind_of_change_to_the_host_process/uid",
+        "only root can change its saved uid",
+        &[],
+    );
+    if uid_part {
+        assert_eq!(run.line("sabotage uid="), "yes", "\n{run}");
+        wanted.push("changed uid: +uid 0 0 65534".to_string());
     }
     for want in &wanted {
         assert!(
@@ -446,7 +441,7 @@ fn the_harness_notices_each_kind_of_change_to_the_host_process() {
     let expected: std::collections::BTreeSet<&str> =
         ["cwd", "env", "fd", "mapped", "signal", "umask"]
             .into_iter()
-            .chain((run.line("sabotage uid=") == "yes").then_some("uid"))
+            .chain(uid_part.then_some("uid"))
             .collect();
     assert_eq!(groups, expected, "\n{run}");
 }

@@ -449,38 +449,37 @@ fn silent_flag_hides_messages() {
 }
 
 /// What goes to syslog: ident, authpriv priority, user, service and rhost,
-/// the outcome, and never the code or the secret. Needs root to bind /dev/log.
+/// the outcome, and never the code or the secret. Root only: a socket of
+/// the test's own at /dev/log ([`DevLog`]).
 #[test]
 fn outcomes_are_logged_to_syslog_without_codes() {
-    if euid() != 0 {
-        eprintln!(
-            "SKIPPED outcomes_are_logged_to_syslog_without_codes: binding /dev/log needs root"
-        );
-        return;
-    }
-    if fs::symlink_metadata("/dev/log").is_ok() {
-        eprintln!(
-            "SKIPPED outcomes_are_logged_to_syslog_without_codes: /dev/log exists (a syslog daemon runs); not taking it over"
-        );
+    if !root_or_skip(
+        "outcomes_are_logged_to_syslog_without_codes",
+        "a socket of its own at /dev/log",
+        &[],
+    ) {
         return;
     }
     let (sb, json) = enrolled("syslog", "", &[]);
-    /// Removes our /dev/log even if an assertion fails.
-    struct RemoveOnDrop;
-    impl Drop for RemoveOnDrop {
-        fn drop(&mut self) {
-            let _ = fs::remove_file("/dev/log");
-        }
-    }
-    let socket = std::os::unix::net::UnixDatagram::bind("/dev/log").unwrap();
-    let _guard = RemoveOnDrop;
+    let log = DevLog::bind(&sb);
+    let socket = log.socket();
     socket.set_nonblocking(true).unwrap();
     let good = code(T0);
     let backup = backup_codes(&json).remove(0);
-    let rhost = [("rhost", "203.0.113.9")];
-    let ok = sb.pamtester_items(SVC, USER, &[&good], T0, &rhost);
-    let bad = sb.pamtester_items(SVC, USER, &["123456"], &at_offset(T0, 30), &rhost);
-    let via_backup = sb.pamtester_items(SVC, USER, &[&backup], &at_offset(T0, 31), &rhost);
+    let login = |answer: &str, at: &str| {
+        let cmd = sb.pamtester_command(
+            SVC,
+            USER,
+            at,
+            &["-I", "rhost=203.0.113.9"],
+            "authenticate",
+            &Extra::default(),
+        );
+        Sandbox::run_pamtester(log.wrap(cmd), &[answer])
+    };
+    let ok = login(&good, T0);
+    let bad = login("123456", &at_offset(T0, 30));
+    let via_backup = login(&backup, &at_offset(T0, 31));
     let mut lines = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n) = socket.recv(&mut buf) {

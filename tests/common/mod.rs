@@ -309,6 +309,110 @@ pub fn euid() -> u32 {
         .expect("no effective uid in /proc/self/status")
 }
 
+/// What a root-only test needs besides root ([`root_or_skip`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Needs {
+    /// A private mount namespace: `unshare --mount --propagation private true`.
+    MountNamespace,
+    /// A read-only overlay on `/etc` inside a mount namespace, a directory
+    /// of the test's files over the host's `/etc`: how a test replaces
+    /// `/etc/passwd` and friends (TESTING.md, "Bind directories, not
+    /// single files").
+    EtcOverlay,
+    /// A program in `PATH`, and the Debian package that ships it.
+    Program(&'static str, &'static str),
+}
+
+/// Whether a root-only test (or a root-only part of one, then name it
+/// `test/part`) runs here; `why` says what it needs root for.
+///
+/// * Not root: prints a loud `*** SKIPPED <test>: <why>` line and returns
+///   false. The line goes straight to fd 2 with one write: libtest
+///   captures `print!`/`eprint!` of a test (and shows them only when it
+///   fails), but not writes to [`std::io::stderr`].
+/// * Root (as `make test` runs in CI): every one of `needs` must be met;
+///   a missing one fails the test with its reason, never a skip. Returns
+///   true.
+pub fn root_or_skip(test: &str, why: &str, needs: &[Needs]) -> bool {
+    if euid() != 0 {
+        skip_loudly(test, &format!("needs root ({why}); euid is {}", euid()));
+        return false;
+    }
+    for need in needs {
+        if let Err(reason) = prerequisite(*need) {
+            panic!(
+                "\n*** {test} CANNOT RUN as root: {reason}\n\
+                 *** (run as root, a test fails when it cannot run; it skips only \
+                 when not root)\n"
+            );
+        }
+    }
+    true
+}
+
+/// Says on the real stderr, on a line of its own that libtest does not
+/// capture (see [`root_or_skip`]), that `what` did not run and why.
+pub fn skip_loudly(what: &str, why: &str) {
+    let line = format!("\n*** SKIPPED {what}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// Checks one prerequisite (each probe runs once per test process).
+fn prerequisite(need: Needs) -> Result<(), String> {
+    static NAMESPACE: OnceLock<Result<(), String>> = OnceLock::new();
+    static OVERLAY: OnceLock<Result<(), String>> = OnceLock::new();
+    match need {
+        Needs::MountNamespace => NAMESPACE.get_or_init(probe_mount_namespace).clone(),
+        Needs::EtcOverlay => {
+            NAMESPACE.get_or_init(probe_mount_namespace).clone()?;
+            OVERLAY.get_or_init(probe_etc_overlay).clone()
+        }
+        Needs::Program(name, package) => find_program(name)
+            .map(drop)
+            .ok_or_else(|| format!("`{name}` is not in PATH (package {package})")),
+    }
+}
+
+fn probe_mount_namespace() -> Result<(), String> {
+    let unshare = find_program("unshare").ok_or("`unshare` is not in PATH (package util-linux)")?;
+    let out = Command::new(unshare)
+        .args(["--mount", "--propagation", "private", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run unshare: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`unshare --mount --propagation private true` does not work here ({}: {})",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn probe_etc_overlay() -> Result<(), String> {
+    let probe = Sandbox::new("etc-overlay-probe");
+    let top = probe.dir().join("etc");
+    fs::create_dir(&top).map_err(|e| format!("mkdir {}: {e}", top.display()))?;
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .args(["mount", "-t", "overlay", "etc-overlay-probe", "-o"])
+        .arg(format!("lowerdir={}:/etc", top.display()))
+        .arg("/etc")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run unshare: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cannot mount an overlay on /etc in a mount namespace ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// Where sandboxes live. The module refuses a state directory with any
 /// ancestor that is group/world-writable or owned by someone other than root
 /// or the euid, so neither `/tmp` nor (possibly under `/tmp`) `target/` will
@@ -718,7 +822,7 @@ impl Sandbox {
     }
 
     /// Runs a [`Sandbox::pamtester_command`] with `stdin_lines` as input.
-    fn run_pamtester(mut cmd: Command, stdin_lines: &[&str]) -> PamOutcome {
+    pub fn run_pamtester(mut cmd: Command, stdin_lines: &[&str]) -> PamOutcome {
         let output = run_with_stdin(&mut cmd, stdin_lines);
         let outcome = PamOutcome::from_output(&output);
         let status = output.status.code();
@@ -754,6 +858,94 @@ impl Drop for Sandbox {
             return;
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A socket that receives what the module sends to syslog (`/dev/log`),
+/// for the tests that check the log lines (root only). Where nothing is at
+/// `/dev/log` (no syslog daemon: these machines, CI), it is bound there and
+/// removed on drop. Where something is (a syslog daemon, or the socket of
+/// another test run on the machine), it is bound in the sandbox instead,
+/// and [`DevLog::wrap`] runs each command in a private mount namespace
+/// with it bound over `/dev/log`: the machine's `/dev/log` is never taken
+/// over, and the test still runs.
+pub struct DevLog {
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+    /// In the sandbox, seen as /dev/log only through [`DevLog::wrap`].
+    private: bool,
+    /// `(dev, ino)` of our /dev/log, so that drop removes only ours.
+    inode: (u64, u64),
+}
+
+impl DevLog {
+    pub fn bind(sb: &Sandbox) -> DevLog {
+        use std::os::unix::net::UnixDatagram;
+        let (socket, path, private) = match UnixDatagram::bind("/dev/log") {
+            Ok(socket) => (socket, PathBuf::from("/dev/log"), false),
+            Err(e) if e.kind() == ErrorKind::AddrInUse => {
+                if let Err(why) = prerequisite(Needs::MountNamespace) {
+                    panic!(
+                        "/dev/log exists here (a syslog daemon?), and a socket of the \
+                         test's own cannot be bound over it: {why}"
+                    );
+                }
+                let path = sb.dir().join("dev-log");
+                let socket = UnixDatagram::bind(&path)
+                    .unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+                (socket, path, true)
+            }
+            Err(e) => panic!("cannot bind a socket at /dev/log: {e}"),
+        };
+        let meta =
+            fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+        DevLog {
+            socket,
+            path,
+            private,
+            inode: (meta.dev(), meta.ino()),
+        }
+    }
+
+    /// The receiving end.
+    pub fn socket(&self) -> &std::os::unix::net::UnixDatagram {
+        &self.socket
+    }
+
+    /// `cmd` as it must run for its syslog messages to reach this socket:
+    /// unchanged, or in a private mount namespace with the socket bound
+    /// over `/dev/log` (same program, arguments, environment and working
+    /// directory; set stdio on the result).
+    pub fn wrap(&self, cmd: Command) -> Command {
+        if !self.private {
+            return cmd;
+        }
+        let mut wrapped = Command::new(find_program("unshare").expect("unshare"));
+        wrapped
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$0\" /dev/log && exec \"$@\"")
+            .arg(&self.path)
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        wrapped
+    }
+}
+
+impl Drop for DevLog {
+    fn drop(&mut self) {
+        let ours = fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.inode);
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

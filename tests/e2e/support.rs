@@ -4,19 +4,27 @@
 //!
 //! Nothing on the machine changes. Every consumer (and every `twofactor`
 //! call that needs the test users) runs as `unshare --mount --propagation
-//! private /bin/sh <sandbox>/ns.sh PROGRAM ...`, and `ns.sh` bind-mounts the
-//! sandbox's copies over `/etc/pam.d`, `/etc/passwd`, `/etc/shadow`,
-//! `/etc/group`, `/etc/gshadow` (and `/etc/sudoers` for sudo). The test users
-//! exist only in those copies; their homes live in the sandbox. `ns.sh`
-//! refuses to mount anything unless it really is in a new mount namespace.
+//! private /bin/sh <sandbox>/ns.sh PROGRAM ...`, and `ns.sh` mounts a
+//! read-only overlay on `/etc` whose top layer is the sandbox's `etc/`
+//! (copies of `passwd`, `shadow`, `group`, `gshadow`, and `sudoers` for
+//! sudo) over the host's `/etc`, then binds the sandbox's `pam.d/`
+//! directory over `/etc/pam.d`. The test users exist only in those copies;
+//! their homes live in the sandbox. `ns.sh` refuses to mount anything
+//! unless it really is in a new mount namespace.
+//!
+//! Directories, never single files (TESTING.md): a bind mount of a single
+//! file is silently dropped in every other namespace when the host replaces
+//! that file by rename (any `useradd` or `passwd` on the machine meanwhile),
+//! and sshd then sees the host's users ("Invalid user"). The overlay's top
+//! layer hides the host's file whatever happens to it;
+//! `a_rename_on_the_host_drops_a_bound_file_but_not_an_overlay_of_its_directory`
+//! shows both. Read-only: whatever a consumer tried to write to `/etc`
+//! would fail rather than land on the host.
 //!
 //! The clock is pinned to [`T0`] with libfaketime. sshd and the CLI get it
 //! through `LD_PRELOAD`. sudo and su are setuid root, and ld.so ignores
-//! `LD_PRELOAD` for them (secure-execution mode), so their namespaces also
-//! get an `/etc/ld.so.preload` naming libfaketime. The host has no such file
-//! and a bind mount needs an existing target, so `ns.sh` first mounts an
-//! overlay on `/etc` whose upper layer holds only `ld.so.preload` (writes
-//! by the consumers to `/etc` land in the sandbox, never on the host).
+//! `LD_PRELOAD` for them (secure-execution mode), so their sandboxes also
+//! get an `etc/ld.so.preload` naming libfaketime (the host has none).
 //!
 //! Every process is bounded by a timeout and killed by PID (its whole
 //! process tree, and for sshd everything left in its mount namespace).
@@ -80,84 +88,23 @@ pub fn wrong_code_for(secret: &str) -> String {
         .to_string()
 }
 
-/// Whether the e2e tests can run here: root and a working `unshare -m`, and
-/// for sudo/su also an overlay mount. Otherwise prints a loud
-/// `SKIPPED <test>: <reason>` line to stderr and returns false (libtest
-/// names each test's thread after the test).
-pub fn can_run(setuid_consumer: bool) -> bool {
+/// Whether the e2e tests can run here ([`common::root_or_skip`]): root,
+/// a private mount namespace with an overlay on `/etc`, and the consumers.
+/// Not root: a loud `SKIPPED <test>` line and false. Root with anything
+/// missing: the test fails with the reason. libtest names each test's
+/// thread after the test.
+pub fn can_run() -> bool {
     let current = thread::current();
     let test = current.name().unwrap_or("an e2e consumer test");
-    static BASIC: OnceLock<Result<(), String>> = OnceLock::new();
-    static OVERLAY: OnceLock<Result<(), String>> = OnceLock::new();
-    let mut result = BASIC.get_or_init(probe_namespaces).clone();
-    if result.is_ok() && setuid_consumer {
-        result = OVERLAY.get_or_init(probe_overlay).clone();
+    if !common::root_or_skip(
+        test,
+        "sshd, sudo and su in private mount namespaces",
+        &[common::Needs::EtcOverlay],
+    ) {
+        return false;
     }
-    match result {
-        Ok(()) => {
-            require_consumer_tools();
-            true
-        }
-        Err(reason) => {
-            // Straight to fd 2: libtest captures eprintln! of passing tests.
-            // One write, on a line of its own amid libtest's progress lines.
-            let line = format!("\nSKIPPED {test}: {reason}\n");
-            let _ = std::io::stderr().write_all(line.as_bytes());
-            false
-        }
-    }
-}
-
-fn probe_namespaces() -> Result<(), String> {
-    if common::euid() != 0 {
-        return Err("needs root (sshd, sudo and su in private mount namespaces)".into());
-    }
-    let ok = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Ok(())
-    } else {
-        Err("`unshare --mount --propagation private true` does not work here".into())
-    }
-}
-
-fn probe_overlay() -> Result<(), String> {
-    let probe = Sandbox::new("e2e-overlay-probe");
-    let (upper, work) = (probe.dir().join("upper"), probe.dir().join("work"));
-    make_dir(&upper, 0o755);
-    make_dir(&work, 0o755);
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "mount",
-            "-t",
-            "overlay",
-        ])
-        .arg("e2e-probe")
-        .arg("-o")
-        .arg(format!(
-            "lowerdir=/etc,upperdir={},workdir={}",
-            upper.display(),
-            work.display()
-        ))
-        .arg("/etc")
-        .output();
-    match out {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(format!(
-            "cannot mount an overlay on /etc in a mount namespace ({}), needed to give \
-             setuid sudo/su an /etc/ld.so.preload with libfaketime",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(format!("cannot run unshare: {e}")),
-    }
+    require_consumer_tools();
+    true
 }
 
 /// Panics, naming the packages, if a consumer or tool is missing: once the
@@ -247,10 +194,11 @@ impl std::fmt::Display for Run {
 
 /// Runs `cmd` in its own process group and answers prompts on its stdin:
 /// for each `(prompt, answer)` in turn it waits until `prompt` appears on
-/// stderr (after the previous one), then writes `answer` and a newline. If
-/// the process ends before a prompt appears, the rest of the script is
-/// dropped (the caller's assertions on stderr say what was asked). Then
-/// stdin is closed. Everything is bounded by `timeout`: on expiry the whole
+/// stderr (after the previous one), then writes `answer` and a newline.
+/// Then stdin is closed. A script that was not used up (the process ended
+/// before one of its prompts appeared) is a failure: script only the
+/// prompts that must come. Everything is bounded by `timeout`: on expiry
+/// (an unexpected prompt waits for an answer that never comes) the whole
 /// process tree is killed and the test panics.
 pub fn drive(cmd: &mut Command, script: &[(&str, &str)], timeout: Duration) -> Run {
     cmd.stdin(Stdio::piped())
@@ -295,10 +243,12 @@ pub fn drive(cmd: &mut Command, script: &[(&str, &str)], timeout: Duration) -> R
             String::from_utf8_lossy(stderr)
         );
     };
+    let mut answered = 0;
     'script: for (prompt, answer) in script {
         loop {
             if let Some(at) = find(&stderr[matched..], prompt.as_bytes()) {
                 matched += at + prompt.len();
+                answered += 1;
                 if let Some(pipe) = stdin.as_mut() {
                     // The process may already have given up (EPIPE).
                     let _ = pipe.write_all(format!("{answer}\n").as_bytes());
@@ -349,11 +299,17 @@ pub fn drive(cmd: &mut Command, script: &[(&str, &str)], timeout: Duration) -> R
     let stdout = out_rx
         .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         .unwrap_or_else(|_| lingering(&stderr));
-    Run {
+    let run = Run {
         status: status.code(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
+    };
+    assert!(
+        answered == script.len(),
+        "{cmd:?} ended without asking {:?}\n{run}",
+        &script[answered..]
+    );
+    run
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -430,9 +386,10 @@ fn kill_tree(root: u32) {
 /// copied `pam.d`) plus copies of the user databases, homes, `ns.sh`.
 ///
 /// ```text
-/// <sandbox>/pam.d/        copy of /etc/pam.d (pam_unix gets `nodelay`)
-/// <sandbox>/etc/          passwd shadow group gshadow [sudoers], extended
-/// <sandbox>/etc-upper/    ld.so.preload (setuid consumers only) + etc-work/
+/// <sandbox>/pam.d/        copy of /etc/pam.d (pam_unix gets `nodelay`),
+///                         bound over /etc/pam.d
+/// <sandbox>/etc/          passwd shadow group gshadow [sudoers]
+///                         [ld.so.preload]: the top layer of /etc
 /// <sandbox>/home/<user>/  homes of the test users
 /// <sandbox>/ns.sh         the namespace setup, then exec "$@"
 /// ```
@@ -528,13 +485,10 @@ fi
 # unlinks it on exit, and sshd's seccomp sandbox kills a preauth child
 # that calls unlink (SIGSYS, "preauth child terminated by signal 31").
 mount -t tmpfs -o ro,size=4k,mode=0755 e2e-shm /dev/shm
-if [ -f "$d/etc-upper/ld.so.preload" ]; then
-  mount -t overlay e2e-etc -o "lowerdir=/etc,upperdir=$d/etc-upper,workdir=$d/etc-work" /etc
-fi
+# Whole directories only: a file bound on its own is dropped when the
+# host renames another file over it (useradd, passwd), here or anywhere.
+mount -t overlay e2e-etc -o "lowerdir=$d/etc:/etc" /etc
 mount --bind "$d/pam.d" /etc/pam.d
-for f in passwd shadow group gshadow sudoers; do
-  if [ -f "$d/etc/$f" ]; then mount --bind "$d/etc/$f" "/etc/$f"; fi
-done
 # libfaketime only from here on (not in unshare and this script, whose
 # exec would leave a semaphore behind in the host's /dev/shm).
 if [ -n "${{E2E_PRELOAD:-}}" ]; then
@@ -1051,17 +1005,14 @@ exit 1
     /// From now on the namespace has an `/etc/ld.so.preload` naming
     /// libfaketime (see the module docs), so setuid programs see T0 too.
     pub fn pin_clock_for_setuid_programs(&self) {
-        let upper = self.sb.dir().join("etc-upper");
-        make_dir(&upper, 0o755);
-        make_dir(&self.sb.dir().join("etc-work"), 0o755);
         write_mode(
-            &upper.join("ld.so.preload"),
+            &self.sb.dir().join("etc/ld.so.preload"),
             &format!("{}\n", common::libfaketime().display()),
             0o644,
         );
     }
 
-    /// The test `sudoers` bound over `/etc/sudoers`: `user` may run anything
+    /// The test `sudoers` in the namespace's `/etc`: `user` may run anything
     /// as anyone after authenticating, every time, with one try.
     pub fn write_sudoers(&self, user: &str) -> String {
         let ts = self.sb.dir().join("sudo-ts");
