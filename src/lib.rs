@@ -5,10 +5,9 @@
 //! Layout (see README "Design"): `pam_module` is the only door to PAM;
 //! `auth` runs one login over a `Conversation` trait; `policy` and `otp` are
 //! pure functions of `now`; `store` is the only code that touches files;
-//! `admin` is the CLI's second door over the same core and store; `sys`
-//! holds the one libc call (statx on an fd) that std and nix lack in the
-//! form the store needs, and `wipe` the byte buffers that hold secrets
-//! (files read, decoded keys), zeroed on drop.
+//! `admin` is the CLI's second door over the same core and store; `wipe`
+//! holds the byte buffers that hold secrets (files read, decoded keys),
+//! zeroed on drop.
 
 pub mod accounts;
 pub mod admin;
@@ -28,7 +27,6 @@ pub mod pam_module;
 pub mod policy;
 pub mod record;
 pub mod store;
-pub mod sys;
 pub mod timefmt;
 pub mod username;
 pub mod wipe;
