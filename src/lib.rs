@@ -5,9 +5,9 @@
 //! Layout (see README "Design"): `pam_module` is the only door to PAM;
 //! `auth` runs one login over a `Conversation` trait; `policy` and `otp` are
 //! pure functions of `now`; `store` is the only code that touches files;
-//! `admin` is the CLI's second door over the same core and store; `wipe`
-//! holds the byte buffers that hold secrets (files read, decoded keys),
-//! zeroed on drop.
+//! `admin` is the CLI's second door over the same core and store. Bytes
+//! that may hold a secret (files read, decoded keys) are
+//! `zeroize::Zeroizing<Vec<u8>>`, sized before they are filled.
 
 pub mod accounts;
 pub mod admin;
@@ -29,4 +29,3 @@ pub mod record;
 pub mod store;
 pub mod timefmt;
 pub mod username;
-pub mod wipe;

@@ -8,8 +8,6 @@ use hmac::{Hmac, KeyInit, Mac};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::wipe::WipedBytes;
-
 /// The HMAC hash behind the codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
@@ -74,12 +72,12 @@ pub struct TotpParams {
 
 /// The shared secret. Never printed by `Debug`; wiped on drop.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretKey(WipedBytes);
+pub struct SecretKey(Zeroizing<Vec<u8>>);
 
 impl SecretKey {
     /// Wraps raw secret bytes (length is checked by `from_base32`/records).
     pub fn new(bytes: Vec<u8>) -> SecretKey {
-        SecretKey(WipedBytes::from(bytes))
+        SecretKey(Zeroizing::new(bytes))
     }
 
     /// Decodes base32 (RFC 4648, case-insensitive, spaces and padding
@@ -114,8 +112,8 @@ impl SecretKey {
 /// whole byte are dropped, as the `base32` crate behind totp-rs does; the
 /// tests hold the two to the same answers. Our own because it is on every
 /// login (the record's secret) and writes straight into wiped memory.
-fn decode_base32(text: &str) -> Option<WipedBytes> {
-    let mut out = WipedBytes::with_capacity(text.len() * 5 / 8);
+fn decode_base32(text: &str) -> Option<Zeroizing<Vec<u8>>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(text.len() * 5 / 8));
     let bytes = text.as_bytes();
     // Whole groups of eight letters (40 bits, five bytes) while no space,
     // dash or `=` comes: the usual unspaced secret goes through here.

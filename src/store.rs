@@ -22,8 +22,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, Flock, FlockArg, OFlag, openat, renameat};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
-
-use crate::wipe::WipedBytes;
+use zeroize::Zeroizing;
 
 /// How long a login waits for another process holding the same user's lock.
 /// Bounded so a stuck process can never hang sshd (LoginGraceTime).
@@ -239,21 +238,26 @@ fn fd_metadata(file: &File, path: impl Fn() -> PathBuf) -> Result<Metadata, Stor
 }
 
 /// Reads at most `limit` bytes from `reader` into a buffer sized once for
-/// `limit + 1` bytes: `None` if there was more. The buffer never grows (a
-/// reallocation would leave an unwiped copy of a secret behind).
-pub fn read_at_most(reader: impl Read, limit: u64) -> std::io::Result<Option<WipedBytes>> {
+/// `limit + 1` bytes: `None` if there was more. The buffer never grows:
+/// zeroize wipes only the allocation it has at drop, so a reallocation
+/// while it fills would leave an unwiped copy of a secret behind.
+pub fn read_at_most(reader: impl Read, limit: u64) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
     let room = usize::try_from(limit)
         .ok()
         .and_then(|n| n.checked_add(1))
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
-    let mut buf = WipedBytes::with_capacity(room);
+    let mut buf = Zeroizing::new(Vec::with_capacity(room));
     reader.take(limit + 1).read_to_end(&mut buf)?;
     Ok((buf.len() as u64 <= limit).then_some(buf))
 }
 
 /// Reads the open `file` of `len` bytes (its fstat size): room for one byte
 /// more and no more read, so a file that grew after fstat is refused.
-fn read_sized(file: File, len: u64, path: impl Fn() -> PathBuf) -> Result<WipedBytes, StoreError> {
+fn read_sized(
+    file: File,
+    len: u64,
+    path: impl Fn() -> PathBuf,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     match read_at_most(file, len) {
         Ok(Some(buf)) => Ok(buf),
         Ok(None) => Err(insecure(&path(), "grew while being read".into())),
@@ -353,7 +357,7 @@ impl<'p> TrustedDir<'p> {
         name: &str,
         access: Access,
         limit: u64,
-    ) -> Result<Option<WipedBytes>, StoreError> {
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         // The full path is only built for a message (not on every login).
         let path = || self.child(name);
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
@@ -610,7 +614,7 @@ pub fn read_path(
     path: &Path,
     access: Access,
     limit: u64,
-) -> Result<Option<WipedBytes>, StoreError> {
+) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
     // Split at the last `/` by hand (std's `parent`/`file_name` parse the
     // whole path twice); a trailing `/` names no file and is refused.
     let bytes = path.as_os_str().as_bytes();
@@ -656,7 +660,7 @@ pub enum Named {
 /// in fails fast instead of reading another file or hanging root's command
 /// (CVE-2024-22365, CVE-2024-47191). Only the last component is refused as a
 /// symlink: the directories above are the admin's choice of path.
-pub fn read_named(path: &Path, rule: Named, limit: u64) -> Result<WipedBytes, StoreError> {
+pub fn read_named(path: &Path, rule: Named, limit: u64) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     let flags = OFlag::O_RDONLY
         | OFlag::O_NOFOLLOW
         | OFlag::O_NONBLOCK
