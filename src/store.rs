@@ -276,14 +276,7 @@ static TEMP_SERIAL: AtomicU32 = AtomicU32::new(0);
 /// crashed process whose pid came back only makes `O_EXCL` fail, and the
 /// next serial is tried (`replace`). No random bytes are read per login.
 fn temp_name(name: &str, pid: u32, serial: u32) -> String {
-    let mut out = String::with_capacity(name.len() + 32);
-    out.push('.');
-    out.push_str(name);
-    out.push_str(".tmp-");
-    crate::timefmt::push_decimal(&mut out, u64::from(pid));
-    out.push('-');
-    crate::timefmt::push_decimal(&mut out, u64::from(serial));
-    out
+    format!(".{name}.tmp-{pid}-{serial}")
 }
 
 /// A directory we walked to from `/` without following links, every
