@@ -172,7 +172,7 @@ fn trusted_owner(uid: u32) -> bool {
 }
 
 /// The errno of a failed std call (EIO if it carries none).
-fn errno_of(e: &std::io::Error) -> Errno {
+pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
     e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
 }
 
