@@ -8,24 +8,50 @@
 //! `admin` is the CLI's second door over the same core and store. Bytes
 //! that may hold a secret (files read, decoded keys) are
 //! `zeroize::Zeroizing<Vec<u8>>`, sized before they are filled.
+//!
+//! Unsafe code: only `pam_module`'s `hooks`, the `pam_hooks!` expansion
+//! (the entry points libpam calls), allows it. Every other module forbids
+//! it here, one by one: `forbid` cannot be lifted by an `allow` further
+//! in, so it cannot be crate-wide (Cargo.toml says `deny`). Unit tests
+//! build with `deny` only: a test may hold a marked `unsafe` block with a
+//! SAFETY comment (deliver's SIGPIPE test).
 
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod accounts;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod admin;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod auth;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod backup;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod clock;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod config;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod deliver;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod enroll;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod fasttoml;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod import;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod input;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod log;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod net;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod otp;
 pub mod pam_module;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod policy;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod record;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod store;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod timefmt;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod username;
