@@ -20,7 +20,6 @@ use crate::record::{
 };
 use crate::store::{self, Access, Named, StoreError, TrustedDir};
 use crate::username::{Username, UsernameError, escape};
-use crate::wipe::WipedBytes;
 
 /// Why an admin command failed; `exit_code` is documented in twofactor(8).
 #[derive(Debug)]
@@ -198,7 +197,7 @@ pub fn read_import_file(path: &Path) -> Result<ImportText, AdminError> {
 }
 
 /// The text of an import file, wiped on drop.
-pub struct ImportText(WipedBytes);
+pub struct ImportText(Zeroizing<Vec<u8>>);
 
 impl ImportText {
     pub fn as_str(&self) -> &str {

@@ -28,7 +28,6 @@ use crate::record::{
 use crate::store::{Access, StoreError, TrustedDir};
 use crate::timefmt;
 use crate::username::{Username, UsernameError};
-use crate::wipe::WipedBytes;
 
 /// The prompt every user sees, enrolled or not.
 pub const PROMPT: &str = "Verification code: ";
@@ -247,7 +246,7 @@ impl Outcome {
 /// they are wiped when dropped.
 struct LoginRecord {
     record: SecretRecord,
-    bytes: WipedBytes,
+    bytes: Zeroizing<Vec<u8>>,
     /// Whether `record.backup.hashes` is decoded.
     decoded: bool,
 }

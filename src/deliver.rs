@@ -22,8 +22,9 @@
 //! code went out: the module waits for the service's answer.
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -47,6 +48,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the module waits for the service's answer: the command's
 /// time plus a margin for starting the service.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the service looks whether the command has finished.
 const POLL: Duration = Duration::from_millis(10);
 /// The longest request the service reads, and the longest answer the
 /// module reads (a user name, a target of at most 128 characters, a code).
@@ -119,10 +121,12 @@ impl std::error::Error for DeliveryError {}
 /// `user`, and waits for its answer (at most [`ANSWER_TIMEOUT`]).
 ///
 /// The socket is checked first (`store::check_socket`): whoever listens
-/// there receives codes. The socket is non-blocking and every wait is a
-/// short sleep, so a stuck service cannot hold a login past the timeout.
-/// The request is sent with `MSG_NOSIGNAL`: a service that closed the
-/// connection is an error, never a SIGPIPE in the host process.
+/// there receives codes. Every wait (connecting while the service's
+/// listen backlog is full, sending, reading the answer) is bounded by the
+/// socket's timeouts, set to what is left of the deadline, so a stuck
+/// service cannot hold a login past it. The request is sent with
+/// `MSG_NOSIGNAL`: a service that closed the connection is an error,
+/// never a SIGPIPE in the host process.
 pub fn request(socket: &Path, user: &str, target: &str, code: &str) -> Result<(), DeliveryError> {
     request_within(socket, user, target, code, ANSWER_TIMEOUT)
 }
@@ -145,35 +149,75 @@ fn request_within(
         message.push('\n');
     }
     check_socket(path)?;
-    let unreachable =
-        |e: Errno| DeliveryError::Unreachable(format!("{}: {}", path.display(), e.desc()));
-    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
-    let fd = socket(AddressFamily::Unix, SockType::Stream, flags, None).map_err(unreachable)?;
-    let address = UnixAddr::new(path).map_err(unreachable)?;
     let now = Instant::now();
     let deadline = now.checked_add(timeout).unwrap_or(now);
+    let unreachable =
+        |e: Errno| DeliveryError::Unreachable(format!("{}: {}", path.display(), e.desc()));
     let lost = |e: Errno| DeliveryError::Service(format!("connection lost: {}", e.desc()));
-    // A full listen backlog answers EAGAIN at once: wait for room.
-    patiently(deadline, || connect(fd.as_raw_fd(), &address))?.map_err(unreachable)?;
+    let address = UnixAddr::new(path).map_err(unreachable)?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(unreachable)?;
+    let mut stream = UnixStream::from(fd);
+    // Not UnixStream::connect: a blocking connect to a full listen backlog
+    // waits for room for as long as SO_SNDTIMEO allows, so the timeout is
+    // set before connecting.
+    loop {
+        stream
+            .set_write_timeout(Some(remaining(deadline)?))
+            .map_err(|e| unreachable(store::errno_of(&e)))?;
+        match connect(stream.as_raw_fd(), &address) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return Err(DeliveryError::NoAnswer),
+            Err(e) => return Err(unreachable(e)),
+        }
+    }
     let mut rest = message.as_bytes();
     while !rest.is_empty() {
-        // send with MSG_NOSIGNAL, not write: a service that closed the
-        // connection must be an error (EPIPE), never a SIGPIPE, which kills
-        // a host process at its default disposition (sshd).
-        let sent = || send(fd.as_raw_fd(), rest, MsgFlags::MSG_NOSIGNAL);
-        let n = patiently(deadline, sent)?.map_err(lost)?;
-        rest = rest.get(n..).unwrap_or_default();
+        stream
+            .set_write_timeout(Some(remaining(deadline)?))
+            .map_err(|e| lost(store::errno_of(&e)))?;
+        // MSG_NOSIGNAL: a service that closed the connection must be an
+        // error (EPIPE), never a SIGPIPE, which kills a host process at its
+        // default disposition (sshd). std's UnixStream writes with it only
+        // since rust-lang/rust#140005 (2025), newer than our rust-version.
+        match send(stream.as_raw_fd(), rest, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => return Err(DeliveryError::NoAnswer),
+            Err(e) => return Err(lost(e)),
+        }
     }
     let mut answer = [0u8; MAX_MESSAGE];
     let mut len = 0;
     while len < answer.len() && !answer[..len].contains(&b'\n') {
-        let buf = &mut answer[len..];
-        match patiently(deadline, || nix::unistd::read(&fd, buf))?.map_err(lost)? {
-            0 => break,
-            n => len += n,
+        stream
+            .set_read_timeout(Some(remaining(deadline)?))
+            .map_err(|e| lost(store::errno_of(&e)))?;
+        match stream.read(&mut answer[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Err(DeliveryError::NoAnswer),
+            Err(e) => return Err(lost(store::errno_of(&e))),
         }
     }
     parse_answer(&answer[..len])
+}
+
+/// What is left until `deadline`; nothing left is
+/// [`DeliveryError::NoAnswer`] (and a zero socket timeout would mean none).
+fn remaining(deadline: Instant) -> Result<Duration, DeliveryError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(DeliveryError::NoAnswer);
+    }
+    Ok(left)
 }
 
 /// [`store::check_socket`], with a missing socket told apart: nothing
@@ -257,24 +301,6 @@ fn mask_email(target: &str) -> Option<String> {
         _ => String::new(),
     };
     Some(format!("{first}{HIDDEN}@{domain}"))
-}
-
-/// Calls `op` again while it answers EAGAIN or EINTR (the socket is
-/// non-blocking), sleeping [`POLL`] in between; past `deadline` that is
-/// [`DeliveryError::NoAnswer`]. Any other result is returned as it is.
-fn patiently<T>(
-    deadline: Instant,
-    mut op: impl FnMut() -> Result<T, Errno>,
-) -> Result<Result<T, Errno>, DeliveryError> {
-    loop {
-        match op() {
-            Err(Errno::EAGAIN | Errno::EINTR) if Instant::now() < deadline => {
-                std::thread::sleep(POLL);
-            }
-            Err(Errno::EAGAIN | Errno::EINTR) => return Err(DeliveryError::NoAnswer),
-            other => return Ok(other),
-        }
-    }
 }
 
 /// `ok\n` is success; `error: WHY\n` is the service's failure, kept as
@@ -483,7 +509,7 @@ fn exit_result(status: ExitStatus) -> Result<(), DeliveryError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::os::unix::net::UnixListener;
     use std::path::PathBuf;
     use std::thread::JoinHandle;
 
@@ -602,6 +628,46 @@ mod tests {
         assert!(matches!(got, Err(DeliveryError::NoAnswer)), "{got:?}");
         assert!(started.elapsed() < Duration::from_millis(700));
         server.join().unwrap();
+    }
+
+    /// A service whose listen backlog is full (it accepts nothing) is
+    /// waited for until the deadline and no longer: a blocking connect
+    /// waits for room only as long as the socket's send timeout allows.
+    #[test]
+    fn a_full_backlog_is_waited_for_only_until_the_deadline() {
+        use nix::sys::socket::{Backlog, bind, listen};
+        let dir = crate::store::testdir::scratch("deliver-backlog");
+        let path = dir.join("s");
+        let address = UnixAddr::new(&path).unwrap();
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(listener.as_raw_fd(), &address).unwrap();
+        listen(&listener, Backlog::new(0).unwrap()).unwrap();
+        // A backlog of 0 holds one connection, which nobody accepts.
+        let queued = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        let _ = connect(queued.as_raw_fd(), &address);
+        let (done, result) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        std::thread::spawn(move || {
+            let timeout = Duration::from_millis(300);
+            let _ = done.send(request_within(&path, "alice", "x", "123456", timeout));
+        });
+        let got = result
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the request was still waiting to connect after 10 s");
+        assert!(matches!(got, Err(DeliveryError::NoAnswer)), "{got:?}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 
     /// A service that closes the connection before the request is written

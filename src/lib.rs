@@ -5,30 +5,53 @@
 //! Layout (see README "Design"): `pam_module` is the only door to PAM;
 //! `auth` runs one login over a `Conversation` trait; `policy` and `otp` are
 //! pure functions of `now`; `store` is the only code that touches files;
-//! `admin` is the CLI's second door over the same core and store; `sys`
-//! holds the one libc call (statx on an fd) that std and nix lack in the
-//! form the store needs, and `wipe` the byte buffers that hold secrets
-//! (files read, decoded keys), zeroed on drop.
+//! `admin` is the CLI's second door over the same core and store. Bytes
+//! that may hold a secret (files read, decoded keys) are
+//! `zeroize::Zeroizing<Vec<u8>>`, sized before they are filled.
+//!
+//! Unsafe code: only `pam_module`'s `hooks`, the `pam_hooks!` expansion
+//! (the entry points libpam calls), allows it. Every other module forbids
+//! it here, one by one: `forbid` cannot be lifted by an `allow` further
+//! in, so it cannot be crate-wide (Cargo.toml says `deny`). Unit tests
+//! build with `deny` only: a test may hold a marked `unsafe` block with a
+//! SAFETY comment (deliver's SIGPIPE test).
 
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod accounts;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod admin;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod auth;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod backup;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod clock;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod config;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod deliver;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod enroll;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod fasttoml;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod import;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod input;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod log;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod net;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod otp;
 pub mod pam_module;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod policy;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod record;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod store;
-pub mod sys;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod timefmt;
+#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod username;
-pub mod wipe;

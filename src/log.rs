@@ -9,8 +9,6 @@ use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sendto, socket};
 
-use crate::timefmt::push_decimal;
-
 /// Where syslog listens.
 const SOCKET: &str = "/dev/log";
 const IDENT: &str = "pam_twofactor";
@@ -41,25 +39,11 @@ impl Severity {
 }
 
 /// Formats one syslog line: `<PRI>pam_twofactor[PID]: message`, the
-/// message given in parts joined without separators (so a caller never
-/// builds a message only to copy it again).
+/// message given in parts joined without separators.
 pub fn format_line(severity: Severity, parts: &[&str]) -> String {
-    // Built by hand: this runs on every login (no `core::fmt`).
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut line = String::with_capacity(len + 32);
-    line.push('<');
-    push_decimal(
-        &mut line,
-        u64::from(AUTHPRIV) * 8 + u64::from(severity.code()),
-    );
-    line.push('>');
-    line.push_str(IDENT);
-    line.push('[');
-    push_decimal(&mut line, u64::from(std::process::id()));
-    line.push_str("]: ");
-    for part in parts {
-        line.push_str(part);
-    }
+    let priority = u32::from(AUTHPRIV) * 8 + u32::from(severity.code());
+    let mut line = format!("<{priority}>{IDENT}[{}]: ", std::process::id());
+    line.extend(parts.iter().copied());
     line
 }
 

@@ -1,14 +1,13 @@
 //! TOTP (RFC 6238) over HOTP (RFC 4226): pure functions of secret, parameters
-//! and time. totp-rs computes each code; the window, replay and
-//! constant-time comparison rules are ours.
+//! and time, over RustCrypto's HMAC; the tests hold each code to the RFC
+//! vectors and to totp-rs, an independent implementation.
 
 use std::fmt;
 
+use data_encoding::BASE32_NOPAD;
 use hmac::{Hmac, KeyInit, Mac};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
-
-use crate::wipe::WipedBytes;
 
 /// The HMAC hash behind the codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,12 +73,12 @@ pub struct TotpParams {
 
 /// The shared secret. Never printed by `Debug`; wiped on drop.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretKey(WipedBytes);
+pub struct SecretKey(Zeroizing<Vec<u8>>);
 
 impl SecretKey {
     /// Wraps raw secret bytes (length is checked by `from_base32`/records).
     pub fn new(bytes: Vec<u8>) -> SecretKey {
-        SecretKey(WipedBytes::from(bytes))
+        SecretKey(Zeroizing::new(bytes))
     }
 
     /// Decodes base32 (RFC 4648, case-insensitive, spaces and padding
@@ -98,9 +97,10 @@ impl SecretKey {
         Ok(SecretKey(bytes))
     }
 
-    /// The canonical base32 form (upper case, no padding).
+    /// The canonical base32 form (upper case, no padding), encoded
+    /// straight into a string of its final size (no unwiped copy).
     pub fn to_base32(&self) -> Zeroizing<String> {
-        Zeroizing::new(totp_rs::Secret::from(self.0.to_vec()).to_base32())
+        Zeroizing::new(BASE32_NOPAD.encode(&self.0))
     }
 
     /// The raw bytes.
@@ -109,74 +109,38 @@ impl SecretKey {
     }
 }
 
-/// RFC 4648 §6 base32, upper or lower case, ignoring spaces, `-` and `=`
-/// (apps show secrets in groups; padding is optional). Bits after the last
-/// whole byte are dropped, as the `base32` crate behind totp-rs does; the
-/// tests hold the two to the same answers. Our own because it is on every
-/// login (the record's secret) and writes straight into wiped memory.
-fn decode_base32(text: &str) -> Option<WipedBytes> {
-    let mut out = WipedBytes::with_capacity(text.len() * 5 / 8);
-    let bytes = text.as_bytes();
-    // Whole groups of eight letters (40 bits, five bytes) while no space,
-    // dash or `=` comes: the usual unspaced secret goes through here.
-    let mut group: u64 = 0;
-    let mut done = 0;
-    for eight in bytes.chunks_exact(8) {
-        let mut any = 0u8;
-        group = 0;
-        for &c in eight {
-            let value = BASE32[usize::from(c)];
-            any |= value;
-            group = group << 5 | u64::from(value & 0x1f);
-        }
-        if any > 0x1f {
-            break;
-        }
-        out.extend_from_slice(&group.to_be_bytes()[3..]);
-        done += 8;
+/// RFC 4648 §6 base32 as people type it: upper or lower case, spaces, `-`
+/// and `=` ignored wherever they are (apps show secrets in groups; padding
+/// is optional), trailing bits not checked, and a last symbol that
+/// completes no byte (1, 3 or 6 symbols past a group of eight) checked and
+/// dropped: what the `base32` crate behind totp-rs accepts, and the tests
+/// hold the two to the same answers. Decoded into a wiped buffer of exactly
+/// the decoded size, so no copy of the secret is left behind.
+fn decode_base32(text: &str) -> Option<Zeroizing<Vec<u8>>> {
+    let mut symbols = Zeroizing::new(Vec::with_capacity(text.len()));
+    symbols.extend(
+        text.bytes()
+            .filter(|b| !matches!(b, b' ' | b'-' | b'='))
+            .map(|b| b.to_ascii_uppercase()),
+    );
+    let mut spec = BASE32_NOPAD.specification();
+    spec.check_trailing_bits = false;
+    let base32 = spec.encoding().ok()?;
+    // All the symbols, or all but a last one that completes no byte.
+    let whole = base32
+        .decode_len(symbols.len())
+        .map_or_else(|e| e.position, |_| symbols.len());
+    let (body, dropped) = symbols.split_at(whole);
+    if !dropped
+        .iter()
+        .all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(c))
+    {
+        return None;
     }
-    group.zeroize();
-    let (mut acc, mut bits) = (0u16, 0u32);
-    for &c in &bytes[done..] {
-        let value = BASE32[usize::from(c)];
-        if value == SKIP {
-            continue;
-        }
-        if value == BAD {
-            return None;
-        }
-        acc = (acc << 5 | u16::from(value)) & 0x0fff;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    acc.zeroize();
+    let mut out = Zeroizing::new(vec![0; base32.decode_len(body.len()).ok()?]);
+    base32.decode_mut(body, &mut out).ok()?;
     Some(out)
 }
-
-/// `decode_base32`'s alphabet: a byte's 5-bit value, `SKIP` or `BAD`.
-const SKIP: u8 = 0xfe;
-const BAD: u8 = 0xff;
-const BASE32: [u8; 256] = {
-    let mut table = [BAD; 256];
-    let mut i = 0;
-    while i < 26 {
-        table[b'A' as usize + i] = i as u8;
-        table[b'a' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut d = 0;
-    while d < 6 {
-        table[b'2' as usize + d] = 26 + d as u8;
-        d += 1;
-    }
-    table[b' ' as usize] = SKIP;
-    table[b'-' as usize] = SKIP;
-    table[b'=' as usize] = SKIP;
-    table
-};
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -376,7 +340,8 @@ pub fn match_in_steps(
 mod tests {
     use super::*;
 
-    /// RFC 4648 §10 test vectors, padded and unpadded, either case.
+    /// RFC 4648 §10 test vectors, padded and unpadded, either case; a
+    /// secret is written in the unpadded upper-case form.
     #[test]
     fn base32_decodes_the_rfc_4648_vectors() {
         let vectors: [(&str, &[u8]); 7] = [
@@ -396,13 +361,25 @@ mod tests {
                     "{form}"
                 );
             }
+            assert_eq!(
+                SecretKey::new(bytes.to_vec()).to_base32().as_str(),
+                text.trim_end_matches('=')
+            );
         }
     }
 
-    /// Our base32 reader answers as totp-rs's (the `base32` crate) did for
-    /// the same cleaned text: bytes, dropped trailing bits, and refusals.
+    /// Our base32 reader answers as totp-rs's (the `base32` crate) does for
+    /// the same cleaned text: bytes, dropped trailing bits, and refusals;
+    /// our writer gives the same text as totp-rs's.
     #[test]
     fn base32_agrees_with_totp_rs() {
+        for len in 0..=64u8 {
+            let bytes: Vec<u8> = (0..len).map(|b| b.wrapping_mul(37) ^ len).collect();
+            assert_eq!(
+                SecretKey::new(bytes.clone()).to_base32().as_str(),
+                totp_rs::Secret::from(bytes).to_base32()
+            );
+        }
         let old = |text: &str| {
             let clean: String = text
                 .chars()

@@ -6,7 +6,6 @@
 //! The `pam_hooks!` macro generates the six `extern "C"` entry points with a
 //! `catch_unwind` around each; our own code has no panicking paths (clippy
 //! denies unwrap/expect/panic), so that net is a last resort, not a plan.
-#![allow(unsafe_code)] // only the pam_hooks! expansion below
 
 use std::ffi::CStr;
 use std::path::Path;
@@ -28,7 +27,14 @@ use crate::username::{escape, escape_into};
 /// The module type the entry points dispatch to.
 pub struct TwoFactor;
 
-pam::pam_hooks!(TwoFactor);
+/// The six `extern "C"` entry points libpam calls, made by `pam_hooks!`:
+/// the library's only unsafe code (`no_mangle`, raw pointers from libpam).
+#[allow(unsafe_code)]
+mod hooks {
+    use super::TwoFactor;
+
+    pam::pam_hooks!(TwoFactor);
+}
 
 /// A module argument the module refuses (the login is denied with
 /// PAM_SERVICE_ERR and this is logged).

@@ -9,10 +9,11 @@
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -21,9 +22,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, Flock, FlockArg, OFlag, openat, renameat};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
-
-use crate::sys::{self, FileStat};
-use crate::wipe::WipedBytes;
+use zeroize::Zeroizing;
 
 /// How long a login waits for another process holding the same user's lock.
 /// Bounded so a stuck process can never hang sshd (LoginGraceTime).
@@ -172,6 +171,11 @@ fn trusted_owner(uid: u32) -> bool {
     uid == 0 || uid == nix::unistd::geteuid().as_raw()
 }
 
+/// The errno of a failed std call (EIO if it carries none).
+pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
+}
+
 fn io_err(path: &Path, op: &'static str, errno: Errno) -> StoreError {
     StoreError::Io {
         path: path.to_path_buf(),
@@ -189,21 +193,21 @@ fn insecure(path: &Path, reason: String) -> StoreError {
 
 /// Checks one directory's metadata: a directory, trusted owner, not
 /// group/world writable; `private` also forbids any group/other access.
-fn check_dir(path: &Path, meta: &FileStat, private: bool) -> Result<(), StoreError> {
+fn check_dir(path: &Path, meta: &Metadata, private: bool) -> Result<(), StoreError> {
     if !meta.is_dir() {
         return Err(insecure(path, "is not a directory".into()));
     }
-    if !trusted_owner(meta.uid) {
+    if !trusted_owner(meta.uid()) {
         return Err(insecure(
             path,
             format!(
                 "is owned by uid {}; expected root (fix: chown root:root {})",
-                meta.uid,
+                meta.uid(),
                 path.display()
             ),
         ));
     }
-    let mode = meta.mode & 0o7777;
+    let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(insecure(
             path,
@@ -225,35 +229,39 @@ fn check_dir(path: &Path, meta: &FileStat, private: bool) -> Result<(), StoreErr
     Ok(())
 }
 
-/// `fstat` of an open file (`sys::fstat`: statx on the fd itself).
-fn fd_metadata(file: &File, path: impl Fn() -> PathBuf) -> Result<FileStat, StoreError> {
-    sys::fstat(file.as_fd()).map_err(|e| io_err(&path(), "fstat", e))
+/// `fstat` of an open file: std asks the kernel about the descriptor
+/// itself (statx with an empty path, or fstat), never a path that could
+/// have been swapped since the open.
+fn fd_metadata(file: &File, path: impl Fn() -> PathBuf) -> Result<Metadata, StoreError> {
+    file.metadata()
+        .map_err(|e| io_err(&path(), "fstat", errno_of(&e)))
 }
 
 /// Reads at most `limit` bytes from `reader` into a buffer sized once for
-/// `limit + 1` bytes: `None` if there was more. The buffer never grows (a
-/// reallocation would leave an unwiped copy of a secret behind).
-pub fn read_at_most(reader: impl Read, limit: u64) -> std::io::Result<Option<WipedBytes>> {
+/// `limit + 1` bytes: `None` if there was more. The buffer never grows:
+/// zeroize wipes only the allocation it has at drop, so a reallocation
+/// while it fills would leave an unwiped copy of a secret behind.
+pub fn read_at_most(reader: impl Read, limit: u64) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
     let room = usize::try_from(limit)
         .ok()
         .and_then(|n| n.checked_add(1))
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
-    let mut buf = WipedBytes::with_capacity(room);
+    let mut buf = Zeroizing::new(Vec::with_capacity(room));
     reader.take(limit + 1).read_to_end(&mut buf)?;
     Ok((buf.len() as u64 <= limit).then_some(buf))
 }
 
 /// Reads the open `file` of `len` bytes (its fstat size): room for one byte
 /// more and no more read, so a file that grew after fstat is refused.
-fn read_sized(file: File, len: u64, path: impl Fn() -> PathBuf) -> Result<WipedBytes, StoreError> {
+fn read_sized(
+    file: File,
+    len: u64,
+    path: impl Fn() -> PathBuf,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     match read_at_most(file, len) {
         Ok(Some(buf)) => Ok(buf),
         Ok(None) => Err(insecure(&path(), "grew while being read".into())),
-        Err(e) => Err(io_err(
-            &path(),
-            "read",
-            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        )),
+        Err(e) => Err(io_err(&path(), "read", errno_of(&e))),
     }
 }
 
@@ -268,14 +276,7 @@ static TEMP_SERIAL: AtomicU32 = AtomicU32::new(0);
 /// crashed process whose pid came back only makes `O_EXCL` fail, and the
 /// next serial is tried (`replace`). No random bytes are read per login.
 fn temp_name(name: &str, pid: u32, serial: u32) -> String {
-    let mut out = String::with_capacity(name.len() + 32);
-    out.push('.');
-    out.push_str(name);
-    out.push_str(".tmp-");
-    crate::timefmt::push_decimal(&mut out, u64::from(pid));
-    out.push('-');
-    crate::timefmt::push_decimal(&mut out, u64::from(serial));
-    out
+    format!(".{name}.tmp-{pid}-{serial}")
 }
 
 /// A directory we walked to from `/` without following links, every
@@ -349,7 +350,7 @@ impl<'p> TrustedDir<'p> {
         name: &str,
         access: Access,
         limit: u64,
-    ) -> Result<Option<WipedBytes>, StoreError> {
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         // The full path is only built for a message (not on every login).
         let path = || self.child(name);
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
@@ -362,7 +363,7 @@ impl<'p> TrustedDir<'p> {
         let file = File::from(fd);
         let meta = fd_metadata(&file, path)?;
         check_file(path, &meta, access)?;
-        let len = meta.size;
+        let len = meta.size();
         if len > limit {
             return Err(StoreError::TooLarge {
                 path: path(),
@@ -462,7 +463,6 @@ impl<'p> TrustedDir<'p> {
         contents: &[u8],
     ) -> Result<(), StoreError> {
         let tmp_path = || self.child(tmp_name);
-        let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
         let mut file = File::from(fd);
         // The umask may have removed bits, never added; make the mode exact.
         nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(0o600))
@@ -475,10 +475,10 @@ impl<'p> TrustedDir<'p> {
             contents.len()
         };
         file.write_all(&contents[..half])
-            .map_err(|e| io_err(&tmp_path(), "write", errno(e)))?;
+            .map_err(|e| io_err(&tmp_path(), "write", errno_of(&e)))?;
         checkpoint(Step::Write).map_err(|e| io_err(&tmp_path(), "write", e))?;
         file.write_all(&contents[half..])
-            .map_err(|e| io_err(&tmp_path(), "write", errno(e)))?;
+            .map_err(|e| io_err(&tmp_path(), "write", errno_of(&e)))?;
         checkpoint(Step::FsyncFile)
             .and_then(|()| fsync(&file))
             .map_err(|e| io_err(&tmp_path(), "fsync", e))?;
@@ -502,13 +502,8 @@ impl<'p> TrustedDir<'p> {
 
     /// Names of the entries in the directory (for `twofactor check`).
     pub fn entries(&self) -> Result<Vec<String>, StoreError> {
-        let read = std::fs::read_dir(self.path).map_err(|e| {
-            io_err(
-                self.path,
-                "readdir",
-                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            )
-        })?;
+        let read =
+            std::fs::read_dir(self.path).map_err(|e| io_err(self.path, "readdir", errno_of(&e)))?;
         let mut names: Vec<String> = read
             .filter_map(|entry| entry.ok())
             .map(|entry| lossy(entry.file_name().as_os_str()))
@@ -548,7 +543,7 @@ fn lossy(name: &OsStr) -> String {
 /// `make_path` gives the file's path, only needed for a message.
 fn check_file(
     make_path: impl Fn() -> PathBuf,
-    meta: &FileStat,
+    meta: &Metadata,
     access: Access,
 ) -> Result<(), StoreError> {
     if !meta.is_file() {
@@ -563,27 +558,27 @@ fn check_file(
 /// The owner, link-count and mode rules of [`check_file`], for any type.
 fn check_owner_and_mode(
     make_path: impl Fn() -> PathBuf,
-    meta: &FileStat,
+    meta: &Metadata,
     access: Access,
 ) -> Result<(), StoreError> {
-    if !trusted_owner(meta.uid) {
+    if !trusted_owner(meta.uid()) {
         let path = make_path();
         return Err(insecure(
             &path,
             format!(
                 "is owned by uid {}; expected root (fix: chown root:root {})",
-                meta.uid,
+                meta.uid(),
                 path.display()
             ),
         ));
     }
-    if meta.nlink != 1 {
+    if meta.nlink() != 1 {
         return Err(insecure(
             &make_path(),
-            format!("has {} hard links; expected exactly 1", meta.nlink),
+            format!("has {} hard links; expected exactly 1", meta.nlink()),
         ));
     }
-    let mode = meta.mode & 0o7777;
+    let mode = meta.mode() & 0o7777;
     let (forbidden, want) = match access {
         Access::Private => (0o077, "0600"),
         Access::Public => (0o022, "0644 or stricter"),
@@ -612,7 +607,7 @@ pub fn read_path(
     path: &Path,
     access: Access,
     limit: u64,
-) -> Result<Option<WipedBytes>, StoreError> {
+) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
     // Split at the last `/` by hand (std's `parent`/`file_name` parse the
     // whole path twice); a trailing `/` names no file and is refused.
     let bytes = path.as_os_str().as_bytes();
@@ -658,7 +653,7 @@ pub enum Named {
 /// in fails fast instead of reading another file or hanging root's command
 /// (CVE-2024-22365, CVE-2024-47191). Only the last component is refused as a
 /// symlink: the directories above are the admin's choice of path.
-pub fn read_named(path: &Path, rule: Named, limit: u64) -> Result<WipedBytes, StoreError> {
+pub fn read_named(path: &Path, rule: Named, limit: u64) -> Result<Zeroizing<Vec<u8>>, StoreError> {
     let flags = OFlag::O_RDONLY
         | OFlag::O_NOFOLLOW
         | OFlag::O_NONBLOCK
@@ -683,13 +678,13 @@ pub fn read_named(path: &Path, rule: Named, limit: u64) -> Result<WipedBytes, St
         }
         Named::Import => {}
     }
-    if meta.size > limit {
+    if meta.size() > limit {
         return Err(StoreError::TooLarge {
             path: make_path(),
             limit,
         });
     }
-    read_sized(file, meta.size, make_path)
+    read_sized(file, meta.size(), make_path)
 }
 
 /// Checks a program the delivery service runs (`[delivery] command`):
@@ -698,7 +693,7 @@ pub fn read_named(path: &Path, rule: Named, limit: u64) -> Result<WipedBytes, St
 pub fn check_executable(path: &Path) -> Result<(), StoreError> {
     let meta = stat_in_trusted_dir(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
     check_file(|| path.to_path_buf(), &meta, Access::Public)?;
-    if meta.mode & 0o111 == 0 {
+    if meta.mode() & 0o111 == 0 {
         return Err(insecure(path, "is not executable".into()));
     }
     Ok(())
@@ -714,10 +709,12 @@ pub fn check_socket(path: &Path) -> Result<(), StoreError> {
     // O_PATH: a socket cannot be opened for reading; fstat works on it.
     // With O_PATH, O_NOFOLLOW opens a symlink itself instead of failing.
     let meta = stat_in_trusted_dir(path, OFlag::O_PATH)?;
-    match meta.mode & libc::S_IFMT {
-        libc::S_IFSOCK => {}
-        libc::S_IFLNK => return Err(insecure(path, "is a symbolic link".into())),
-        _ => return Err(insecure(path, "is not a socket".into())),
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        return Err(insecure(path, "is a symbolic link".into()));
+    }
+    if !kind.is_socket() {
+        return Err(insecure(path, "is not a socket".into()));
     }
     check_owner_and_mode(|| path.to_path_buf(), &meta, Access::Public)
 }
@@ -725,7 +722,7 @@ pub fn check_socket(path: &Path) -> Result<(), StoreError> {
 /// Opens `path` without following a final symlink, its directories walked
 /// and checked like the state directory's (minus the 0700 rule), and
 /// returns what fstat says of it.
-fn stat_in_trusted_dir(path: &Path, flags: OFlag) -> Result<FileStat, StoreError> {
+fn stat_in_trusted_dir(path: &Path, flags: OFlag) -> Result<Metadata, StoreError> {
     let bad = || StoreError::BadPath {
         path: path.to_path_buf(),
     };

@@ -6,7 +6,7 @@
 //! with `-` or `.`, at most 32 bytes). Any other name is denied by the module
 //! after the same prompt as everyone else, and logged escaped.
 
-use std::fmt;
+use std::fmt::{self, Write};
 
 /// The longest name we accept (useradd's limit).
 pub const MAX_LEN: usize = 32;
@@ -65,93 +65,19 @@ impl Username {
         &self.0
     }
 
-    /// The name and a suffix, without `core::fmt` (three per login).
-    fn with_suffix(&self, suffix: &str) -> FileName {
-        let mut name = FileName {
-            bytes: [0; FILE_NAME_MAX],
-            len: 0,
-        };
-        for part in [self.0.as_bytes(), suffix.as_bytes()] {
-            let end = name.len + part.len();
-            match name.bytes.get_mut(name.len..end) {
-                Some(slot) => slot.copy_from_slice(part),
-                // Cannot happen (names are at most MAX_LEN bytes); if it
-                // did, the name would be the sentinel below, never a
-                // shorter name.
-                None => return FileName::INVALID,
-            }
-            name.len = end;
-        }
-        name
-    }
-
     /// File holding the secret record (written only by the CLI).
-    pub fn secret_file(&self) -> FileName {
-        self.with_suffix(".secret")
+    pub fn secret_file(&self) -> String {
+        format!("{}.secret", self.0)
     }
 
     /// File holding the mutable state (written under the user's lock).
-    pub fn state_file(&self) -> FileName {
-        self.with_suffix(".state")
+    pub fn state_file(&self) -> String {
+        format!("{}.state", self.0)
     }
 
     /// The per-user lock file, never unlinked.
-    pub fn lock_file(&self) -> FileName {
-        self.with_suffix(".lock")
-    }
-}
-
-/// Room for the longest name plus the longest suffix (`.secret`).
-const FILE_NAME_MAX: usize = MAX_LEN + 8;
-
-/// A per-user file name (`alice.state`), kept on the stack: a login names
-/// its files four or five times and pays no allocation for them.
-#[derive(Clone, Copy)]
-pub struct FileName {
-    bytes: [u8; FILE_NAME_MAX],
-    len: usize,
-}
-
-impl FileName {
-    /// A name no lookup can succeed with: `/` opens the root directory,
-    /// which every read, lock and rename refuses, so an impossible name
-    /// fails closed (never reads as a missing, unenrolled user's file).
-    const INVALID: FileName = FileName {
-        bytes: [b'/'; FILE_NAME_MAX],
-        len: 1,
-    };
-
-    pub fn as_str(&self) -> &str {
-        // A validated ASCII name plus an ASCII suffix: never the fallback.
-        self.bytes
-            .get(..self.len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .unwrap_or("/")
-    }
-}
-
-impl std::ops::Deref for FileName {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl AsRef<std::path::Path> for FileName {
-    fn as_ref(&self) -> &std::path::Path {
-        std::path::Path::new(self.as_str())
-    }
-}
-
-impl fmt::Debug for FileName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl PartialEq<&str> for FileName {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
+    pub fn lock_file(&self) -> String {
+        format!("{}.lock", self.0)
     }
 }
 
@@ -169,22 +95,15 @@ pub fn escape(raw: &str) -> String {
     out
 }
 
-/// Appends `raw` to `out`, escaped as by `escape` (no allocation of its own:
-/// the PAM door builds every log line's `user=… service=… rhost=…` with it).
+/// Appends `raw` to `out`, escaped as by `escape` (the PAM door builds each
+/// log line's `user=… service=… rhost=…` in one string with it).
 pub fn escape_into(out: &mut String, raw: &str) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'\\';
-    if raw.bytes().all(plain) {
-        out.push_str(raw);
-        return;
-    }
     for b in raw.bytes() {
-        if plain(b) {
+        if (0x20..0x7f).contains(&b) && b != b'\\' {
             out.push(char::from(b));
         } else {
-            out.push_str("\\x");
-            out.push(char::from(DIGITS[usize::from(b >> 4)]));
-            out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
 }
@@ -193,22 +112,14 @@ pub fn escape_into(out: &mut String, raw: &str) {
 mod tests {
     use super::*;
 
-    /// File names for the longest name fit; the sentinel for an impossible
-    /// name fails closed in every store operation (never "no such file").
+    /// A user's files are the name and a suffix, for the longest name too.
     #[test]
-    fn file_names_fit_and_the_sentinel_fails_closed() {
+    fn file_names_are_the_name_and_a_suffix() {
         let long = "a".repeat(MAX_LEN);
         let user = Username::parse(&long).unwrap();
-        assert_eq!(user.secret_file(), format!("{long}.secret").as_str());
-        assert_eq!(user.state_file(), format!("{long}.state").as_str());
-        assert_eq!(user.lock_file(), format!("{long}.lock").as_str());
-        assert_eq!(FileName::INVALID, "/");
-        let path = crate::store::testdir::scratch("sentinel");
-        let dir = crate::store::TrustedDir::open(&path, true).unwrap();
-        let name = FileName::INVALID;
-        assert!(dir.read(&name, crate::store::Access::Private, 100).is_err());
-        assert!(dir.lock(&name).is_err());
-        assert!(dir.replace(&name, b"x").is_err());
+        assert_eq!(user.secret_file(), format!("{long}.secret"));
+        assert_eq!(user.state_file(), format!("{long}.state"));
+        assert_eq!(user.lock_file(), format!("{long}.lock"));
     }
 
     /// Ordinary names pass unchanged.

@@ -143,6 +143,8 @@ fn main() -> ExitCode {
 /// Rust ignores SIGPIPE, so `twofactor enroll | head` would panic on a
 /// closed stdout; like other Unix tools, end quietly instead. (Only the
 /// CLI does this: the PAM module never touches signal dispositions.)
+/// There is no safe way: nix's `signal`/`sigaction` are unsafe whatever
+/// the handler, and std's own (`-Zon-broken-pipe=kill`) is nightly-only.
 #[allow(unsafe_code)]
 fn restore_sigpipe() {
     // SAFETY: called first thing in main, before any thread exists; SIG_DFL
