@@ -8,7 +8,9 @@
 //! `admin` is the CLI's second door over the same core and store; `sys`
 //! holds the one libc call (statx on an fd) that std and nix lack in the
 //! form the store needs, and `wipe` the byte buffers that hold secrets
-//! (files read, decoded keys), zeroed on drop.
+//! (files read, decoded keys), zeroed on drop. `config` and `record` read
+//! and write TOML only through serde and the `toml` crate: raw structs
+//! with `deny_unknown_fields`, checked into typed values at the edge.
 
 pub mod accounts;
 pub mod admin;
@@ -18,7 +20,6 @@ pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod enroll;
-pub mod fasttoml;
 pub mod import;
 pub mod input;
 pub mod log;

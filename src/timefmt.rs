@@ -13,7 +13,7 @@ pub fn human(unix: u64) -> String {
 }
 
 /// Appends `n` in decimal: for text built on every login (log lines, temp
-/// file names, the state file) without the `core::fmt` machinery. Two
+/// file names) without the `core::fmt` machinery. Two
 /// digits per division, from a table.
 pub fn push_decimal(out: &mut String, mut n: u64) {
     const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
