@@ -27,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-ALL_TARGETS=(config_parse record_parse input_classify fasttoml_agrees auth_flow)
+ALL_TARGETS=(config_parse record_parse input_classify auth_flow)
 
 usage() {
     echo "usage: $0 [--smoke | --long SECONDS] [TARGET...]" >&2
@@ -125,7 +125,7 @@ for t in "${targets[@]}"; do
         -print_final_stats=1)
     # The TOML targets share one dictionary of keys and tricky tokens.
     case "$t" in
-    config_parse | record_parse | fasttoml_agrees) opts+=(-dict=fuzz/dict/toml.dict) ;;
+    config_parse | record_parse) opts+=(-dict=fuzz/dict/toml.dict) ;;
     esac
 
     # Regressions: each input on its own, so every one that fails is named.

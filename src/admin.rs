@@ -306,7 +306,7 @@ impl Admin {
                 SecretRecord::parse(&bytes)
                     .map(Some)
                     .map_err(|error| AdminError::Record {
-                        path: dir.path().join(name),
+                        path: dir.path().join(&name),
                         error,
                     })
             }
@@ -314,7 +314,25 @@ impl Admin {
     }
 
     fn write_state(dir: &TrustedDir, user: &Username, state: &State) -> Result<(), AdminError> {
-        Ok(dir.replace(&user.state_file(), state.to_toml().as_bytes())?)
+        let name = user.state_file();
+        let text = state.to_toml().map_err(|error| AdminError::Record {
+            path: dir.path().join(&name),
+            error,
+        })?;
+        Ok(dir.replace(&name, text.as_bytes())?)
+    }
+
+    fn write_record(
+        dir: &TrustedDir,
+        user: &Username,
+        record: &SecretRecord,
+    ) -> Result<(), AdminError> {
+        let name = user.secret_file();
+        let text = record.to_toml().map_err(|error| AdminError::Record {
+            path: dir.path().join(&name),
+            error,
+        })?;
+        Ok(dir.replace(&name, text.as_bytes())?)
     }
 
     fn params(&self, opts: &EnrollOptions) -> Result<TotpParams, AdminError> {
@@ -400,7 +418,7 @@ impl Admin {
             if opts.deliver_to.is_some() {
                 record.deliver_to.clone_from(&opts.deliver_to);
             }
-            dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+            Self::write_record(&dir, &user, &record)?;
             Vec::new()
         } else {
             if !opts.force && self.read_record_lenient(&dir, &user)? {
@@ -417,7 +435,7 @@ impl Admin {
             // State first: a fresh start for the new secret (no stale lock or
             // replay step), then the record that makes the user enrolled.
             Self::write_state(&dir, &user, &State::default())?;
-            dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+            Self::write_record(&dir, &user, &record)?;
             codes
         };
         let uri = otpauth_uri(&self.config.issuer_name(), user.as_str(), &secret, params);
@@ -455,7 +473,7 @@ impl Admin {
             return Err(AdminError::NotEnrolled(user.to_string()));
         };
         let result = change(&mut record)?;
-        dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+        Self::write_record(&dir, user, &record)?;
         after(&dir)?;
         Ok(result)
     }
@@ -626,7 +644,7 @@ impl Admin {
             return Err(AdminError::AlreadyEnrolled(user.to_string()));
         }
         Self::write_state(&dir, user, &State::default())?;
-        dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+        Self::write_record(&dir, user, record)?;
         Ok(())
     }
 
@@ -706,7 +724,7 @@ impl Admin {
         let (backup, codes) = crate::enroll::new_backup_set(self.config.backup_codes, now)
             .ok_or(AdminError::Crypto)?;
         record.backup = backup;
-        dir.replace(&user.secret_file(), record.to_toml().as_bytes())?;
+        Self::write_record(&dir, &user, &record)?;
         let mut state = auth::read_state(&dir, &user)?;
         state.used_backup_codes.clear();
         Self::write_state(&dir, &user, &state)?;

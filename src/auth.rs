@@ -23,7 +23,7 @@ use crate::input::{self, Answer};
 use crate::otp::{self, CodeMatch, SecretKey};
 use crate::policy::{self, Attempt, DriftCheck, Failure, Policy, Verdict};
 use crate::record::{
-    DEFAULT_DEVICE, Delivered, Device, Hashes, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
+    DEFAULT_DEVICE, Delivered, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
 };
 use crate::store::{Access, StoreError, TrustedDir};
 use crate::timefmt;
@@ -238,39 +238,13 @@ impl Outcome {
     }
 }
 
-/// A secret record as a login reads it: parsed without the backup-code
-/// hashes (`Hashes::Skip`) until an answer that could be a backup code
-/// needs them (`with_hashes`), with the bytes it was parsed from. Every
-/// decision checks under the user's lock that the file still holds exactly
-/// these bytes (`update_state`). The bytes hold the secret too (in base32);
-/// they are wiped when dropped.
+/// A secret record as a login reads it, with the bytes it was parsed
+/// from. Every decision checks under the user's lock that the file still
+/// holds exactly these bytes (`update_state`). The bytes hold the secret
+/// too (in base32); they are wiped when dropped.
 struct LoginRecord {
     record: SecretRecord,
     bytes: Zeroizing<Vec<u8>>,
-    /// Whether `record.backup.hashes` is decoded.
-    decoded: bool,
-}
-
-impl LoginRecord {
-    /// The record with its hashes, decoded from the bytes read at first
-    /// (never a second read of a file that may have changed).
-    fn with_hashes(
-        &mut self,
-        dir: &TrustedDir,
-        user: &Username,
-    ) -> Result<&SecretRecord, AuthError> {
-        if !self.decoded {
-            self.record =
-                SecretRecord::parse_with(&self.bytes, Hashes::Decode).map_err(|error| {
-                    AuthError::Record {
-                        path: dir.path().join(user.secret_file()),
-                        error,
-                    }
-                })?;
-            self.decoded = true;
-        }
-        Ok(&self.record)
-    }
 }
 
 fn read_record(dir: &TrustedDir, user: &Username) -> Result<Option<LoginRecord>, AuthError> {
@@ -278,14 +252,10 @@ fn read_record(dir: &TrustedDir, user: &Username) -> Result<Option<LoginRecord>,
     let Some(bytes) = dir.read(&name, Access::Private, MAX_RECORD_BYTES)? else {
         return Ok(None);
     };
-    match SecretRecord::parse_with(&bytes, Hashes::Skip) {
-        Ok(record) => Ok(Some(LoginRecord {
-            record,
-            bytes,
-            decoded: false,
-        })),
+    match SecretRecord::parse(&bytes) {
+        Ok(record) => Ok(Some(LoginRecord { record, bytes })),
         Err(error) => Err(AuthError::Record {
-            path: dir.path().join(name),
+            path: dir.path().join(&name),
             error,
         }),
     }
@@ -298,10 +268,20 @@ pub fn read_state(dir: &TrustedDir, user: &Username) -> Result<State, AuthError>
     match dir.read(&name, Access::Private, MAX_RECORD_BYTES)? {
         None => Ok(State::default()),
         Some(bytes) => State::parse(&bytes).map_err(|error| AuthError::Record {
-            path: dir.path().join(name),
+            path: dir.path().join(&name),
             error,
         }),
     }
+}
+
+/// Stores `state` as the user's state file (atomically, durably).
+fn write_state(dir: &TrustedDir, user: &Username, state: &State) -> Result<(), AuthError> {
+    let name = user.state_file();
+    let text = state.to_toml().map_err(|error| AuthError::Record {
+        path: dir.path().join(&name),
+        error,
+    })?;
+    Ok(dir.replace(&name, text.as_bytes())?)
 }
 
 /// The secret record is no longer the one the prompt was shown for.
@@ -331,7 +311,7 @@ fn update_state<T>(
     if new != state {
         // Durable before anything is acted on: a code we cannot mark as
         // used is not accepted (google-authenticator #543).
-        dir.replace(&user.state_file(), new.to_toml().as_bytes())?;
+        write_state(dir, user, &new)?;
     }
     Ok(Ok(result))
 }
@@ -395,7 +375,7 @@ pub fn authenticate_from(
         return Ok(Outcome::Skip(SkipReason::ExemptGroup(group)));
     }
     let dir = TrustedDir::open(&config.state_dir, true)?;
-    let (user, mut login) = match read_record(&dir, &user)? {
+    let (user, login) = match read_record(&dir, &user)? {
         Some(record) => (user, record),
         None => match enrolled_first_name(&dir, &user)? {
             Some(found) => found,
@@ -461,11 +441,6 @@ pub fn authenticate_from(
         )?;
         let verdict = loop {
             if hash == AnswerHash::Needed {
-                // The backup-code hashes are decoded only now: after the
-                // cheap refusals, and only for an answer of their length.
-                if backup_length(&answer, &login.record) {
-                    login.with_hashes(&dir, &user)?;
-                }
                 hash = AnswerHash::Done(hash_in_slot(&dir, &answer, &login.record)?);
             }
             let record = &login.record;
@@ -860,8 +835,11 @@ fn enroll_at_login(
         }
         let mut state = State::default();
         state.last_accepted_step.insert(DEFAULT_DEVICE.into(), step);
-        dir.replace(&user.state_file(), state.to_toml().as_bytes())?;
-        let text = Zeroizing::new(record.to_toml());
+        write_state(dir, user, &state)?;
+        let text = record.to_toml().map_err(|error| AuthError::Record {
+            path: dir.path().join(user.secret_file()),
+            error,
+        })?;
         dir.replace(&user.secret_file(), text.as_bytes())?;
     }
     let intro = "Two-factor authentication is set up. Your backup codes (each works once; keep them safe, they are not shown again):";
@@ -1051,15 +1029,12 @@ mod tests {
     const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
     const NOW: u64 = 1_907_755_200;
 
-    /// If the new state cannot be stored, a right code is not accepted and
-    /// the old state stays (google-authenticator #543).
-    /// A login decodes the backup-code hashes only for an answer that could
-    /// be a backup code: a record whose first hash is not hex still takes a
-    /// TOTP code, while a backup-length answer is a record error (denied)
-    /// and changes nothing on disk.
+    /// A record whose backup-code hash is not hex is a record error for
+    /// every login, before the prompt (the record is read whole, as
+    /// `twofactor check` reads it), and nothing changes on disk.
     #[test]
-    fn hashes_are_decoded_only_for_a_backup_answer() {
-        let (config, codes) = enrolled("lazyhash");
+    fn a_record_with_a_bad_hash_is_refused_before_the_prompt() {
+        let (config, _codes) = enrolled("badhash");
         let path = config.state_dir.join("daemon.secret");
         let text = std::fs::read_to_string(&path).unwrap();
         let at = text.find("hashes = [\"").unwrap() + "hashes = [\"".len();
@@ -1070,35 +1045,23 @@ mod tests {
         let user = Username::parse("daemon").unwrap();
         let before = read_state(&dir, &user).unwrap();
 
-        let mut script = Script::new(&[Some(codes[1].as_str())]);
+        let mut script = Script::new(&[]);
         let result = authenticate(&config, "daemon", &mut script, &FixedClock(NOW));
         assert!(
             matches!(
                 &result,
-                Err(AuthError::Record { error: RecordError::Invalid(m), .. }) if m == "backup codes: bad hash"
+                Err(AuthError::Record {
+                    error: RecordError::Invalid(crate::record::Invalid::BackupHash),
+                    ..
+                })
             ),
             "{result:?}"
         );
         assert_eq!(read_state(&dir, &user).unwrap(), before);
-
-        // oathtool --totp -b GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ --now "2030-06-15 12:00:00 UTC"
-        let mut script = Script::new(&[Some("594151")]);
-        let result = authenticate(&config, "daemon", &mut script, &FixedClock(NOW));
-        assert_eq!(
-            result.unwrap(),
-            Outcome::Allow(Method::Totp {
-                device: DEFAULT_DEVICE.into()
-            })
-        );
-        assert_eq!(
-            read_state(&dir, &user)
-                .unwrap()
-                .last_accepted_step
-                .get(DEFAULT_DEVICE),
-            Some(&(NOW / 30))
-        );
     }
 
+    /// If the new state cannot be stored, a right code is not accepted and
+    /// the old state stays (google-authenticator #543).
     #[test]
     fn code_is_refused_when_its_use_cannot_be_stored() {
         use crate::store::{Step, faults};
@@ -1282,7 +1245,7 @@ mod tests {
             deliveries: vec![sent, sent + 1],
             ..State::default()
         };
-        dir.replace(&user.state_file(), state.to_toml().as_bytes())
+        dir.replace(&user.state_file(), state.to_toml().unwrap().as_bytes())
             .unwrap();
         let clock = MovingClock::at(NOW);
         let mut script = Script::new(&[Some("")]).before_answer(clock.set_to(sent + 10));
@@ -1390,7 +1353,7 @@ mod tests {
             locked_until: Some(NOW + 10),
             ..State::default()
         };
-        dir.replace(&user.state_file(), state.to_toml().as_bytes())
+        dir.replace(&user.state_file(), state.to_toml().unwrap().as_bytes())
             .unwrap();
         // The cheap look sees the lock; the decision comes after it ended.
         struct Late(std::cell::Cell<u32>);

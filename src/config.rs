@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::fasttoml::{Doc, int, list, text};
 use crate::net::Cidr;
 use crate::otp::{self, Algorithm, TotpParams};
 use crate::store::{self, Access, StoreError};
@@ -38,7 +37,7 @@ pub struct Delivery {
     /// Absolute path of the command; `None` = delivery off.
     pub command: Option<PathBuf>,
     /// Absolute path of the delivery service's socket; `None` is
-    /// [`DEFAULT_DELIVERY_SOCKET`] (no allocation at every login).
+    /// [`DEFAULT_DELIVERY_SOCKET`].
     pub socket: Option<PathBuf>,
     pub valid_seconds: u64,
     pub max_per_hour: u32,
@@ -96,8 +95,7 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The documented defaults around `state_dir` (a login's parse builds
-    /// the directory it read, not the default path as well).
+    /// The documented defaults around `state_dir`.
     fn with_state_dir(state_dir: PathBuf) -> Config {
         Config {
             state_dir,
@@ -134,25 +132,99 @@ impl Config {
 pub enum ConfigError {
     /// The file (or a directory above it) is unsafe or unreadable.
     Store(StoreError),
+    /// The file is not UTF-8.
+    NotUtf8 { path: PathBuf },
     /// The file is not valid TOML, or has unknown keys or wrong types.
-    Parse { path: PathBuf, message: String },
-    /// A key has a value outside its allowed range.
-    Invalid {
+    Parse {
         path: PathBuf,
-        key: &'static str,
-        message: String,
+        error: toml::de::Error,
     },
+    /// A key has a value outside its allowed range.
+    Invalid { path: PathBuf, problem: Invalid },
+}
+
+/// What is wrong with a key of a config that parsed as TOML.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// An integer outside `min..=max`.
+    OutOfRange {
+        key: &'static str,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
+    /// `state_dir` is relative or has a `.` or `..` component.
+    StateDir,
+    /// `unenrolled` is not one of its three words.
+    Unenrolled(String),
+    /// `issuer` is too long or has a `:` or a control character.
+    Issuer,
+    /// `totp.algorithm` is not SHA1, SHA256 or SHA512.
+    Algorithm(String),
+    /// A group name that is not a valid name.
+    GroupName { key: &'static str, name: String },
+    /// `exempt.networks` holds something that is not an address or network.
+    Network(String),
+    /// A path that must be absolute is not.
+    NotAbsolute { key: &'static str },
+}
+
+impl Invalid {
+    /// The key the problem is in, as written in the file.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Invalid::OutOfRange { key, .. }
+            | Invalid::GroupName { key, .. }
+            | Invalid::NotAbsolute { key } => key,
+            Invalid::StateDir => "state_dir",
+            Invalid::Unenrolled(_) => "unenrolled",
+            Invalid::Issuer => "issuer",
+            Invalid::Algorithm(_) => "totp.algorithm",
+            Invalid::Network(_) => "exempt.networks",
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.key())?;
+        match self {
+            Invalid::OutOfRange {
+                value, min, max, ..
+            } => write!(f, "{value} is out of range {min}..={max}"),
+            Invalid::StateDir => f.write_str("must be an absolute path without '.' or '..'"),
+            Invalid::Unenrolled(word) => {
+                write!(f, "{word:?} is not one of \"deny\", \"skip\", \"enroll\"")
+            }
+            Invalid::Issuer => {
+                f.write_str("must be at most 64 characters, without ':' or control characters")
+            }
+            Invalid::Algorithm(name) => {
+                write!(f, "{name:?} is not one of \"SHA1\", \"SHA256\", \"SHA512\"")
+            }
+            Invalid::GroupName { name, .. } => write!(
+                f,
+                "{:?} is not a valid group name",
+                crate::username::escape(name)
+            ),
+            Invalid::Network(net) => {
+                write!(f, "{net:?} is not an address or CIDR network")
+            }
+            Invalid::NotAbsolute { .. } => f.write_str("must be an absolute path"),
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Store(e) => write!(f, "config: {e}"),
-            ConfigError::Parse { path, message } => {
-                write!(f, "{}: {}", path.display(), message.trim_end())
+            ConfigError::NotUtf8 { path } => write!(f, "{}: not valid UTF-8", path.display()),
+            ConfigError::Parse { path, error } => {
+                write!(f, "{}: {}", path.display(), error.to_string().trim_end())
             }
-            ConfigError::Invalid { path, key, message } => {
-                write!(f, "{}: {key}: {message}", path.display())
+            ConfigError::Invalid { path, problem } => {
+                write!(f, "{}: {problem}", path.display())
             }
         }
     }
@@ -161,7 +233,6 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 #[derive(Deserialize, Default)]
-#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     state_dir: Option<String>,
@@ -178,7 +249,6 @@ struct RawConfig {
 }
 
 #[derive(Deserialize, Default)]
-#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawExempt {
     groups: Option<Vec<String>>,
@@ -186,14 +256,12 @@ struct RawExempt {
 }
 
 #[derive(Deserialize, Default)]
-#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawGrace {
     seconds: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
-#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawDelivery {
     command: Option<String>,
@@ -203,7 +271,6 @@ struct RawDelivery {
 }
 
 #[derive(Deserialize, Default)]
-#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawTotp {
     window: Option<i64>,
@@ -214,7 +281,6 @@ struct RawTotp {
 }
 
 #[derive(Deserialize, Default)]
-#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawLockout {
     max_failures: Option<i64>,
@@ -222,7 +288,6 @@ struct RawLockout {
 }
 
 #[derive(Deserialize, Default)]
-#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawRateLimit {
     max_attempts: Option<i64>,
@@ -230,87 +295,14 @@ struct RawRateLimit {
 }
 
 #[derive(Deserialize, Default)]
-#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawBackupCodes {
     count: Option<i64>,
 }
 
-impl RawConfig {
-    /// The hand mapping of a fast-read config (None = ask toml, which also
-    /// gives the error message). Where it answers, it answers as serde
-    /// would (`fast_mapping_matches_serde` below).
-    fn from_doc(doc: &Doc) -> Option<RawConfig> {
-        let mut raw = RawConfig::default();
-        for table in doc.tables.iter() {
-            if table.elements.is_some() {
-                return None;
-            }
-            match table.name {
-                "totp" => raw.totp = Some(RawTotp::default()),
-                "lockout" => raw.lockout = Some(RawLockout::default()),
-                "rate_limit" => raw.rate_limit = Some(RawRateLimit::default()),
-                "backup_codes" => raw.backup_codes = Some(RawBackupCodes::default()),
-                "exempt" => raw.exempt = Some(RawExempt::default()),
-                "grace" => raw.grace = Some(RawGrace::default()),
-                "delivery" => raw.delivery = Some(RawDelivery::default()),
-                _ => return None,
-            }
-        }
-        for e in doc.entries() {
-            let v = &e.value;
-            match (e.table, e.key) {
-                ("", "state_dir") => raw.state_dir = Some(text(v)?),
-                ("", "unenrolled") => raw.unenrolled = Some(text(v)?),
-                ("", "issuer") => raw.issuer = Some(text(v)?),
-                ("", "enroll_groups") => raw.enroll_groups = Some(list(v, text)?),
-                ("totp", key) => {
-                    let t = raw.totp.as_mut()?;
-                    match key {
-                        "window" => t.window = Some(int(v)?),
-                        "algorithm" => t.algorithm = Some(text(v)?),
-                        "digits" => t.digits = Some(int(v)?),
-                        "period" => t.period = Some(int(v)?),
-                        "max_drift_steps" => t.max_drift_steps = Some(int(v)?),
-                        _ => return None,
-                    }
-                }
-                ("lockout", "max_failures") => raw.lockout.as_mut()?.max_failures = Some(int(v)?),
-                ("lockout", "lock_seconds") => raw.lockout.as_mut()?.lock_seconds = Some(int(v)?),
-                ("rate_limit", "max_attempts") => {
-                    raw.rate_limit.as_mut()?.max_attempts = Some(int(v)?);
-                }
-                ("rate_limit", "per_seconds") => {
-                    raw.rate_limit.as_mut()?.per_seconds = Some(int(v)?);
-                }
-                ("backup_codes", "count") => raw.backup_codes.as_mut()?.count = Some(int(v)?),
-                ("exempt", "groups") => raw.exempt.as_mut()?.groups = Some(list(v, text)?),
-                ("exempt", "networks") => raw.exempt.as_mut()?.networks = Some(list(v, text)?),
-                ("grace", "seconds") => raw.grace.as_mut()?.seconds = Some(int(v)?),
-                ("delivery", key) => {
-                    let d = raw.delivery.as_mut()?;
-                    match key {
-                        "command" => d.command = Some(text(v)?),
-                        "socket" => d.socket = Some(text(v)?),
-                        "valid_seconds" => d.valid_seconds = Some(int(v)?),
-                        "max_per_hour" => d.max_per_hour = Some(int(v)?),
-                        _ => return None,
-                    }
-                }
-                _ => return None,
-            }
-        }
-        Some(raw)
-    }
-}
-
 impl Config {
-    /// The issuer shown in apps: the configured one, else the host name.
-    ///
-    /// The host name is read from /proc/sys/kernel/hostname (the same UTS
-    /// name `gethostname` returns) rather than through `gethostname`: one
-    /// libc symbol fewer for every host process to bind when it loads the
-    /// module (bench/results.md, Round 7).
+    /// The issuer shown in apps: the configured one, else the host name
+    /// (the UTS node name, read from /proc/sys/kernel/hostname).
     pub fn issuer_name(&self) -> String {
         if self.issuer.is_empty() {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -334,76 +326,99 @@ impl Config {
 
     /// Parses and checks config text; `path` is only used in messages.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
-        let parse_err = |message: String| ConfigError::Parse {
+        let text = std::str::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8 {
             path: path.to_path_buf(),
-            message,
-        };
-        let text = std::str::from_utf8(bytes).map_err(|_| parse_err("not valid UTF-8".into()))?;
-        let fast = crate::fasttoml::read(text).and_then(|doc| RawConfig::from_doc(&doc));
-        let raw: RawConfig = match fast {
-            Some(raw) => raw,
-            None => toml::from_str(text).map_err(|e| parse_err(e.to_string()))?,
-        };
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+        })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
             path: path.to_path_buf(),
+            error,
+        })?;
+        raw.check().map_err(|problem| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problem,
+        })
+    }
+}
+
+/// `value` (or `default` when absent) if it is in `min..=max`.
+fn ranged(
+    key: &'static str,
+    value: Option<i64>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, Invalid> {
+    let value = value.unwrap_or(default);
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Invalid::OutOfRange {
             key,
-            message,
-        };
-        let ranged = |key: &'static str, value: Option<i64>, default: i64, min: i64, max: i64| {
-            let v = value.unwrap_or(default);
-            if (min..=max).contains(&v) {
-                Ok(v)
-            } else {
-                Err(invalid(key, format!("{v} is out of range {min}..={max}")))
-            }
-        };
-        let mut config = match raw.state_dir {
+            value,
+            min,
+            max,
+        })
+    }
+}
+
+/// The names, if each is a valid group name.
+fn group_names(key: &'static str, names: Vec<String>) -> Result<Vec<String>, Invalid> {
+    if let Some(name) = names
+        .iter()
+        .find(|name| crate::username::Username::parse(name).is_err())
+    {
+        return Err(Invalid::GroupName {
+            key,
+            name: name.clone(),
+        });
+    }
+    Ok(names)
+}
+
+/// The path, if it is absolute.
+fn absolute(key: &'static str, path: &str) -> Result<PathBuf, Invalid> {
+    let path = PathBuf::from(path);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(Invalid::NotAbsolute { key })
+    }
+}
+
+impl RawConfig {
+    /// The checked config, or the first key that is out of its range.
+    fn check(self) -> Result<Config, Invalid> {
+        let mut config = match self.state_dir {
             None => Config::default(),
             Some(dir) => {
-                // Checked on the bytes (a `Components` walk costs ~500
-                // instructions per login); `.` is refused too, as the
-                // message says.
+                // Checked on the text: `Path::components` skips `.`, and a
+                // state directory reached through `.` or `..` is not the
+                // one the admin meant.
                 let bytes = dir.as_bytes();
                 let clean = bytes.first() == Some(&b'/')
                     && bytes.split(|&c| c == b'/').all(|c| c != b"." && c != b"..");
                 if !clean {
-                    return Err(invalid(
-                        "state_dir",
-                        "must be an absolute path without '.' or '..'".into(),
-                    ));
+                    return Err(Invalid::StateDir);
                 }
                 Config::with_state_dir(PathBuf::from(dir))
             }
         };
-        config.unenrolled = match raw.unenrolled.as_deref() {
+        config.unenrolled = match self.unenrolled.as_deref() {
             None | Some("deny") => Unenrolled::Deny,
             Some("skip") => Unenrolled::Skip,
             Some("enroll") => Unenrolled::Enroll,
-            Some(other) => {
-                return Err(invalid(
-                    "unenrolled",
-                    format!("{other:?} is not one of \"deny\", \"skip\", \"enroll\""),
-                ));
-            }
+            Some(other) => return Err(Invalid::Unenrolled(other.to_string())),
         };
-        if let Some(issuer) = raw.issuer {
+        if let Some(issuer) = self.issuer {
             if issuer.len() > 64 || issuer.contains(':') || issuer.chars().any(char::is_control) {
-                return Err(invalid(
-                    "issuer",
-                    "must be at most 64 characters, without ':' or control characters".into(),
-                ));
+                return Err(Invalid::Issuer);
             }
             config.issuer = issuer;
         }
-        let totp = raw.totp.unwrap_or_default();
+        let totp = self.totp.unwrap_or_default();
         config.window = ranged("totp.window", totp.window, 1, 0, 10)? as u32;
         if let Some(name) = totp.algorithm {
-            config.totp.algorithm = Algorithm::parse(&name).ok_or_else(|| {
-                invalid(
-                    "totp.algorithm",
-                    format!("{name:?} is not one of \"SHA1\", \"SHA256\", \"SHA512\""),
-                )
-            })?;
+            config.totp.algorithm = Algorithm::parse(&name).ok_or(Invalid::Algorithm(name))?;
         }
         config.totp.digits = ranged(
             "totp.digits",
@@ -419,7 +434,7 @@ impl Config {
             i64::from(*otp::PERIODS.start()),
             i64::from(*otp::PERIODS.end()),
         )? as u32;
-        let lockout = raw.lockout.unwrap_or_default();
+        let lockout = self.lockout.unwrap_or_default();
         config.max_failures =
             ranged("lockout.max_failures", lockout.max_failures, 5, 1, 1000)? as u32;
         config.lock_seconds = ranged(
@@ -429,53 +444,27 @@ impl Config {
             1,
             31 * 86_400,
         )? as u64;
-        let rate = raw.rate_limit.unwrap_or_default();
+        let rate = self.rate_limit.unwrap_or_default();
         config.max_attempts =
             ranged("rate_limit.max_attempts", rate.max_attempts, 10, 1, 10_000)? as u32;
         config.per_seconds =
             ranged("rate_limit.per_seconds", rate.per_seconds, 60, 1, 86_400)? as u64;
-        let backup = raw.backup_codes.unwrap_or_default();
+        let backup = self.backup_codes.unwrap_or_default();
         let most = crate::record::MAX_BACKUP_CODES as i64;
         config.backup_codes = ranged("backup_codes.count", backup.count, 10, 1, most)? as u32;
         config.max_drift_steps =
             ranged("totp.max_drift_steps", totp.max_drift_steps, 10, 0, 100)? as u32;
-        let group_names = |key: &'static str, names: Vec<String>| {
-            for name in &names {
-                if crate::username::Username::parse(name).is_err() {
-                    return Err(invalid(
-                        key,
-                        format!(
-                            "{:?} is not a valid group name",
-                            crate::username::escape(name)
-                        ),
-                    ));
-                }
-            }
-            Ok(names)
-        };
-        config.enroll_groups = group_names("enroll_groups", raw.enroll_groups.unwrap_or_default())?;
-        let exempt = raw.exempt.unwrap_or_default();
+        config.enroll_groups =
+            group_names("enroll_groups", self.enroll_groups.unwrap_or_default())?;
+        let exempt = self.exempt.unwrap_or_default();
         config.exempt_groups = group_names("exempt.groups", exempt.groups.unwrap_or_default())?;
         for net in exempt.networks.unwrap_or_default() {
-            let cidr = Cidr::parse(&net).ok_or_else(|| {
-                invalid(
-                    "exempt.networks",
-                    format!("{net:?} is not an address or CIDR network"),
-                )
-            })?;
+            let cidr = Cidr::parse(&net).ok_or(Invalid::Network(net))?;
             config.exempt_networks.push(cidr);
         }
-        let grace = raw.grace.unwrap_or_default();
+        let grace = self.grace.unwrap_or_default();
         config.grace_seconds = ranged("grace.seconds", grace.seconds, 0, 0, 7 * 86_400)? as u64;
-        let delivery = raw.delivery.unwrap_or_default();
-        let absolute = |key: &'static str, path: &str| {
-            let path = PathBuf::from(path);
-            if path.is_absolute() {
-                Ok(path)
-            } else {
-                Err(invalid(key, "must be an absolute path".into()))
-            }
-        };
+        let delivery = self.delivery.unwrap_or_default();
         config.delivery.command = match delivery.command.as_deref() {
             None | Some("") => None,
             Some(path) => Some(absolute("delivery.command", path)?),
@@ -616,20 +605,47 @@ max_per_hour = 3
             (120, 3)
         );
         for (text, want) in [
-            ("[exempt]\nnetworks = [\"10.0.0.0/33\"]", "exempt.networks"),
-            ("[exempt]\ngroups = [\"a/b\"]", "exempt.groups"),
+            (
+                "[exempt]\nnetworks = [\"10.0.0.0/33\"]",
+                Invalid::Network("10.0.0.0/33".into()),
+            ),
+            (
+                "[exempt]\ngroups = [\"a/b\"]",
+                Invalid::GroupName {
+                    key: "exempt.groups",
+                    name: "a/b".into(),
+                },
+            ),
+            (
+                "enroll_groups = [\"ok\", \"\"]",
+                Invalid::GroupName {
+                    key: "enroll_groups",
+                    name: String::new(),
+                },
+            ),
             (
                 "[delivery]\ncommand = \"send\"",
-                "delivery.command: must be an absolute path",
+                Invalid::NotAbsolute {
+                    key: "delivery.command",
+                },
             ),
             (
                 "[delivery]\nsocket = \"run/d.sock\"",
-                "delivery.socket: must be an absolute path",
+                Invalid::NotAbsolute {
+                    key: "delivery.socket",
+                },
             ),
-            ("[grace]\nseconds = -1", "grace.seconds"),
+            (
+                "[grace]\nseconds = -1",
+                Invalid::OutOfRange {
+                    key: "grace.seconds",
+                    value: -1,
+                    min: 0,
+                    max: 7 * 86_400,
+                },
+            ),
         ] {
-            let err = parse(text).unwrap_err().to_string();
-            assert!(err.contains(want), "{text:?} gave {err:?}");
+            assert_eq!(invalid(text), want, "{text:?}");
         }
     }
 
@@ -647,78 +663,164 @@ max_per_hour = 3
         assert_eq!(named.issuer_name(), "Example");
     }
 
-    /// Where the fast reader's hand mapping answers, it gives what serde
-    /// gives from the toml crate; otherwise it leaves the file to toml.
-    #[test]
-    fn fast_mapping_matches_serde() {
-        let answered = [
-            "",
-            include_str!("../conf/twofactor.toml"),
-            "state_dir = \"/srv/tf\"\nunenrolled = \"skip\"\nissuer = \"Example\"\n[totp]\nwindow = 2\nalgorithm = \"SHA512\"\ndigits = 8\nperiod = 60\nmax_drift_steps = 4\n[lockout]\nmax_failures = 3\nlock_seconds = 60\n[rate_limit]\nmax_attempts = 4\nper_seconds = 30\n[backup_codes]\ncount = 5\n",
-            "unenrolled = \"enroll\"\nenroll_groups = [\"staff\"]\n[exempt]\ngroups = [\"robots\"]\nnetworks = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n[grace]\nseconds = 600\n[delivery]\ncommand = \"/usr/local/sbin/send-code\"\nsocket = \"/run/tf/d.sock\"\nvalid_seconds = 120\nmax_per_hour = 3\n",
-            "[totp]\n[lockout]\n",
-            "[grace]\nseconds = -1",
-        ];
-        for text in answered {
-            let doc = crate::fasttoml::read(text).unwrap();
-            let fast = RawConfig::from_doc(&doc);
-            let slow: RawConfig = toml::from_str(text).unwrap();
-            assert_eq!(fast, Some(slow), "{text:?}");
-        }
-        let left_to_toml = [
-            "nullok = 1",
-            "[totp]\ndigit = 6",
-            "[totp]\nwindow = \"1\"",
-            "state_dir = 5",
-            "enroll_groups = [1]",
-            "[[totp]]\nwindow = 1",
-            "[other]\n",
-            "totp = 1",
-        ];
-        for text in left_to_toml {
-            let doc = crate::fasttoml::read(text).unwrap();
-            assert_eq!(RawConfig::from_doc(&doc), None, "{text:?}");
-            assert!(toml::from_str::<RawConfig>(text).is_err(), "{text:?}");
+    /// The problem a config that parses as TOML is refused for.
+    fn invalid(text: &str) -> Invalid {
+        match parse(text) {
+            Err(ConfigError::Invalid { path, problem }) => {
+                assert_eq!(path, Path::new("/etc/security/twofactor.toml"));
+                problem
+            }
+            other => panic!("{text:?} gave {other:?}"),
         }
     }
 
-    /// Unknown keys, bad values and bad syntax are errors naming the key.
+    /// Bad values are refused with the problem and the key it is in.
     #[test]
-    fn bad_configs_are_errors_naming_the_problem() {
+    fn bad_values_are_refused_naming_the_key() {
+        let range = |key, value, min, max| Invalid::OutOfRange {
+            key,
+            value,
+            min,
+            max,
+        };
+        let cases = [
+            (
+                "unenrolled = \"allow\"",
+                Invalid::Unenrolled("allow".into()),
+            ),
+            ("[totp]\ndigits = 9", range("totp.digits", 9, 6, 8)),
+            ("[totp]\nperiod = 0", range("totp.period", 0, 10, 300)),
+            ("[totp]\nwindow = 11", range("totp.window", 11, 0, 10)),
+            (
+                "[totp]\nmax_drift_steps = 101",
+                range("totp.max_drift_steps", 101, 0, 100),
+            ),
+            (
+                "[totp]\nalgorithm = \"MD5\"",
+                Invalid::Algorithm("MD5".into()),
+            ),
+            (
+                "[lockout]\nmax_failures = 0",
+                range("lockout.max_failures", 0, 1, 1000),
+            ),
+            (
+                "[lockout]\nlock_seconds = 0",
+                range("lockout.lock_seconds", 0, 1, 31 * 86_400),
+            ),
+            (
+                "[rate_limit]\nmax_attempts = 0",
+                range("rate_limit.max_attempts", 0, 1, 10_000),
+            ),
+            (
+                "[rate_limit]\nper_seconds = 86401",
+                range("rate_limit.per_seconds", 86_401, 1, 86_400),
+            ),
+            (
+                "[backup_codes]\ncount = 101",
+                range("backup_codes.count", 101, 1, 100),
+            ),
+            (
+                "[delivery]\nvalid_seconds = 29",
+                range("delivery.valid_seconds", 29, 30, 3600),
+            ),
+            (
+                "[delivery]\nmax_per_hour = 0",
+                range("delivery.max_per_hour", 0, 1, 100),
+            ),
+            ("issuer = \"a:b\"", Invalid::Issuer),
+            ("state_dir = \"relative\"", Invalid::StateDir),
+            ("state_dir = \"/var/../tmp\"", Invalid::StateDir),
+            ("state_dir = \"/var/lib/..\"", Invalid::StateDir),
+            ("state_dir = \"/var/./lib\"", Invalid::StateDir),
+        ];
+        for (text, want) in cases {
+            assert_eq!(invalid(text), want, "{text:?}");
+        }
+    }
+
+    /// Each problem reads as the file, the key, the value found and what
+    /// is allowed.
+    #[test]
+    fn every_problem_names_the_file_the_key_and_what_is_allowed() {
+        let path = PathBuf::from("/etc/security/twofactor.toml");
+        let cases = [
+            (
+                Invalid::OutOfRange {
+                    key: "totp.digits",
+                    value: 9,
+                    min: 6,
+                    max: 8,
+                },
+                "totp.digits: 9 is out of range 6..=8",
+            ),
+            (
+                Invalid::StateDir,
+                "state_dir: must be an absolute path without '.' or '..'",
+            ),
+            (
+                Invalid::Unenrolled("allow".into()),
+                "unenrolled: \"allow\" is not one of \"deny\", \"skip\", \"enroll\"",
+            ),
+            (
+                Invalid::Issuer,
+                "issuer: must be at most 64 characters, without ':' or control characters",
+            ),
+            (
+                Invalid::Algorithm("MD5".into()),
+                "totp.algorithm: \"MD5\" is not one of \"SHA1\", \"SHA256\", \"SHA512\"",
+            ),
+            (
+                Invalid::GroupName {
+                    key: "exempt.groups",
+                    name: "a\nb".into(),
+                },
+                "exempt.groups: \"a\\\\x0ab\" is not a valid group name",
+            ),
+            (
+                Invalid::Network("10.0.0.0/33".into()),
+                "exempt.networks: \"10.0.0.0/33\" is not an address or CIDR network",
+            ),
+            (
+                Invalid::NotAbsolute {
+                    key: "delivery.socket",
+                },
+                "delivery.socket: must be an absolute path",
+            ),
+        ];
+        for (problem, want) in cases {
+            let error = ConfigError::Invalid {
+                path: path.clone(),
+                problem,
+            };
+            assert_eq!(error.to_string(), format!("{}: {want}", path.display()));
+        }
+        let not_utf8 = Config::parse(&path, b"issuer = \"\xff\"").unwrap_err();
+        assert!(
+            matches!(not_utf8, ConfigError::NotUtf8 { .. }),
+            "{not_utf8:?}"
+        );
+        assert_eq!(
+            not_utf8.to_string(),
+            "/etc/security/twofactor.toml: not valid UTF-8"
+        );
+    }
+
+    /// Unknown keys, wrong types and bad syntax are the toml crate's
+    /// errors, naming the file and the key or place.
+    #[test]
+    fn bad_toml_is_an_error_naming_the_problem() {
         let cases = [
             ("nullok = true", "unknown field `nullok`"),
             ("[totp]\ndigit = 6", "unknown field `digit`"),
-            (
-                "unenrolled = \"allow\"",
-                "unenrolled: \"allow\" is not one of",
-            ),
-            ("[totp]\ndigits = 9", "totp.digits: 9 is out of range 6..=8"),
-            ("[totp]\nperiod = 0", "totp.period: 0 is out of range"),
-            ("[totp]\nalgorithm = \"MD5\"", "totp.algorithm: \"MD5\""),
-            ("[lockout]\nmax_failures = 0", "lockout.max_failures: 0"),
-            (
-                "state_dir = \"relative\"",
-                "state_dir: must be an absolute path",
-            ),
-            (
-                "state_dir = \"/var/../tmp\"",
-                "state_dir: must be an absolute path",
-            ),
-            (
-                "state_dir = \"/var/lib/..\"",
-                "state_dir: must be an absolute path",
-            ),
-            (
-                "state_dir = \"/var/./lib\"",
-                "state_dir: must be an absolute path",
-            ),
-            ("window = ", "/etc/security/twofactor.toml"),
+            ("window = ", "line 1"),
             ("[totp]\nwindow = \"1\"", "invalid type"),
         ];
         for (text, want) in cases {
-            let err = parse(text).unwrap_err().to_string();
+            let err = parse(text).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+            let err = err.to_string();
             assert!(err.contains(want), "{text:?} gave {err:?}");
-            assert!(err.contains("twofactor.toml"), "{err}");
+            assert!(err.starts_with("/etc/security/twofactor.toml: "), "{err}");
         }
     }
 }

@@ -15,6 +15,9 @@
 //! in, so it cannot be crate-wide (Cargo.toml says `deny`). Unit tests
 //! build with `deny` only: a test may hold a marked `unsafe` block with a
 //! SAFETY comment (deliver's SIGPIPE test).
+//! `config` and `record` read and write TOML only through serde and the
+//! `toml` crate: raw structs with `deny_unknown_fields`, checked into
+//! typed values at the edge.
 
 #[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod accounts;
@@ -32,9 +35,6 @@ pub mod config;
 pub mod deliver;
 #[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod enroll;
-#[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod fasttoml;
-#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod import;
 #[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod input;

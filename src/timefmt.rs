@@ -1,7 +1,5 @@
 //! UTC timestamps for messages and `--json` (RFC 3339), without a date crate.
 
-use std::fmt::Write;
-
 /// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn rfc3339(unix: u64) -> String {
     let (y, m, d, hh, mm, ss) = civil(unix);
@@ -12,12 +10,6 @@ pub fn rfc3339(unix: u64) -> String {
 pub fn human(unix: u64) -> String {
     let (y, m, d, hh, mm, ss) = civil(unix);
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
-}
-
-/// Appends `n` in decimal (used by record.rs until its hand writer goes).
-pub fn push_decimal(out: &mut String, n: u64) {
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{n}");
 }
 
 /// Days-to-civil conversion (Howard Hinnant's algorithm, proleptic Gregorian).

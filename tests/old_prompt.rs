@@ -14,6 +14,7 @@ use std::fs;
 
 use common::live::{Live, Stream};
 use common::*;
+use pam_twofactor::store::TrustedDir;
 
 /// The RFC 6238 SHA1 seed "12345678901234567890" in base32.
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -189,19 +190,17 @@ fn a_secret_replaced_while_the_prompt_is_open_is_refused() {
 }
 
 /// Point 4: a locked user's backup-length answer is refused before any of
-/// the backup-code work: here the stored hashes are damaged, so decoding
-/// them (the first step towards argon2) would fail with an error instead.
+/// the backup-code work: here every argon2 slot is held (by this test), so
+/// hashing the answer would time out with an error instead.
 #[test]
 fn a_locked_users_backup_answer_is_refused_before_the_backup_code_work() {
     let sb = sandbox("locked-backup", "[lockout]\nmax_failures = 1\n");
     let codes = enroll(&sb);
     assert_denied(&sb.pamtester(SVC, USER, &["000000"], T0), pam_err::AUTH_ERR);
-    let path = sb.state_dir().join(format!("{USER}.secret"));
-    let text = fs::read_to_string(&path).unwrap();
-    let at = text.find("hashes = [\"").unwrap() + "hashes = [\"".len();
-    let mut broken = text.clone();
-    broken.replace_range(at..at + 1, "z");
-    fs::write(&path, broken).unwrap();
+    let dir = TrustedDir::open(sb.state_dir(), true).unwrap();
+    let _held: Vec<_> = (0..4)
+        .map(|n| dir.lock(&format!(".kdf-slot-{n}.lock")).unwrap())
+        .collect();
 
     let later = at_offset(T0, 5);
     let out = sb.pamtester(SVC, USER, &[&codes[0]], &later);
@@ -211,8 +210,8 @@ fn a_locked_users_backup_answer_is_refused_before_the_backup_code_work() {
             .contains("Your account is locked after too many failed attempts until"),
         "{out}"
     );
-    // Once the lock is over, the same answer reaches the damaged hashes:
-    // a record error.
+    // Once the lock is over, the same answer needs an argon2 slot: with
+    // none free, the login gives up after its bounded wait.
     let over = at_offset(T0, 1800);
     let out = sb.pamtester(SVC, USER, &[&codes[0]], &over);
     assert_denied(&out, pam_err::AUTHINFO_UNAVAIL);

@@ -786,7 +786,10 @@ fn run(data: &[u8]) {
     let state_path = fx.dir.join(format!("{USER}.state"));
     write_private(
         &fx.dir.join(format!("{USER}.secret")),
-        record.to_toml().as_bytes(),
+        record
+            .to_toml()
+            .expect("harness: writing the record")
+            .as_bytes(),
     );
 
     match (b0 >> 3) & 3 {
@@ -831,7 +834,12 @@ fn run(data: &[u8]) {
                 pre.grace
                     .insert("192.0.2.5".into(), now.saturating_sub(u64::from(d)));
             }
-            write_private(&state_path, pre.to_toml().as_bytes());
+            write_private(
+                &state_path,
+                pre.to_toml()
+                    .expect("harness: writing the state")
+                    .as_bytes(),
+            );
         }
     }
 

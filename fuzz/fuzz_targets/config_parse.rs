@@ -1,15 +1,12 @@
 //! `Config::parse` on arbitrary bytes: never panics, every accepted config
-//! is inside the documented ranges, writing the accepted values back as
-//! TOML (our own writer, every documented key) parses to the same values,
-//! and the fast path (src/fasttoml.rs) decides exactly as the `toml` crate
-//! does on the same document (`force_slow_path`).
+//! is inside the documented ranges, and writing the accepted values back as
+//! TOML (our own writer, every documented key) parses to the same values.
 #![no_main]
 
 use std::path::{Component, Path};
 
 use libfuzzer_sys::fuzz_target;
 use pam_twofactor::config::{Config, Unenrolled};
-use pam_twofactor_fuzz::force_slow_path;
 use toml::Value;
 
 /// The config as TOML text written here, key by key.
@@ -59,19 +56,7 @@ fn write_back(c: &Config) -> Option<String> {
 
 fuzz_target!(|data: &[u8]| {
     let path = Path::new("/fuzz.toml");
-    let parsed = Config::parse(path, data);
-    if let Some(slow) = force_slow_path(data) {
-        let slow_parsed = Config::parse(path, &slow);
-        assert_eq!(
-            parsed.as_ref().ok(),
-            slow_parsed.as_ref().ok(),
-            "the fast path and toml disagree on\n{}\nfast: {:?}\ntoml: {:?}",
-            String::from_utf8_lossy(data),
-            parsed.as_ref().map(|_| ()),
-            slow_parsed.as_ref().map(|_| ()),
-        );
-    }
-    let Ok(config) = parsed else {
+    let Ok(config) = Config::parse(path, data) else {
         return;
     };
     assert!(config.state_dir.is_absolute(), "{config:?}");

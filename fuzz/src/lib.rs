@@ -140,59 +140,6 @@ pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The same document with the first key of a `key = value` line written
-/// with a `\uXXXX` escape (`version = 1` becomes `"\u0076ersion" = 1`):
-/// the same TOML, but outside the fast reader's subset (no escapes), so the
-/// module must read it with the `toml` crate. `None` if the fast reader
-/// refuses the text anyway or it has no key line.
-///
-/// Comparing the module's parse of both texts checks that the fast path
-/// and the `toml` crate agree on every document the fast path accepts.
-pub fn force_slow_path(data: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(data).ok()?;
-    pam_twofactor::fasttoml::read(text)?;
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut done = false;
-    for line in text.split_inclusive('\n') {
-        let body = line.trim_start_matches([' ', '\t']);
-        let indent = &line[..line.len() - body.len()];
-        if done || body.starts_with(['#', '[']) {
-            out.push_str(line);
-            continue;
-        }
-        let (quoted, key) = match body.strip_prefix('"') {
-            Some(rest) => (true, rest),
-            None => (false, body),
-        };
-        let Some(first) = key
-            .chars()
-            .next()
-            .filter(|&c| if quoted { c != '"' } else { is_bare(c) })
-        else {
-            out.push_str(line);
-            continue;
-        };
-        let rest = &key[first.len_utf8()..];
-        out.push_str(indent);
-        out.push_str(&format!("\"\\U{:08X}", u32::from(first)));
-        if quoted {
-            // The rest of the quoted key, its closing quote and the value.
-            out.push_str(rest);
-        } else {
-            let end = rest.find(|c: char| !is_bare(c)).unwrap_or(rest.len());
-            out.push_str(&rest[..end]);
-            out.push('"');
-            out.push_str(&rest[end..]);
-        }
-        done = true;
-    }
-    done.then(|| out.into_bytes())
-}
-
-fn is_bare(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == '-'
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,26 +171,6 @@ mod tests {
             Some(&b"12345678901234567890"[..])
         );
         assert_eq!(base32_decode("gezd"), None);
-    }
-
-    /// The slow-path twin of a document means the same to the toml crate.
-    #[test]
-    fn force_slow_path_escapes_the_first_key_only() {
-        let doc = b"# c\nversion = 1\n[grace]\n\"192.0.2.5\" = 5\n";
-        let slow = force_slow_path(doc).unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&slow),
-            "# c\n\"\\U00000076ersion\" = 1\n[grace]\n\"192.0.2.5\" = 5\n"
-        );
-        let quoted = force_slow_path(b"\"a b\" = 1").unwrap();
-        assert_eq!(String::from_utf8_lossy(&quoted), "\"\\U00000061 b\" = 1");
-        for (a, b) in [(&doc[..], &slow[..]), (b"\"a b\" = 1", &quoted[..])] {
-            let a: toml::Table = toml::from_str(std::str::from_utf8(a).unwrap()).unwrap();
-            let b: toml::Table = toml::from_str(std::str::from_utf8(b).unwrap()).unwrap();
-            assert_eq!(a, b);
-        }
-        assert_eq!(force_slow_path(b"[t]\n# only a header\n"), None);
-        assert_eq!(force_slow_path(b"a = 'literal'"), None);
     }
 
     /// The classification rule on a few hand-picked answers.
