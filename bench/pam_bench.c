@@ -15,9 +15,14 @@
  * timed login starts from the same on-disk state.
  *
  * Times come from the raw clock_gettime syscall, so libfaketime (which pins
- * the modules' wall clock) cannot touch them.
+ * the modules' wall clock) cannot touch them. Page faults come from
+ * getrusage(RUSAGE_SELF) around the transaction and around pam_authenticate.
  *
- * Output: one line of key=value pairs on stdout (see print_summary).
+ * With -X, the harness times whole processes instead: it runs the command
+ * after `--` (pamtester) ITER times, the answer on its stdin, and records the
+ * wall time from fork to wait4 and the child's rusage (CPU, page faults).
+ *
+ * Output: one line of key=value pairs on stdout; raw samples with -o.
  *
  * Build: cc -O2 -Wall -o pam_bench pam_bench.c -lpam
  */
@@ -30,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -158,13 +164,27 @@ struct sample {
     uint64_t auth_ns; /* pam_authenticate alone */
     uint64_t cpu_ns;  /* process CPU time during pam_authenticate */
     int rc;
+    long txn_minflt;  /* page faults, pam_start .. pam_end */
+    long txn_majflt;
+    long auth_minflt; /* page faults in pam_authenticate */
 };
+
+static void faults(long *minflt, long *majflt)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    *minflt = ru.ru_minflt;
+    *majflt = ru.ru_majflt;
+}
 
 static int login(const char *service, const char *confdir, const char *user, int markers,
                  struct sample *s)
 {
     struct pam_conv c = {conv, NULL};
     pam_handle_t *pamh = NULL;
+    long f0, j0, f1, j1, f2, j2, f3, j3;
+    faults(&f0, &j0);
+    marker(markers, "BENCH_TXN_BEGIN");
     uint64_t t0 = now_ns(CLOCK_MONOTONIC);
     int rc = pam_start_confdir(service, user, &c, confdir, &pamh);
     if (rc != PAM_SUCCESS) {
@@ -172,18 +192,27 @@ static int login(const char *service, const char *confdir, const char *user, int
         exit(3);
     }
     uint64_t t1 = now_ns(CLOCK_MONOTONIC);
+    faults(&f1, &j1);
     uint64_t c1 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
     marker(markers, "BENCH_AUTH_BEGIN");
     rc = pam_authenticate(pamh, 0);
     marker(markers, "BENCH_AUTH_END");
     uint64_t c2 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    faults(&f2, &j2);
     uint64_t t2 = now_ns(CLOCK_MONOTONIC);
     pam_end(pamh, rc);
     uint64_t t3 = now_ns(CLOCK_MONOTONIC);
+    marker(markers, "BENCH_TXN_END");
+    faults(&f3, &j3);
     s->txn_ns = t3 - t0;
     s->auth_ns = t2 - t1;
     s->cpu_ns = c2 - c1;
     s->rc = rc;
+    s->txn_minflt = f3 - f0;
+    s->txn_majflt = j3 - j0;
+    s->auth_minflt = f2 - f1;
+    (void)j1;
+    (void)j2;
     return rc;
 }
 
@@ -239,6 +268,107 @@ static int log_sink(const char *path)
     return 0;
 }
 
+/* -X: times ITER runs (after WARMUP untimed ones) of the command CMD, each
+ * a whole process: the answer on its stdin, stdout and stderr to /dev/null,
+ * the -E variables added to its environment only. Wall time from fork to
+ * wait4; CPU time and page faults from wait4's rusage of the child. */
+static char *child_env[64];
+static int n_child_env;
+
+static int exec_mode(char **cmd, int iters, int warmup, int expected, int no_restore,
+                     const char *raw)
+{
+    int total = warmup + iters;
+    uint64_t *wall = calloc((size_t)total, sizeof *wall);
+    uint64_t *cpu = calloc((size_t)total, sizeof *cpu);
+    uint64_t *minflt = calloc((size_t)total, sizeof *minflt);
+    uint64_t *majflt = calloc((size_t)total, sizeof *majflt);
+    int *status = calloc((size_t)total, sizeof *status);
+    int bad = 0, hist[256] = {0};
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0)
+        die("cannot open %s", "/dev/null");
+    for (int i = 0; i < total; i++) {
+        if (answers)
+            answer_now = answers[i % n_answers];
+        if (!no_restore)
+            restore_all();
+        int in[2];
+        if (pipe2(in, O_CLOEXEC))
+            die("pipe: %s", strerror(errno));
+        /* A line is far below the pipe's buffer: written before the fork. */
+        size_t len = strlen(answer_now);
+        if (write(in[1], answer_now, len) != (ssize_t)len || write(in[1], "\n", 1) != 1)
+            die("write to the pipe: %s", strerror(errno));
+        close(in[1]);
+        uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+        pid_t pid = fork();
+        if (pid < 0)
+            die("fork: %s", strerror(errno));
+        if (pid == 0) {
+            dup2(in[0], 0);
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+            for (int e = 0; e < n_child_env; e++)
+                putenv(child_env[e]);
+            execvp(cmd[0], cmd);
+            _exit(127);
+        }
+        close(in[0]);
+        struct rusage ru;
+        int st;
+        while (wait4(pid, &st, 0, &ru) < 0)
+            if (errno != EINTR)
+                die("wait4: %s", strerror(errno));
+        uint64_t t1 = now_ns(CLOCK_MONOTONIC);
+        wall[i] = t1 - t0;
+        cpu[i] = ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000u +
+                 ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
+        minflt[i] = (uint64_t)ru.ru_minflt;
+        majflt[i] = (uint64_t)ru.ru_majflt;
+        status[i] = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (status[i] == 127)
+            die("cannot run %s", cmd[0]);
+        if (i < warmup)
+            continue;
+        hist[status[i] & 255]++;
+        if (expected >= 0 && status[i] != expected)
+            bad++;
+    }
+    if (!no_restore)
+        restore_all();
+    if (raw) {
+        /* raw samples, appended: wall_ns cpu_ns minflt majflt status */
+        FILE *f = fopen(raw, "a");
+        if (!f)
+            die("cannot open %s", raw);
+        for (int i = warmup; i < total; i++)
+            fprintf(f, "%llu %llu %llu %llu %d\n", (unsigned long long)wall[i],
+                    (unsigned long long)cpu[i], (unsigned long long)minflt[i],
+                    (unsigned long long)majflt[i], status[i]);
+        fclose(f);
+    }
+    printf("mode=exec iters=%d", iters);
+    for (int k = 0; k < 256; k++)
+        if (hist[k])
+            printf(" status%d=%d", k, hist[k]);
+    printf(" wall_median_us=%.1f wall_p95_us=%.1f", median_us(wall + warmup, iters),
+           quantile_us(wall + warmup, iters, 0.95));
+    printf(" cpu_median_us=%.1f", median_us(cpu + warmup, iters));
+    for (int i = warmup; i < total; i++) {
+        minflt[i] *= 1000;
+        majflt[i] *= 1000;
+    }
+    printf(" minflt_median=%.0f majflt_median=%.0f\n", median_us(minflt + warmup, iters),
+           median_us(majflt + warmup, iters));
+    if (bad) {
+        fprintf(stderr, "pam_bench: %d of %d runs of %s did not exit %d\n", bad, iters, cmd[0],
+                expected);
+        return 2;
+    }
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -255,8 +385,15 @@ static void usage(void)
             "  -m          write(-1, \"BENCH_AUTH_BEGIN/END\") around pam_authenticate\n"
             "  -P PROCS    fork PROCS concurrent logins per round; ITER rounds\n"
             "  -N          no restore before the timed iterations (setup runs)\n"
-            "  -o FILE     append raw samples (auth_ns txn_ns cpu_ns rc), one per line\n"
+            "  -o FILE     append raw samples, one line per login (auth_ns txn_ns cpu_ns rc\n"
+            "              txn_minflt txn_majflt auth_minflt), per round with -P (batch_ns\n"
+            "              successes logins), per process with -X (wall_ns cpu_ns minflt\n"
+            "              majflt status)\n"
             "  -e -2       any result but PAM_SUCCESS is expected\n"
+            "  -X          time whole processes: run the command after -- ITER times,\n"
+            "              the answer on its stdin; -e is then its exit status\n"
+            "  -E VAR=VAL  (with -X) add VAR=VAL to the command's environment only\n"
+            "       pam_bench -X [-n ITER] [-w WARMUP] [-e STATUS] [-r ...] -a ANSWER -- CMD ARGS...\n"
             "       pam_bench -L PATH   discard syslog datagrams sent to PATH (/dev/log)\n");
     exit(3);
 }
@@ -265,8 +402,9 @@ int main(int argc, char **argv)
 {
     const char *service = NULL, *confdir = NULL, *user = NULL, *answer = NULL, *raw = NULL;
     int iters = 100, warmup = 5, expected = -1, markers = 0, procs = 0, no_restore = 0;
+    int exec = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "s:d:u:a:A:n:w:e:r:R:mP:NL:o:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:d:u:a:A:n:w:e:r:R:mP:NL:o:XE:")) != -1) {
         switch (opt) {
         case 's': service = optarg; break;
         case 'd': confdir = optarg; break;
@@ -308,8 +446,20 @@ int main(int argc, char **argv)
         case 'N': no_restore = 1; break;
         case 'L': return log_sink(optarg);
         case 'o': raw = optarg; break;
+        case 'X': exec = 1; break;
+        case 'E':
+            if (n_child_env == 64 || !strchr(optarg, '='))
+                usage();
+            child_env[n_child_env++] = optarg;
+            break;
         default: usage();
         }
+    }
+    if (exec) {
+        if (optind >= argc || (!answer && !answers) || iters < 1)
+            usage();
+        answer_now = answer ? answer : answers[0];
+        return exec_mode(argv + optind, iters, warmup, expected, no_restore, raw);
     }
     if (!service || !confdir || !user || (!answer && !answers) || iters < 1 || procs < 0 ||
         procs > MAX_PROCS)
@@ -346,13 +496,15 @@ int main(int argc, char **argv)
             restore_all();
         struct sample *t = s + warmup;
         if (raw) {
-            /* raw samples, appended: auth_ns txn_ns cpu_ns rc */
+            /* raw samples, appended:
+             * auth_ns txn_ns cpu_ns rc txn_minflt txn_majflt auth_minflt */
             FILE *f = fopen(raw, "a");
             if (!f)
                 die("cannot open %s", raw);
             for (int i = 0; i < iters; i++)
-                fprintf(f, "%llu %llu %llu %d\n", (unsigned long long)t[i].auth_ns,
-                        (unsigned long long)t[i].txn_ns, (unsigned long long)t[i].cpu_ns, t[i].rc);
+                fprintf(f, "%llu %llu %llu %d %ld %ld %ld\n", (unsigned long long)t[i].auth_ns,
+                        (unsigned long long)t[i].txn_ns, (unsigned long long)t[i].cpu_ns, t[i].rc,
+                        t[i].txn_minflt, t[i].txn_majflt, t[i].auth_minflt);
             fclose(f);
         }
         printf("mode=seq iters=%d success=%d", iters, ok);
@@ -365,8 +517,13 @@ int main(int argc, char **argv)
         for (int i = 0; i < iters; i++) v[i] = t[i].txn_ns;
         printf(" txn_median_us=%.1f", median_us(v, iters));
         for (int i = 0; i < iters; i++) v[i] = t[i].cpu_ns;
-        printf(" cpu_median_us=%.1f cpu_max_us=%.1f\n", median_us(v, iters),
+        printf(" cpu_median_us=%.1f cpu_max_us=%.1f", median_us(v, iters),
                quantile_us(v, iters, 1.0));
+        for (int i = 0; i < iters; i++) v[i] = (uint64_t)t[i].txn_minflt * 1000;
+        printf(" txn_minflt_median=%.0f", median_us(v, iters));
+        long majflt = 0;
+        for (int i = 0; i < iters; i++) majflt += t[i].txn_majflt;
+        printf(" txn_majflt_total=%ld\n", majflt);
         if (bad) {
             fprintf(stderr, "pam_bench: %d of %d logins did not return %d\n", bad, iters,
                     expected);
@@ -378,6 +535,7 @@ int main(int argc, char **argv)
     /* Concurrent: ITER rounds of PROCS forked logins released together. */
     int rounds = warmup + iters;
     uint64_t *batch = calloc((size_t)rounds, sizeof *batch);
+    int *round_ok = calloc((size_t)rounds, sizeof *round_ok);
     uint64_t *lat = calloc((size_t)rounds * procs, sizeof *lat);
     int nlat = 0, ok = 0, bad = 0, noprompt = 0, hist[64] = {0};
     for (int r = 0; r < rounds; r++) {
@@ -430,8 +588,10 @@ int main(int argc, char **argv)
                         noprompt++;
                     lat[nlat++] = out[1];
                     hist[rc & 63]++;
-                    if (rc == PAM_SUCCESS)
+                    if (rc == PAM_SUCCESS) {
                         ok++;
+                        round_ok[r]++;
+                    }
                     if (rc != expected &&
                         (expected >= 0 || (expected == -2 && rc == PAM_SUCCESS)))
                         bad++;
@@ -455,6 +615,15 @@ int main(int argc, char **argv)
         batch[r] = t1 - t0;
     }
     restore_all();
+    if (raw) {
+        /* raw rounds, appended: batch_ns successes logins */
+        FILE *f = fopen(raw, "a");
+        if (!f)
+            die("cannot open %s", raw);
+        for (int r = warmup; r < rounds; r++)
+            fprintf(f, "%llu %d %d\n", (unsigned long long)batch[r], round_ok[r], procs);
+        fclose(f);
+    }
     printf("mode=fork procs=%d rounds=%d success=%d no_prompt=%d", procs, iters, ok, noprompt);
     for (int k = 0; k < 64; k++)
         if (hist[k])
