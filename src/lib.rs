@@ -1,57 +1,45 @@
 //! pam_twofactor: a PAM module that asks for a TOTP code or a one-time
 //! backup code after the password, and the library behind the `twofactor`
-//! admin command.
+//! admin command. Each folder is one role (docs/design.md has the whole
+//! picture):
 //!
-//! Layout (see README "Design"): `pam_module` is the only door to PAM;
-//! `auth` runs one login over a `Conversation` trait; `policy` and `otp` are
-//! pure functions of `now`; `store` is the only code that touches files;
-//! `admin` is the CLI's second door over the same core and store. Bytes
-//! that may hold a secret (files read, decoded keys) are
-//! `zeroize::Zeroizing<Vec<u8>>`, sized before they are filled.
+//! - `pam`: the one door to PAM (entry points, arguments, conversation,
+//!   the mapping to PAM codes);
+//! - `login`: one authentication over a `Conversation` trait;
+//! - `policy`: every rule as pure functions of `(state, now, policy)`;
+//! - `otp`: TOTP/HOTP, secrets, backup codes, the otpauth URI and QR code;
+//! - `records`: the secret and state records and the one module that reads
+//!   and updates a user's files under the user's lock;
+//! - `store`: trusted directories, checks on open descriptors, locks and
+//!   atomic durable replacement: the only code that touches files;
+//! - `admin`: the `twofactor` command's second door over the same core;
+//! - `delivery`: codes by message (the module's client, the service);
+//! - `config`: `/etc/security/twofactor.toml`;
+//! - `host`: the clock, syslog, the user database, how times are shown.
 //!
-//! Unsafe code: only `pam_module`'s `hooks`, the `pam_hooks!` expansion
-//! (the entry points libpam calls), allows it. Every other module forbids
-//! it here, one by one: `forbid` cannot be lifted by an `allow` further
-//! in, so it cannot be crate-wide (Cargo.toml says `deny`). Unit tests
-//! build with `deny` only: a test may hold a marked `unsafe` block with a
-//! SAFETY comment (deliver's SIGPIPE test).
-//! `config` and `record` read and write TOML only through serde and the
-//! `toml` crate: raw structs with `deny_unknown_fields`, checked into
-//! typed values at the edge.
+//! Unsafe code: only `pam`'s `hooks`, the `pam_hooks!` expansion (the entry
+//! points libpam calls), allows it. Every other module forbids it here, one
+//! by one: `forbid` cannot be lifted by an `allow` further in, so it cannot
+//! be crate-wide (Cargo.toml says `deny`). Unit tests build with `deny`
+//! only: a test may hold a marked `unsafe` block with a SAFETY comment
+//! (delivery's SIGPIPE test).
 
-#[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod accounts;
 #[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod admin;
 #[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod auth;
-#[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod backup;
-#[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod clock;
-#[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod config;
 #[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod deliver;
+pub mod delivery;
 #[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod enroll;
-pub mod import;
+pub mod host;
 #[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod input;
-#[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod log;
-#[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod net;
+pub mod login;
 #[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod otp;
-pub mod pam_module;
+pub mod pam;
 #[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod policy;
 #[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod record;
+pub mod records;
 #[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod store;
-#[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod timefmt;
-#[cfg_attr(not(test), forbid(unsafe_code))]
-pub mod username;

@@ -1,10 +1,10 @@
 //! Pure policy: rate limit, lockout, replay and backup-code consumption as
 //! functions of `(record, state, answer, now, policy)`. No files, no PAM.
 
-use crate::backup::{self, HASH_BYTES};
 use crate::config::Config;
+use crate::otp::backup::{self, HASH_BYTES};
 use crate::otp::{self, CodeMatch};
-use crate::record::{MAX_GRACE_HOSTS, SecretRecord, State};
+use crate::records::{MAX_GRACE_HOSTS, SecretRecord, State};
 
 /// The limits that apply to one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,7 +292,7 @@ pub fn decide(
     };
     // Every success resets the failures and may open a grace period.
     state.failures = 0;
-    let host = attempt.rhost.filter(|h| crate::record::valid_host(h));
+    let host = attempt.rhost.filter(|h| crate::records::valid_host(h));
     if let (Some(host), true) = (host, policy.grace_seconds > 0) {
         state
             .grace
@@ -487,9 +487,9 @@ fn confirm_drift(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::{BackupCode, KdfParams, SALT_BYTES};
+    use crate::otp::backup::{BackupCode, KdfParams, SALT_BYTES};
     use crate::otp::{Algorithm, SecretKey, TotpParams, code_at_step};
-    use crate::record::{BackupSet, DEFAULT_DEVICE, Device};
+    use crate::records::{BackupSet, DEFAULT_DEVICE, Device};
 
     const NOW: u64 = 1_900_000_020; // inside step 63_333_334
     const KDF: KdfParams = KdfParams {
@@ -838,7 +838,7 @@ mod tests {
     fn delivered_code_works_once_until_it_expires() {
         let h = backup_hash("1111111111111112");
         let state = State {
-            delivered: Some(crate::record::Delivered {
+            delivered: Some(crate::records::Delivered {
                 hash: h,
                 expires: NOW + 60,
             }),

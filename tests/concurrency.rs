@@ -14,10 +14,10 @@ use std::sync::{Arc, Barrier};
 
 use common::*;
 use pam_twofactor::admin::{Admin, EnrollOptions};
-use pam_twofactor::auth::{self, ConvError, Conversation, Method, Outcome};
-use pam_twofactor::clock::FixedClock;
 use pam_twofactor::config::Config;
-use pam_twofactor::record::State;
+use pam_twofactor::host::clock::FixedClock;
+use pam_twofactor::login::{self, ConvError, Conversation, Method, Outcome};
+use pam_twofactor::records::State;
 use zeroize::Zeroizing;
 
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -30,7 +30,7 @@ struct Answers(VecDeque<String>);
 
 impl Conversation for Answers {
     fn ask_code(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, ConvError> {
-        assert_eq!(prompt, auth::PROMPT, "unexpected prompt");
+        assert_eq!(prompt, login::PROMPT, "unexpected prompt");
         let answer = self
             .0
             .pop_front()
@@ -55,7 +55,7 @@ impl Drop for Answers {
 
 fn login(config: &Config, user: &str, answer: &str, now: u64) -> Outcome {
     let mut conv = Answers(VecDeque::from([answer.to_string()]));
-    auth::authenticate(config, user, &mut conv, &FixedClock(now)).unwrap()
+    login::authenticate(config, user, &mut conv, &FixedClock(now)).unwrap()
 }
 
 /// A sandbox whose config allows many failures and attempts, with `daemon` enrolled.

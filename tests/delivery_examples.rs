@@ -38,7 +38,7 @@ mod common;
 use common::{Needs, Sandbox, find_program, root_or_skip};
 
 const USER: &str = "alice";
-/// A valid target (see `record::valid_target`) with every character the
+/// A valid target (see `records::valid_target`) with every character the
 /// curl config syntax or a form body could trip over: a quote, a
 /// backslash, `&` and `=`, a space, non-ASCII.
 const HOSTILE_TARGET: &str = "+1 \"555\\ 0100 ü&x=y";
@@ -362,7 +362,7 @@ fn sms_gateway_example_keeps_the_code_and_token_out_of_proc() {
     let token = format!("{mark}\"q\\b-{}", random(ALNUM, 10));
     bench.token(SMS_TOKEN, &token);
     let code = random_code();
-    assert!(pam_twofactor::record::valid_target(HOSTILE_TARGET));
+    assert!(pam_twofactor::records::valid_target(HOSTILE_TARGET));
     let run = bench.run(
         &example("sms-gateway.sh"),
         HOSTILE_TARGET,

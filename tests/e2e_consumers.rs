@@ -123,7 +123,7 @@ fn sshd_sends_a_code_by_message_and_it_logs_in() {
     assert!(run.logged_in(), "{run}");
     // The info line comes with the next prompt, in one askpass call.
     let mut prompts = password_and_code_prompts(USER);
-    // The target masked (deliver::mask_target): `+1555***0100`.
+    // The target masked (delivery::mask_target): `+1555***0100`.
     prompts.push(ssh_prompt(USER, "A code was sent to +1555***0100."));
     prompts.push("Code from the message: ".into());
     assert_eq!(run.prompts, prompts, "{run}");

@@ -40,7 +40,7 @@ const SVC: &str = "svc";
 const STACK: &str = "stack";
 const TARGET: &str = "+15555550100";
 /// What the prompt shows after sending a code to TARGET: the target masked
-/// (`deliver::mask_target`, written out here), since anyone with the
+/// (`delivery::mask_target`, written out here), since anyone with the
 /// password sees it.
 const SENT_INFO: &str = "A code was sent to +1555***0100.";
 

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 
 use common::*;
 use nix::fcntl::{Flock, FlockArg};
-use pam_twofactor::record::State;
+use pam_twofactor::records::State;
 
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 /// Enrolled in the lenient service (base-passwd accounts: only names matter).
@@ -325,7 +325,7 @@ fn assert_clean_run(sb: &Sandbox, run: &Run, iterations: u32, cycles: u32) {
     assert!(
         names
             .iter()
-            .all(|n| !n.starts_with('.') || pam_twofactor::auth::is_kdf_slot(n)),
+            .all(|n| !n.starts_with('.') || pam_twofactor::login::is_kdf_slot(n)),
         "temp files left: {names:?}"
     );
     let state = sb.state_dir().join(format!("{USER}.state"));

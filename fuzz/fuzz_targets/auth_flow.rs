@@ -1,4 +1,4 @@
-//! The whole `auth::authenticate_from` flow against a real state directory.
+//! The whole `login::authenticate_from` flow against a real state directory.
 //!
 //! The input picks a config (window, lockout, rate limit, clock-drift
 //! learning, grace, exemptions, unenrolled policy), one or two devices, up
@@ -23,16 +23,16 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pam_twofactor::auth::{
+use pam_twofactor::login::{
     self, AuthError, ConvError, Conversation, DenyReason, Method, Outcome, SkipReason,
 };
-use pam_twofactor::backup::{BackupCode, HASH_BYTES, KdfParams, SALT_BYTES};
-use pam_twofactor::clock;
+use pam_twofactor::otp::backup::{BackupCode, HASH_BYTES, KdfParams, SALT_BYTES};
+use pam_twofactor::host::clock;
 use pam_twofactor::config::{Config, Unenrolled};
-use pam_twofactor::net::Cidr;
+use pam_twofactor::config::net::Cidr;
 use pam_twofactor::otp::{Algorithm, SecretKey, TotpParams};
 use pam_twofactor::policy::Failure;
-use pam_twofactor::record::{
+use pam_twofactor::records::{
     BackupSet, DEFAULT_DEVICE, Device, MAX_GRACE_HOSTS, SecretRecord, State, valid_host,
 };
 use pam_twofactor::store::{
@@ -543,7 +543,7 @@ fn expect_enrolled(
     let mut infos = 0;
     let mut drift: Option<Drift> = None;
     let Some(old) = before else {
-        prompts.push(auth::PROMPT);
+        prompts.push(login::PROMPT);
         return match next_answer() {
             None => Expected::simple(Want::Conversation, prompts),
             Some(_) => Expected::simple(Want::Record, prompts),
@@ -552,9 +552,9 @@ fn expect_enrolled(
     let mut st = old.clone();
     loop {
         prompts.push(if drift.is_some() {
-            auth::NEXT_PROMPT
+            login::NEXT_PROMPT
         } else {
-            auth::PROMPT
+            login::PROMPT
         });
         let disk = |st: &State| {
             if st == old {
@@ -679,7 +679,7 @@ fn decode_answer(
 fn assert_no_stray_files(dir: &Path, context: &str) {
     for entry in fs::read_dir(dir).expect("harness: readdir").flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if auth::is_kdf_slot(&name) {
+        if login::is_kdf_slot(&name) {
             continue;
         }
         let ours = [USER, NEWCOMER].iter().any(|u| {
@@ -905,7 +905,7 @@ fn run(data: &[u8]) {
             };
             answers.push(answer.clone());
             let conv_failed = matches!(answer, Answer::Fixed(None));
-            let prompt = vec![auth::PROMPT];
+            let prompt = vec![login::PROMPT];
             match (user, exempt_net) {
                 (NEWCOMER, Some(skip)) => Expected::simple(Want::Outcome(skip), vec![]),
                 (NEWCOMER, None) if config.unenrolled == Unenrolled::Skip => {
@@ -966,7 +966,7 @@ fn run(data: &[u8]) {
             faults::inject(step, Fault::Fail);
         }
         let result =
-            auth::authenticate_from(&config, user, rhost, &mut script, &clock::FixedClock(now));
+            login::authenticate_from(&config, user, rhost, &mut script, &clock::FixedClock(now));
         faults::clear();
 
         let after_bytes = read_opt(&state_path);

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pam_twofactor::input::{self, Answer};
+use pam_twofactor::login::input::{self, Answer};
 use pam_twofactor_fuzz::{Spec, spec_classify};
 
 fuzz_target!(|data: &[u8]| {

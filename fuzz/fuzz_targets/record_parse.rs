@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pam_twofactor::record::{SecretRecord, State};
+use pam_twofactor::records::{SecretRecord, State};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(record) = SecretRecord::parse(data) {

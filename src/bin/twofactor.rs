@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions};
-use pam_twofactor::deliver::{self, DeliveryError};
-use pam_twofactor::{clock, timefmt};
+use pam_twofactor::delivery::{self, DeliveryError};
+use pam_twofactor::host::{clock, timefmt};
 use serde_json::json;
 use zeroize::Zeroize;
 
@@ -154,7 +154,7 @@ fn restore_sigpipe() {
     }
 }
 
-fn print_codes(codes: &[pam_twofactor::backup::BackupCode]) {
+fn print_codes(codes: &[pam_twofactor::otp::backup::BackupCode]) {
     for code in codes {
         println!("  {}", code.grouped().as_str());
     }
@@ -496,12 +496,12 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
 /// goes to stderr (the journal under systemd). Exit status 1 on failure.
 fn run_deliver(config: Option<&Path>) -> u8 {
     let stdin = std::io::stdin();
-    let command = deliver::check_peer(stdin.as_fd()).and_then(|()| {
+    let command = delivery::check_peer(stdin.as_fd()).and_then(|()| {
         Admin::open(config)
             .map(|admin| admin.config.delivery.command)
             .map_err(|e| DeliveryError::Config(e.to_string()))
     });
-    match deliver::serve(command, &mut stdin.lock(), &mut std::io::stdout().lock()) {
+    match delivery::serve(command, &mut stdin.lock(), &mut std::io::stdout().lock()) {
         Ok(request) => {
             eprintln!("twofactor deliver: code for {} sent", request.user.as_str());
             0

@@ -82,7 +82,7 @@ pub fn parse_google_authenticator(text: &str) -> Result<GoogleAuthenticator, Imp
                 ["DISALLOW_REUSE", ..] => {
                     notes.push("DISALLOW_REUSE: codes are always accepted once".into())
                 }
-                _ => notes.push(format!("option {:?} ignored", crate::username::escape(option))),
+                _ => notes.push(format!("option {:?} ignored", crate::records::username::escape(option))),
             }
         } else if line.len() == 8 && line.bytes().all(|b| b.is_ascii_digit()) {
             scratch_codes.push(line.to_string());
@@ -164,7 +164,7 @@ pub fn parse_oath_usersfile(text: &str) -> OathFile {
                 n,
                 format!(
                     "{} appears again; the first line is kept",
-                    crate::username::escape(user)
+                    crate::records::username::escape(user)
                 ),
             ));
             continue;
@@ -187,14 +187,19 @@ pub fn parse_oath_usersfile(text: &str) -> OathFile {
 /// `HOTP/T30` → SHA1, 6 digits, 30 s; `HOTP/T60/8` → 60 s, 8 digits.
 fn parse_oath_type(kind: &str) -> Result<TotpParams, String> {
     let parts: Vec<&str> = kind.split('/').collect();
-    let bad = || format!("unknown token type {:?}", crate::username::escape(kind));
+    let bad = || {
+        format!(
+            "unknown token type {:?}",
+            crate::records::username::escape(kind)
+        )
+    };
     if parts.first() != Some(&"HOTP") {
         return Err(bad());
     }
     let Some(time) = parts.get(1).and_then(|p| p.strip_prefix('T')) else {
         return Err(format!(
             "{} is counter-based (HOTP), not time-based: re-enroll this user",
-            crate::username::escape(kind)
+            crate::records::username::escape(kind)
         ));
     };
     let period: u32 = time.parse().map_err(|_| bad())?;

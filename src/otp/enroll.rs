@@ -2,9 +2,9 @@
 //! enrollment at first login (`unenrolled = "enroll"`): the backup-code set,
 //! the `otpauth://` URI, the grouped key and the terminal QR code.
 
-use crate::backup::{self, BackupCode, KdfParams, SALT_BYTES};
+use crate::otp::backup::{self, BackupCode, KdfParams, SALT_BYTES};
 use crate::otp::{SecretKey, TotpParams};
-use crate::record::BackupSet;
+use crate::records::BackupSet;
 
 /// A fresh backup-code set: one random salt, `count` codes.
 pub fn new_backup_set(count: u32, now: u64) -> Option<(BackupSet, Vec<BackupCode>)> {

@@ -8,26 +8,28 @@
 //! clock → decide → write durably → unlock, and only then tell the user
 //! anything. The clock is read at each decision, never once at the start.
 
+pub mod input;
+
 use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
-use crate::accounts;
-use crate::backup::{self, HASH_BYTES};
-use crate::clock::Clock;
 use crate::config::{Config, Unenrolled};
-use crate::deliver::{self, DeliveryError};
-use crate::enroll;
-use crate::input::{self, Answer};
+use crate::delivery::{self, DeliveryError};
+use crate::host::accounts;
+use crate::host::clock::Clock;
+use crate::host::timefmt;
+use crate::otp::backup::{self, HASH_BYTES};
+use crate::otp::enroll;
 use crate::otp::{self, CodeMatch, SecretKey};
 use crate::policy::{self, Attempt, DriftCheck, Failure, Policy, Verdict};
-use crate::record::{
+use crate::records::username::{Username, UsernameError};
+use crate::records::{
     DEFAULT_DEVICE, Delivered, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
 };
 use crate::store::{Access, StoreError, TrustedDir};
-use crate::timefmt;
-use crate::username::{Username, UsernameError};
+use input::Answer;
 
 /// The prompt every user sees, enrolled or not.
 pub const PROMPT: &str = "Verification code: ";
@@ -411,7 +413,7 @@ pub fn authenticate_from(
                     // Masked: whoever has the password sees the prompt.
                     conv.show_info(&format!(
                         "A code was sent to {}.",
-                        deliver::mask_target(&target)
+                        delivery::mask_target(&target)
                     ));
                     prompt = SENT_PROMPT;
                     delivered_now = true;
@@ -747,7 +749,7 @@ fn send_code(
         Ok(Ok(())) => {}
     }
     Ok(
-        deliver::request(config.delivery.socket(), user.as_str(), target, &code)
+        delivery::request(config.delivery.socket(), user.as_str(), target, &code)
             .map(|()| target.clone())
             .map_err(SendFailure::Command),
     )
@@ -870,7 +872,7 @@ fn deny_after_prompt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::FixedClock;
+    use crate::host::clock::FixedClock;
     use std::collections::VecDeque;
 
     /// A scripted conversation: answers in order, records everything shown,
@@ -1051,7 +1053,7 @@ mod tests {
             matches!(
                 &result,
                 Err(AuthError::Record {
-                    error: RecordError::Invalid(crate::record::Invalid::BackupHash),
+                    error: RecordError::Invalid(crate::records::Invalid::BackupHash),
                     ..
                 })
             ),
@@ -1127,7 +1129,7 @@ mod tests {
                 .args([
                     "--ignored",
                     "--exact",
-                    "auth::tests::backup_crash_child",
+                    "login::tests::backup_crash_child",
                     "--test-threads=1",
                 ])
                 .env("TF_CRASH_DIR", &config.state_dir)

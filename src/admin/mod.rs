@@ -3,23 +3,25 @@
 //! Every change to a user's files happens under that user's lock, so an
 //! admin command never races a login.
 
+pub mod import;
+
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::auth::{self, AuthError};
-use crate::backup::{self, BackupCode};
 use crate::config::{self, Config, ConfigError};
-use crate::deliver::{self, DeliveryError};
+use crate::delivery::{self, DeliveryError};
+use crate::login::{self, AuthError};
+use crate::otp::backup::{self, BackupCode};
 use crate::otp::{self, Algorithm, SecretError, SecretKey, TotpParams};
 use crate::policy;
-use crate::record::{
+use crate::records::username::{Username, UsernameError, escape};
+use crate::records::{
     self, DEFAULT_DEVICE, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
 };
 use crate::store::{self, Access, Named, StoreError, TrustedDir};
-use crate::username::{Username, UsernameError, escape};
 
 /// Why an admin command failed; `exit_code` is documented in twofactor(8).
 #[derive(Debug)]
@@ -372,7 +374,7 @@ impl Admin {
         let user = existing_user(raw_user)?;
         let params = self.params(opts)?;
         let label = opts.label.clone().unwrap_or_else(|| DEFAULT_DEVICE.into());
-        if !record::valid_label(&label) {
+        if !records::valid_label(&label) {
             return Err(AdminError::BadOption(format!(
                 "--label {:?}: use 1 to 32 letters, digits, '_', '.' or '-'",
                 escape(&label)
@@ -424,7 +426,7 @@ impl Admin {
             if !opts.force && self.read_record_lenient(&dir, &user)? {
                 return Err(AdminError::AlreadyEnrolled(user.to_string()));
             }
-            let (backup, codes) = crate::enroll::new_backup_set(self.config.backup_codes, now)
+            let (backup, codes) = crate::otp::enroll::new_backup_set(self.config.backup_codes, now)
                 .ok_or(AdminError::Crypto)?;
             let record = SecretRecord {
                 created: now,
@@ -481,7 +483,7 @@ impl Admin {
     /// Drops the used step and learned clock offset kept for `label`; the
     /// caller holds the user's lock. Writes only when there was something.
     fn forget_device(dir: &TrustedDir, user: &Username, label: &str) -> Result<(), AdminError> {
-        let mut state = auth::read_state(dir, user)?;
+        let mut state = login::read_state(dir, user)?;
         let used = state.last_accepted_step.remove(label).is_some();
         let drift = state.drift_steps.remove(label).is_some();
         if used || drift {
@@ -499,7 +501,7 @@ impl Admin {
         };
         let state = {
             let _lock = dir.lock(&user.lock_file())?;
-            auth::read_state(&dir, &user)?
+            login::read_state(&dir, &user)?
         };
         Ok(device_infos(&record, &state))
     }
@@ -548,7 +550,7 @@ impl Admin {
         now: u64,
     ) -> Result<Imported, AdminError> {
         let user = existing_user(raw_user)?;
-        let ga = crate::import::parse_google_authenticator(text)
+        let ga = crate::admin::import::parse_google_authenticator(text)
             .map_err(|e| AdminError::BadOption(format!("--google-authenticator: {e}")))?;
         let salt = backup::random_bytes::<{ backup::SALT_BYTES }>().ok_or(AdminError::Crypto)?;
         let kdf = backup::KdfParams::DEFAULT;
@@ -567,7 +569,7 @@ impl Admin {
                 params: ga.params,
                 created: now,
             }],
-            backup: record::BackupSet {
+            backup: records::BackupSet {
                 created: now,
                 digits: 8,
                 kdf,
@@ -592,7 +594,7 @@ impl Admin {
         force: bool,
         now: u64,
     ) -> Result<ImportReport, AdminError> {
-        let file = crate::import::parse_oath_usersfile(text);
+        let file = crate::admin::import::parse_oath_usersfile(text);
         let mut skipped = file.skipped;
         let mut imported = Vec::new();
         for entry in file.users {
@@ -603,7 +605,7 @@ impl Admin {
                     continue;
                 }
             };
-            let (backup, codes) = crate::enroll::new_backup_set(self.config.backup_codes, now)
+            let (backup, codes) = crate::otp::enroll::new_backup_set(self.config.backup_codes, now)
                 .ok_or(AdminError::Crypto)?;
             let record = SecretRecord {
                 created: now,
@@ -675,7 +677,7 @@ impl Admin {
         };
         let state = {
             let _lock = dir.lock(&user.lock_file())?;
-            auth::read_state(&dir, &user)?
+            login::read_state(&dir, &user)?
         };
         Ok(Status {
             enrolled: true,
@@ -701,7 +703,7 @@ impl Admin {
             return Err(AdminError::NotEnrolled(user.to_string()));
         }
         let _lock = dir.lock(&user.lock_file())?;
-        let mut state = auth::read_state(&dir, &user)?;
+        let mut state = login::read_state(&dir, &user)?;
         state.failures = 0;
         state.locked_until = None;
         state.rate_window_start = 0;
@@ -721,11 +723,11 @@ impl Admin {
         let Some(mut record) = self.read_record(&dir, &user)? else {
             return Err(AdminError::NotEnrolled(user.to_string()));
         };
-        let (backup, codes) = crate::enroll::new_backup_set(self.config.backup_codes, now)
+        let (backup, codes) = crate::otp::enroll::new_backup_set(self.config.backup_codes, now)
             .ok_or(AdminError::Crypto)?;
         record.backup = backup;
         Self::write_record(&dir, &user, &record)?;
-        let mut state = auth::read_state(&dir, &user)?;
+        let mut state = login::read_state(&dir, &user)?;
         state.used_backup_codes.clear();
         Self::write_state(&dir, &user, &state)?;
         Ok(codes)
@@ -764,7 +766,7 @@ impl Admin {
             });
         }
         let socket = delivery.socket();
-        match deliver::check_socket(socket) {
+        match delivery::check_socket(socket) {
             Ok(()) => {}
             Err(DeliveryError::Unsafe(e)) => {
                 let (path, problem) = split_path(&e);
@@ -830,7 +832,7 @@ impl Admin {
                     problem,
                 })
             };
-            if crate::auth::is_kdf_slot(&name) {
+            if crate::login::is_kdf_slot(&name) {
                 continue;
             }
             let (stem, kind) = match name.rsplit_once('.') {
@@ -963,7 +965,7 @@ fn device_infos(record: &SecretRecord, state: &State) -> Vec<DeviceInfo> {
 }
 
 fn check_target(target: &str) -> Result<(), AdminError> {
-    if record::valid_target(target) {
+    if records::valid_target(target) {
         Ok(())
     } else {
         Err(AdminError::BadOption(
@@ -981,10 +983,10 @@ fn existing_user(raw: &str) -> Result<Username, AdminError> {
     }
 }
 
-pub use crate::enroll::{grouped_secret, otpauth_uri, qr_text};
+pub use crate::otp::enroll::{grouped_secret, otpauth_uri, qr_text};
 
 /// Re-exported for the CLI's JSON output.
-pub use record::VERSION as RECORD_VERSION;
+pub use records::VERSION as RECORD_VERSION;
 
 #[cfg(test)]
 mod tests {

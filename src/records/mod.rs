@@ -11,6 +11,8 @@
 //! Devices are a list with labels from the start so that several devices
 //! per user fit without a format break; version 1 writes one, `default`.
 
+pub mod username;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,7 +20,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::backup::{HASH_BYTES, KdfParams, SALT_BYTES};
+use crate::otp::backup::{HASH_BYTES, KdfParams, SALT_BYTES};
 use crate::otp::{self, Algorithm, SecretError, SecretKey, TotpParams};
 
 /// The format version both files carry.
@@ -354,11 +356,12 @@ impl RawDevice<'_> {
                 period: self.period,
             });
         }
-        let secret = SecretKey::from_base32_min(&self.secret, crate::import::MIN_IMPORT_BITS)
-            .map_err(|error| Invalid::Secret {
-                label: label(),
-                error,
-            })?;
+        let secret =
+            SecretKey::from_base32_min(&self.secret, crate::admin::import::MIN_IMPORT_BITS)
+                .map_err(|error| Invalid::Secret {
+                    label: label(),
+                    error,
+                })?;
         Ok(Device {
             label: label(),
             secret,

@@ -2,6 +2,9 @@
 //! and time, over RustCrypto's HMAC; the tests hold each code to the RFC
 //! vectors and to totp-rs, an independent implementation.
 
+pub mod backup;
+pub mod enroll;
+
 use std::fmt;
 
 use data_encoding::BASE32_NOPAD;

@@ -39,9 +39,9 @@ use nix::sys::socket::{
 use nix::unistd::geteuid;
 use zeroize::Zeroizing;
 
-use crate::record;
+use crate::records;
+use crate::records::username::Username;
 use crate::store::{self, StoreError};
-use crate::username::Username;
 
 /// How long the command may run.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -381,7 +381,7 @@ fn read_request(input: &mut impl Read) -> Result<Request, DeliveryError> {
         return Err(DeliveryError::BadRequest("not three lines"));
     }
     let user = Username::parse(user).map_err(|_| DeliveryError::BadRequest("bad user name"))?;
-    if !record::valid_target(target) {
+    if !records::valid_target(target) {
         return Err(DeliveryError::BadRequest("bad target"));
     }
     if !CODE_DIGITS.contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -686,7 +686,7 @@ mod tests {
         let out = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "deliver::tests::closed_peer_helper_requests",
+                "delivery::tests::closed_peer_helper_requests",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",
@@ -908,7 +908,7 @@ mod tests {
         let mut helper = Command::new(&exe)
             .args([
                 "--exact",
-                "deliver::tests::peer_helper_connects",
+                "delivery::tests::peer_helper_connects",
                 "--ignored",
             ])
             .env(PEER_SOCKET, &path)

@@ -1,5 +1,5 @@
 //! The one door to PAM. It reads the arguments, the user, the service and
-//! the remote host once, hands `auth::authenticate` the system clock (read
+//! the remote host once, hands `login::authenticate` the system clock (read
 //! at each decision, not here), logs, and maps
 //! the core's answer to a PAM code in exactly one function (`pam_code`).
 //!
@@ -18,11 +18,11 @@ use pam::items::{RHost, Service};
 use pam::module::{PamHandle, PamHooks};
 use zeroize::Zeroizing;
 
-use crate::auth::{self, AuthError, ConvError, Conversation, Outcome};
-use crate::clock;
 use crate::config::{self, Config};
-use crate::log::{self, Severity};
-use crate::username::{escape, escape_into};
+use crate::host::clock;
+use crate::host::log::{self, Severity};
+use crate::login::{self, AuthError, ConvError, Conversation, Outcome};
+use crate::records::username::{escape, escape_into};
 
 /// The module type the entry points dispatch to.
 pub struct TwoFactor;
@@ -203,7 +203,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
         conv: pamh.get_item::<Conv>().ok().flatten(),
         silent: flags & PAM_SILENT != 0,
     };
-    let result = auth::authenticate_from(
+    let result = login::authenticate_from(
         &config,
         &user,
         rhost.as_deref(),
@@ -277,7 +277,7 @@ mod tests {
     /// Every outcome and error maps to exactly one code; only Skip ignores.
     #[test]
     fn every_outcome_maps_to_one_code() {
-        use crate::auth::{DenyReason, Method, SkipReason};
+        use crate::login::{DenyReason, Method, SkipReason};
         let cases: Vec<(Result<Outcome, AuthError>, PamResultCode)> = vec![
             (
                 Ok(Outcome::Allow(Method::Totp { device: "d".into() })),
@@ -342,7 +342,7 @@ mod tests {
             (
                 Err(AuthError::Record {
                     path: "x".into(),
-                    error: crate::record::RecordError::Version(9),
+                    error: crate::records::RecordError::Version(9),
                 }),
                 PamResultCode::PAM_AUTHINFO_UNAVAIL,
             ),

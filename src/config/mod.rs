@@ -3,14 +3,16 @@
 //! but cannot be trusted, parsed or validated is an error and the module
 //! denies (duo_unix #240: fail closed, never open).
 
+pub mod net;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::net::Cidr;
 use crate::otp::{self, Algorithm, TotpParams};
 use crate::store::{self, Access, StoreError};
+use net::Cidr;
 
 /// Where the module and the CLI look by default.
 pub const DEFAULT_PATH: &str = "/etc/security/twofactor.toml";
@@ -205,7 +207,7 @@ impl fmt::Display for Invalid {
             Invalid::GroupName { name, .. } => write!(
                 f,
                 "{:?} is not a valid group name",
-                crate::username::escape(name)
+                crate::records::username::escape(name)
             ),
             Invalid::Network(net) => {
                 write!(f, "{net:?} is not an address or CIDR network")
@@ -365,7 +367,7 @@ fn ranged(
 fn group_names(key: &'static str, names: Vec<String>) -> Result<Vec<String>, Invalid> {
     if let Some(name) = names
         .iter()
-        .find(|name| crate::username::Username::parse(name).is_err())
+        .find(|name| crate::records::username::Username::parse(name).is_err())
     {
         return Err(Invalid::GroupName {
             key,
@@ -450,7 +452,7 @@ impl RawConfig {
         config.per_seconds =
             ranged("rate_limit.per_seconds", rate.per_seconds, 60, 1, 86_400)? as u64;
         let backup = self.backup_codes.unwrap_or_default();
-        let most = crate::record::MAX_BACKUP_CODES as i64;
+        let most = crate::records::MAX_BACKUP_CODES as i64;
         config.backup_codes = ranged("backup_codes.count", backup.count, 10, 1, most)? as u32;
         config.max_drift_steps =
             ranged("totp.max_drift_steps", totp.max_drift_steps, 10, 0, 100)? as u32;
@@ -516,7 +518,7 @@ mod tests {
     fn shipped_example_is_the_defaults() {
         let c = Config::parse(
             Path::new("conf/twofactor.toml"),
-            include_bytes!("../conf/twofactor.toml"),
+            include_bytes!("../../conf/twofactor.toml"),
         );
         assert_eq!(c.unwrap(), Config::default());
     }
