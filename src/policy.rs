@@ -178,6 +178,31 @@ pub fn count_delivery(state: &mut State, now: u64, max_per_hour: u32) -> Result<
     Ok(())
 }
 
+/// The consecutive failures that count at `now`: once a lock has expired
+/// the next attempt starts again from zero (as `decide` does).
+pub fn failures_at(state: &State, now: u64) -> u32 {
+    if state.locked_until.is_some_and(|until| until <= now) {
+        0
+    } else {
+        state.failures
+    }
+}
+
+/// The end of the lock still running at `now`, if any.
+pub fn lock_at(state: &State, now: u64) -> Option<u64> {
+    state.locked_until.filter(|&until| until > now)
+}
+
+/// What `twofactor unlock` clears: the failures, the lock and the
+/// rate-limit window. Used steps, used backup codes, learned offsets and
+/// grace stay (clearing them would let a code be replayed).
+pub fn unlock(state: &mut State) {
+    state.failures = 0;
+    state.locked_until = None;
+    state.rate_window_start = 0;
+    state.rate_window_attempts = 0;
+}
+
 /// Whether `rhost` had a success within `[grace]` and the user is not locked.
 pub fn in_grace(state: &State, rhost: &str, now: u64, grace_seconds: u64) -> bool {
     let locked = state.locked_until.is_some_and(|until| now < until);
@@ -953,5 +978,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An expired lock shows no failures and no lock; `unlock` clears the
+    /// counters and keeps what protects against replay.
+    #[test]
+    fn expired_locks_and_unlock_keep_replay_protection() {
+        let mut state = State {
+            failures: 5,
+            locked_until: Some(NOW + 10),
+            rate_window_start: NOW,
+            rate_window_attempts: 7,
+            ..State::default()
+        };
+        state.last_accepted_step.insert("default".into(), 42);
+        assert_eq!(
+            (failures_at(&state, NOW), lock_at(&state, NOW)),
+            (5, Some(NOW + 10))
+        );
+        assert_eq!(
+            (failures_at(&state, NOW + 10), lock_at(&state, NOW + 10)),
+            (0, None)
+        );
+        unlock(&mut state);
+        assert_eq!(
+            (
+                state.failures,
+                state.locked_until,
+                state.rate_window_start,
+                state.rate_window_attempts
+            ),
+            (0, None, 0, 0)
+        );
+        assert_eq!(state.last_accepted_step["default"], 42);
     }
 }

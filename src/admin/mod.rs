@@ -13,10 +13,10 @@ use zeroize::Zeroizing;
 
 use crate::config::{self, Config, ConfigError};
 use crate::delivery::{self, DeliveryError};
-use crate::login::{self, AuthError};
 use crate::otp::backup::{self, BackupCode};
 use crate::otp::{self, Algorithm, SecretError, SecretKey, TotpParams};
 use crate::policy;
+use crate::records::user::{FilesError, UserFiles};
 use crate::records::username::{Username, UsernameError, escape};
 use crate::records::{
     self, DEFAULT_DEVICE, Device, MAX_RECORD_BYTES, RecordError, SecretRecord, State,
@@ -108,12 +108,11 @@ impl From<StoreError> for AdminError {
     }
 }
 
-impl From<AuthError> for AdminError {
-    fn from(e: AuthError) -> AdminError {
+impl From<FilesError> for AdminError {
+    fn from(e: FilesError) -> AdminError {
         match e {
-            AuthError::Store(e) => AdminError::Store(e),
-            AuthError::Record { path, error } => AdminError::Record { path, error },
-            AuthError::Conversation | AuthError::Kdf => AdminError::Crypto,
+            FilesError::Store(e) => AdminError::Store(e),
+            FilesError::Record { path, error } => AdminError::Record { path, error },
         }
     }
 }
@@ -296,47 +295,6 @@ impl Admin {
         Ok(TrustedDir::open(&self.config.state_dir, true)?)
     }
 
-    fn read_record(
-        &self,
-        dir: &TrustedDir,
-        user: &Username,
-    ) -> Result<Option<SecretRecord>, AdminError> {
-        let name = user.secret_file();
-        match dir.read(&name, Access::Private, MAX_RECORD_BYTES)? {
-            None => Ok(None),
-            Some(bytes) => {
-                SecretRecord::parse(&bytes)
-                    .map(Some)
-                    .map_err(|error| AdminError::Record {
-                        path: dir.path().join(&name),
-                        error,
-                    })
-            }
-        }
-    }
-
-    fn write_state(dir: &TrustedDir, user: &Username, state: &State) -> Result<(), AdminError> {
-        let name = user.state_file();
-        let text = state.to_toml().map_err(|error| AdminError::Record {
-            path: dir.path().join(&name),
-            error,
-        })?;
-        Ok(dir.replace(&name, text.as_bytes())?)
-    }
-
-    fn write_record(
-        dir: &TrustedDir,
-        user: &Username,
-        record: &SecretRecord,
-    ) -> Result<(), AdminError> {
-        let name = user.secret_file();
-        let text = record.to_toml().map_err(|error| AdminError::Record {
-            path: dir.path().join(&name),
-            error,
-        })?;
-        Ok(dir.replace(&name, text.as_bytes())?)
-    }
-
     fn params(&self, opts: &EnrollOptions) -> Result<TotpParams, AdminError> {
         let mut params = self.config.totp;
         if let Some(name) = &opts.algorithm {
@@ -400,7 +358,7 @@ impl Admin {
         let dir = self.dir()?;
         let _lock = dir.lock(&user.lock_file())?;
         let codes = if opts.add {
-            let Some(mut record) = self.read_record(&dir, &user)? else {
+            let Some(mut record) = UserFiles::new(&dir, &user).read_record()? else {
                 return Err(AdminError::NotEnrolled(user.to_string()));
             };
             if record.devices.iter().any(|d| d.label == device.label) {
@@ -420,10 +378,10 @@ impl Admin {
             if opts.deliver_to.is_some() {
                 record.deliver_to.clone_from(&opts.deliver_to);
             }
-            Self::write_record(&dir, &user, &record)?;
+            UserFiles::new(&dir, &user).write_record(&record)?;
             Vec::new()
         } else {
-            if !opts.force && self.read_record_lenient(&dir, &user)? {
+            if !opts.force && UserFiles::new(&dir, &user).record_exists()? {
                 return Err(AdminError::AlreadyEnrolled(user.to_string()));
             }
             let (backup, codes) = crate::otp::enroll::new_backup_set(self.config.backup_codes, now)
@@ -436,8 +394,8 @@ impl Admin {
             };
             // State first: a fresh start for the new secret (no stale lock or
             // replay step), then the record that makes the user enrolled.
-            Self::write_state(&dir, &user, &State::default())?;
-            Self::write_record(&dir, &user, &record)?;
+            UserFiles::new(&dir, &user).write_state(&State::default())?;
+            UserFiles::new(&dir, &user).write_record(&record)?;
             codes
         };
         let uri = otpauth_uri(&self.config.issuer_name(), user.as_str(), &secret, params);
@@ -471,11 +429,11 @@ impl Admin {
     ) -> Result<T, AdminError> {
         let dir = self.dir()?;
         let _lock = dir.lock(&user.lock_file())?;
-        let Some(mut record) = self.read_record(&dir, user)? else {
+        let Some(mut record) = UserFiles::new(&dir, user).read_record()? else {
             return Err(AdminError::NotEnrolled(user.to_string()));
         };
         let result = change(&mut record)?;
-        Self::write_record(&dir, user, &record)?;
+        UserFiles::new(&dir, user).write_record(&record)?;
         after(&dir)?;
         Ok(result)
     }
@@ -483,11 +441,11 @@ impl Admin {
     /// Drops the used step and learned clock offset kept for `label`; the
     /// caller holds the user's lock. Writes only when there was something.
     fn forget_device(dir: &TrustedDir, user: &Username, label: &str) -> Result<(), AdminError> {
-        let mut state = login::read_state(dir, user)?;
+        let mut state = UserFiles::new(dir, user).read_state()?;
         let used = state.last_accepted_step.remove(label).is_some();
         let drift = state.drift_steps.remove(label).is_some();
         if used || drift {
-            Self::write_state(dir, user, &state)?;
+            UserFiles::new(dir, user).write_state(&state)?;
         }
         Ok(())
     }
@@ -496,12 +454,12 @@ impl Admin {
     pub fn devices(&self, raw_user: &str) -> Result<Vec<DeviceInfo>, AdminError> {
         let user = existing_user(raw_user)?;
         let dir = self.dir()?;
-        let Some(record) = self.read_record(&dir, &user)? else {
+        let Some(record) = UserFiles::new(&dir, &user).read_record()? else {
             return Err(AdminError::NotEnrolled(user.to_string()));
         };
         let state = {
             let _lock = dir.lock(&user.lock_file())?;
-            login::read_state(&dir, &user)?
+            UserFiles::new(&dir, &user).read_state()?
         };
         Ok(device_infos(&record, &state))
     }
@@ -642,29 +600,19 @@ impl Admin {
     ) -> Result<(), AdminError> {
         let dir = self.dir()?;
         let _lock = dir.lock(&user.lock_file())?;
-        if !force && self.read_record_lenient(&dir, user)? {
+        if !force && UserFiles::new(&dir, user).record_exists()? {
             return Err(AdminError::AlreadyEnrolled(user.to_string()));
         }
-        Self::write_state(&dir, user, &State::default())?;
-        Self::write_record(&dir, user, record)?;
+        UserFiles::new(&dir, user).write_state(&State::default())?;
+        UserFiles::new(&dir, user).write_record(record)?;
         Ok(())
-    }
-
-    /// Whether a secret file exists; a damaged one counts as existing so
-    /// that only `--force` replaces it.
-    fn read_record_lenient(&self, dir: &TrustedDir, user: &Username) -> Result<bool, AdminError> {
-        match self.read_record(dir, user) {
-            Ok(found) => Ok(found.is_some()),
-            Err(AdminError::Record { .. }) => Ok(true),
-            Err(e) => Err(e),
-        }
     }
 
     /// Reports enrollment, parameters, backup codes left and lock state.
     pub fn status(&self, raw_user: &str, now: u64) -> Result<Status, AdminError> {
         let user = existing_user(raw_user)?;
         let dir = self.dir()?;
-        let Some(record) = self.read_record(&dir, &user)? else {
+        let Some(record) = UserFiles::new(&dir, &user).read_record()? else {
             return Ok(Status {
                 enrolled: false,
                 params: None,
@@ -677,19 +625,14 @@ impl Admin {
         };
         let state = {
             let _lock = dir.lock(&user.lock_file())?;
-            login::read_state(&dir, &user)?
+            UserFiles::new(&dir, &user).read_state()?
         };
         Ok(Status {
             enrolled: true,
             params: record.devices.first().map(|d| d.params),
             backup_codes_remaining: Some(policy::backup_codes_remaining(&record, &state)),
-            // The module starts counting again once a lock has expired.
-            failed_attempts: if state.locked_until.is_some_and(|t| t <= now) {
-                0
-            } else {
-                state.failures
-            },
-            locked_until: state.locked_until.filter(|&t| t > now),
+            failed_attempts: policy::failures_at(&state, now),
+            locked_until: policy::lock_at(&state, now),
             devices: device_infos(&record, &state),
             deliver_to: record.deliver_to.clone(),
         })
@@ -699,16 +642,15 @@ impl Admin {
     pub fn unlock(&self, raw_user: &str) -> Result<(), AdminError> {
         let user = existing_user(raw_user)?;
         let dir = self.dir()?;
-        if self.read_record(&dir, &user)?.is_none() {
+        if UserFiles::new(&dir, &user).read_record()?.is_none() {
             return Err(AdminError::NotEnrolled(user.to_string()));
         }
-        let _lock = dir.lock(&user.lock_file())?;
-        let mut state = login::read_state(&dir, &user)?;
-        state.failures = 0;
-        state.locked_until = None;
-        state.rate_window_start = 0;
-        state.rate_window_attempts = 0;
-        Self::write_state(&dir, &user, &state)
+        let files = UserFiles::new(&dir, &user);
+        let _lock = files.lock()?;
+        let mut state = files.read_state()?;
+        policy::unlock(&mut state);
+        files.write_state(&state)?;
+        Ok(())
     }
 
     /// Replaces the backup codes; the old ones stop working at once.
@@ -720,16 +662,16 @@ impl Admin {
         let user = existing_user(raw_user)?;
         let dir = self.dir()?;
         let _lock = dir.lock(&user.lock_file())?;
-        let Some(mut record) = self.read_record(&dir, &user)? else {
+        let Some(mut record) = UserFiles::new(&dir, &user).read_record()? else {
             return Err(AdminError::NotEnrolled(user.to_string()));
         };
         let (backup, codes) = crate::otp::enroll::new_backup_set(self.config.backup_codes, now)
             .ok_or(AdminError::Crypto)?;
         record.backup = backup;
-        Self::write_record(&dir, &user, &record)?;
-        let mut state = login::read_state(&dir, &user)?;
+        UserFiles::new(&dir, &user).write_record(&record)?;
+        let mut state = UserFiles::new(&dir, &user).read_state()?;
         state.used_backup_codes.clear();
-        Self::write_state(&dir, &user, &state)?;
+        UserFiles::new(&dir, &user).write_state(&state)?;
         Ok(codes)
     }
 
@@ -740,11 +682,10 @@ impl Admin {
             Username::parse(raw_user).map_err(|e| AdminError::BadUser(raw_user.into(), e))?;
         let dir = self.dir()?;
         let _lock = dir.lock(&user.lock_file())?;
-        if !self.read_record_lenient(&dir, &user)? {
+        if !UserFiles::new(&dir, &user).record_exists()? {
             return Err(AdminError::NotEnrolled(user.to_string()));
         }
-        dir.remove(&user.secret_file())?;
-        dir.remove(&user.state_file())?;
+        UserFiles::new(&dir, &user).remove()?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 //! Devices are a list with labels from the start so that several devices
 //! per user fit without a format break; version 1 writes one, `default`.
 
+pub mod user;
 pub mod username;
 
 use std::borrow::Cow;

@@ -1,0 +1,112 @@
+//! Enrollment at first login (`unenrolled = "enroll"`).
+
+use std::fmt::Write as _;
+
+use zeroize::Zeroizing;
+
+use super::input;
+use super::{AuthError, Conversation, DenyReason, Method, Outcome, PROMPT, deny_after_prompt};
+use crate::config::Config;
+use crate::host::accounts;
+use crate::host::clock::Clock;
+use crate::otp::backup;
+use crate::otp::enroll;
+use crate::otp::{self, CodeMatch, SecretKey};
+use crate::records::user::UserFiles;
+use crate::records::{DEFAULT_DEVICE, Device, SecretRecord, State};
+
+/// `unenrolled = "enroll"`: show a new secret, ask for a code from it, and
+/// store the enrollment only if the code is right. Trust on first use: the
+/// password is all that protects this step (README says so plainly). The
+/// code is checked at the time it is typed (scanning a QR code takes a
+/// while), and every string that holds the secret or the backup codes is
+/// wiped when dropped.
+pub(super) fn enroll_at_login(
+    config: &Config,
+    files: &UserFiles,
+    conv: &mut dyn Conversation,
+    clock: &dyn Clock,
+) -> Result<Outcome, AuthError> {
+    let user = files.user();
+    if !config.enroll_groups.is_empty()
+        && accounts::first_shared_group(user.as_str(), &config.enroll_groups).is_none()
+    {
+        return deny_after_prompt(conv, DenyReason::Unenrolled);
+    }
+    let secret = SecretKey::new(backup::random_bytes::<20>().ok_or(AuthError::Kdf)?.to_vec());
+    let params = config.totp;
+    let uri = Zeroizing::new(enroll::otpauth_uri(
+        &config.issuer_name(),
+        user.as_str(),
+        &secret,
+        params,
+    ));
+    let qr = Zeroizing::new(enroll::qr_text(&uri).unwrap_or_default());
+    let key = Zeroizing::new(enroll::grouped_secret(&secret));
+    // Sized up front so that writing never reallocates (a reallocation
+    // would leave an unwiped copy behind).
+    let mut message = Zeroizing::new(String::with_capacity(
+        qr.len() + key.len() + uri.len() + 512,
+    ));
+    // Writing to a String cannot fail.
+    let _ = write!(
+        message,
+        "Two-factor authentication is required and not set up for you yet.\n\
+         Scan this QR code with your authenticator app:\n{}\n\
+         Or enter this key by hand: {}\n\
+         ({}, {} digits, every {} s)\n\
+         otpauth URI: {}\n\
+         Then enter the code the app shows.",
+        qr.as_str(),
+        key.as_str(),
+        params.algorithm,
+        params.digits,
+        params.period,
+        uri.as_str(),
+    );
+    conv.show_info(&message);
+    drop((message, qr, key, uri));
+    let raw = conv.ask_code(PROMPT)?;
+    let answer = input::classify(&raw);
+    drop(raw);
+    let now = clock.now();
+    let step = match answer.totp() {
+        Some(code) => match otp::match_code(&secret, params, code, now, config.window, None) {
+            CodeMatch::Fresh(step) => step,
+            _ => return Ok(Outcome::Deny(DenyReason::EnrollmentNotConfirmed)),
+        },
+        None => return Ok(Outcome::Deny(DenyReason::EnrollmentNotConfirmed)),
+    };
+    let (backup, codes) = enroll::new_backup_set(config.backup_codes, now).ok_or(AuthError::Kdf)?;
+    let record = SecretRecord {
+        created: now,
+        devices: vec![Device {
+            label: DEFAULT_DEVICE.into(),
+            secret,
+            params,
+            created: now,
+        }],
+        backup,
+        deliver_to: None,
+    };
+    {
+        let _lock = files.lock()?;
+        // Another login may have enrolled this user meanwhile: keep theirs.
+        if files.read_record()?.is_some() {
+            return Ok(Outcome::Deny(DenyReason::EnrollmentNotConfirmed));
+        }
+        let mut state = State::default();
+        state.last_accepted_step.insert(DEFAULT_DEVICE.into(), step);
+        files.write_state(&state)?;
+        files.write_record(&record)?;
+    }
+    let intro = "Two-factor authentication is set up. Your backup codes (each works once; keep them safe, they are not shown again):";
+    let mut message = Zeroizing::new(String::with_capacity(intro.len() + codes.len() * 24));
+    message.push_str(intro);
+    for code in &codes {
+        message.push_str("\n  ");
+        message.push_str(code.grouped().as_str());
+    }
+    conv.show_info(&message);
+    Ok(Outcome::Allow(Method::Enrolled))
+}

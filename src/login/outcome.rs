@@ -1,0 +1,209 @@
+//! The core's answer in its own words (the PAM door maps it to a PAM
+//! code), and the line each outcome leaves in syslog.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::ConvError;
+use crate::host::timefmt;
+use crate::policy::Failure;
+use crate::records::RecordError;
+use crate::records::user::FilesError;
+use crate::store::StoreError;
+
+/// How a successful login proved itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Method {
+    Totp {
+        device: String,
+    },
+    /// A TOTP code after the device's clock offset was learned.
+    Drift {
+        device: String,
+        offset_seconds: i64,
+    },
+    Backup {
+        remaining: usize,
+    },
+    /// A code sent by `[delivery]`.
+    Delivered,
+    /// Enrolled at this login and confirmed with a code.
+    Enrolled,
+}
+
+/// Why the code was not asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// No secret record and `unenrolled = "skip"`.
+    Unenrolled,
+    /// A member of this `[exempt] groups` group.
+    ExemptGroup(String),
+    /// PAM_RHOST is in this `[exempt] networks` network.
+    ExemptNetwork(String),
+    /// A success from the same remote host within `[grace] seconds`.
+    Grace,
+}
+
+/// Why a login was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No secret record and `unenrolled = "deny"` (or not allowed to enroll).
+    Unenrolled,
+    /// The name from PAM cannot be a file name.
+    BadUsername(String),
+    /// A wrong, replayed or malformed code; maybe it started a lock.
+    Failed {
+        failure: Failure,
+        locked_until: Option<u64>,
+    },
+    /// Locked until this time.
+    LockedOut { until: u64 },
+    /// Too many attempts until this time.
+    RateLimited { until: u64 },
+    /// Enrollment at login was not confirmed with a right code.
+    EnrollmentNotConfirmed,
+    /// A code by message was asked for but could not be sent.
+    DeliveryFailed(String),
+    /// The secret record changed while the prompt was open (an admin ran
+    /// `backup-codes`, `enroll --force`, `remove-device`, `disable`, …):
+    /// nothing was decided against the old one.
+    RecordChanged,
+}
+
+/// The core's answer, in its own words; the PAM door maps it to a code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Allow(Method),
+    Deny(DenyReason),
+    /// PAM_IGNORE, no prompt.
+    Skip(SkipReason),
+}
+
+/// Something failed that is not the user's answer. Every variant denies.
+#[derive(Debug)]
+pub enum AuthError {
+    /// The state directory or a file in it is unsafe or unreadable, a lock
+    /// could not be taken, or the new state could not be stored.
+    Store(StoreError),
+    /// A record exists but cannot be parsed or checked.
+    Record { path: PathBuf, error: RecordError },
+    /// The conversation failed (Ctrl-C, EOF, no answer).
+    Conversation,
+    /// argon2 or the OS random generator failed.
+    Kdf,
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Store(e) => write!(f, "{e}"),
+            AuthError::Record { path, error } => {
+                write!(f, "{}: {error} (run `twofactor check`)", path.display())
+            }
+            AuthError::Conversation => f.write_str("the conversation failed or gave no answer"),
+            AuthError::Kdf => f.write_str("argon2 or the random generator failed"),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> AuthError {
+        AuthError::Store(e)
+    }
+}
+
+impl From<FilesError> for AuthError {
+    fn from(e: FilesError) -> AuthError {
+        match e {
+            FilesError::Store(e) => AuthError::Store(e),
+            FilesError::Record { path, error } => AuthError::Record { path, error },
+        }
+    }
+}
+
+impl From<ConvError> for AuthError {
+    fn from(_: ConvError) -> AuthError {
+        AuthError::Conversation
+    }
+}
+
+impl Outcome {
+    /// One line for syslog (no codes, no secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Allow(method) => match method {
+                Method::Totp { device } => {
+                    // The common line, built without `core::fmt`.
+                    let mut line = String::with_capacity(64 + device.len());
+                    line.push_str("authentication succeeded (TOTP code, device ");
+                    line.push_str(device);
+                    line.push(')');
+                    line
+                }
+                Method::Drift {
+                    device,
+                    offset_seconds,
+                } => format!(
+                    "authentication succeeded (TOTP code, device {device}, clock offset {offset_seconds} s learned)"
+                ),
+                Method::Backup { remaining } => {
+                    format!("authentication succeeded (backup code, {remaining} left)")
+                }
+                Method::Delivered => "authentication succeeded (code sent by message)".into(),
+                Method::Enrolled => "enrolled at login and authenticated (TOTP code)".into(),
+            },
+            Outcome::Skip(reason) => match reason {
+                SkipReason::Unenrolled => {
+                    "user is not enrolled; skipped (unenrolled = \"skip\")".into()
+                }
+                SkipReason::ExemptGroup(g) => format!("skipped: member of exempt group {g}"),
+                SkipReason::ExemptNetwork(n) => {
+                    format!("skipped: remote host in exempt network {n}")
+                }
+                SkipReason::Grace => "skipped: success from the same host within [grace]".into(),
+            },
+            Outcome::Deny(reason) => match reason {
+                DenyReason::Unenrolled => "denied: user is not enrolled".into(),
+                DenyReason::BadUsername(why) => format!("denied: unusable user name: {why}"),
+                DenyReason::Failed {
+                    failure,
+                    locked_until,
+                } => {
+                    let what = match failure {
+                        Failure::WrongCode => "wrong code",
+                        Failure::Replayed => "replayed code (RFC 6238 5.2)",
+                        Failure::Malformed => "malformed input",
+                        Failure::DriftNotConfirmed => "clock drift not confirmed by the next code",
+                        Failure::DriftSuspected => "code outside the window (clock drift?)",
+                    };
+                    match locked_until {
+                        Some(t) => format!(
+                            "denied: {what}; too many failures, locked until {}",
+                            timefmt::rfc3339(*t)
+                        ),
+                        None => format!("denied: {what}"),
+                    }
+                }
+                DenyReason::LockedOut { until } => {
+                    format!("denied: account locked until {}", timefmt::rfc3339(*until))
+                }
+                DenyReason::RateLimited { until } => {
+                    format!(
+                        "denied: rate limit reached until {}",
+                        timefmt::rfc3339(*until)
+                    )
+                }
+                DenyReason::EnrollmentNotConfirmed => {
+                    "denied: enrollment at login not confirmed (nothing stored)".into()
+                }
+                DenyReason::DeliveryFailed(why) => format!("denied: code by message: {why}"),
+                DenyReason::RecordChanged => {
+                    "denied: the enrollment changed while the prompt was open (nothing decided)"
+                        .into()
+                }
+            },
+        }
+    }
+}
