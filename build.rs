@@ -1,10 +1,10 @@
 //! Link settings for the PAM module (the cdylib) only; the CLI and the tests
-//! link as usual. Every host process (sshd, sudo, login) pays for loading the
-//! module on each `pam_start`, so what the dynamic loader has to do matters
-//! (bench/results.md, "where the instructions go"):
+//! link as usual. Every host process (sshd, sudo, login) loads the module at
+//! each `pam_start`, so it should be cheap to map and relocate
+//! (bench/README.md says how that is measured):
 //!
-//! - `-z pack-relative-relocs`: the ~1,900 relative relocations become a
-//!   few hundred bytes of DT_RELR bitmaps (glibc >= 2.36, Debian 12).
+//! - `-z pack-relative-relocs`: relative relocations become compact DT_RELR
+//!   bitmaps (glibc >= 2.36, Debian 12).
 //! - No `libgcc_s.so.1`: std links the unwinder with `-lgcc_s`, so loading
 //!   the module also loaded and relocated that library. We link GCC's static
 //!   unwinder (`libgcc_eh.a`, what `-static-libgcc` uses) into the module

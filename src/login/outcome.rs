@@ -135,12 +135,7 @@ impl Outcome {
         match self {
             Outcome::Allow(method) => match method {
                 Method::Totp { device } => {
-                    // The common line, built without `core::fmt`.
-                    let mut line = String::with_capacity(64 + device.len());
-                    line.push_str("authentication succeeded (TOTP code, device ");
-                    line.push_str(device);
-                    line.push(')');
-                    line
+                    format!("authentication succeeded (TOTP code, device {device})")
                 }
                 Method::Drift {
                     device,

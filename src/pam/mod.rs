@@ -22,7 +22,7 @@ use crate::config::{self, Config};
 use crate::host::clock;
 use crate::host::log::{self, Severity};
 use crate::login::{self, AuthError, ConvError, Conversation, Outcome};
-use crate::records::username::{escape, escape_into};
+use crate::records::username::escape;
 
 /// The module type the entry points dispatch to.
 pub struct TwoFactor;
@@ -139,12 +139,9 @@ pub fn pam_code(result: &Result<Outcome, AuthError>) -> PamResultCode {
     }
 }
 
-/// Appends a PAM item for the log line: escaped, or `-` when unset.
-fn push_item(out: &mut String, item: Option<&CStr>) {
-    match item {
-        Some(s) => escape_into(out, &s.to_string_lossy()),
-        None => out.push('-'),
-    }
+/// A PAM item for the log line: escaped, or `-` when unset.
+fn item(item: Option<&CStr>) -> String {
+    item.map_or_else(|| "-".into(), |s| escape(&s.to_string_lossy()))
 }
 
 fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResultCode {
@@ -169,14 +166,12 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     };
     let service = pamh.get_item::<Service>().ok().flatten().map(|s| s.0);
     let rhost_item = pamh.get_item::<RHost>().ok().flatten().map(|s| s.0);
-    // Built by hand, like the log line: no `core::fmt` on every login.
-    let mut who = String::with_capacity(96);
-    who.push_str("user=");
-    escape_into(&mut who, &user);
-    who.push_str(" service=");
-    push_item(&mut who, service);
-    who.push_str(" rhost=");
-    push_item(&mut who, rhost_item);
+    let who = format!(
+        "user={} service={} rhost={}",
+        escape(&user),
+        item(service),
+        item(rhost_item)
+    );
     // The raw remote host for exemptions and grace; empty or non-UTF-8 = none.
     let rhost: Option<String> = rhost_item
         .and_then(|h| h.to_str().ok())

@@ -91,13 +91,6 @@ impl fmt::Display for Username {
 /// that must show a name PAM handed us (log injection, terminal escapes).
 pub fn escape(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
-    escape_into(&mut out, raw);
-    out
-}
-
-/// Appends `raw` to `out`, escaped as by `escape` (the PAM door builds each
-/// log line's `user=… service=… rhost=…` in one string with it).
-pub fn escape_into(out: &mut String, raw: &str) {
     for b in raw.bytes() {
         if (0x20..0x7f).contains(&b) && b != b'\\' {
             out.push(char::from(b));
@@ -106,6 +99,7 @@ pub fn escape_into(out: &mut String, raw: &str) {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
+    out
 }
 
 #[cfg(test)]
