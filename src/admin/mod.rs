@@ -384,7 +384,7 @@ impl Admin {
             if !opts.force && UserFiles::new(&dir, &user).record_exists()? {
                 return Err(AdminError::AlreadyEnrolled(user.to_string()));
             }
-            let (backup, codes) = crate::otp::enroll::new_backup_set(self.config.backup_codes, now)
+            let (backup, codes) = crate::otp::backup::new_backup_set(self.config.backup_codes, now)
                 .ok_or(AdminError::Crypto)?;
             let record = SecretRecord {
                 created: now,
@@ -563,7 +563,7 @@ impl Admin {
                     continue;
                 }
             };
-            let (backup, codes) = crate::otp::enroll::new_backup_set(self.config.backup_codes, now)
+            let (backup, codes) = crate::otp::backup::new_backup_set(self.config.backup_codes, now)
                 .ok_or(AdminError::Crypto)?;
             let record = SecretRecord {
                 created: now,
@@ -665,7 +665,7 @@ impl Admin {
         let Some(mut record) = UserFiles::new(&dir, &user).read_record()? else {
             return Err(AdminError::NotEnrolled(user.to_string()));
         };
-        let (backup, codes) = crate::otp::enroll::new_backup_set(self.config.backup_codes, now)
+        let (backup, codes) = crate::otp::backup::new_backup_set(self.config.backup_codes, now)
             .ok_or(AdminError::Crypto)?;
         record.backup = backup;
         UserFiles::new(&dir, &user).write_record(&record)?;
@@ -924,7 +924,7 @@ fn existing_user(raw: &str) -> Result<Username, AdminError> {
     }
 }
 
-pub use crate::otp::enroll::{grouped_secret, otpauth_uri, qr_text};
+pub use crate::otp::uri::{grouped_secret, otpauth_uri, qr_text};
 
 /// Re-exported for the CLI's JSON output.
 pub use records::VERSION as RECORD_VERSION;

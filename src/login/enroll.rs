@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::host::accounts;
 use crate::host::clock::Clock;
 use crate::otp::backup;
-use crate::otp::enroll;
+use crate::otp::uri::{grouped_secret, otpauth_uri, qr_text};
 use crate::otp::{self, CodeMatch, SecretKey};
 use crate::records::user::UserFiles;
 use crate::records::{DEFAULT_DEVICE, Device, SecretRecord, State};
@@ -35,14 +35,14 @@ pub(super) fn enroll_at_login(
     }
     let secret = SecretKey::new(backup::random_bytes::<20>().ok_or(AuthError::Kdf)?.to_vec());
     let params = config.totp;
-    let uri = Zeroizing::new(enroll::otpauth_uri(
+    let uri = Zeroizing::new(otpauth_uri(
         &config.issuer_name(),
         user.as_str(),
         &secret,
         params,
     ));
-    let qr = Zeroizing::new(enroll::qr_text(&uri).unwrap_or_default());
-    let key = Zeroizing::new(enroll::grouped_secret(&secret));
+    let qr = Zeroizing::new(qr_text(&uri).unwrap_or_default());
+    let key = Zeroizing::new(grouped_secret(&secret));
     // Sized up front so that writing never reallocates (a reallocation
     // would leave an unwiped copy behind).
     let mut message = Zeroizing::new(String::with_capacity(
@@ -77,7 +77,7 @@ pub(super) fn enroll_at_login(
         },
         None => return Ok(Outcome::Deny(DenyReason::EnrollmentNotConfirmed)),
     };
-    let (backup, codes) = enroll::new_backup_set(config.backup_codes, now).ok_or(AuthError::Kdf)?;
+    let (backup, codes) = backup::new_backup_set(config.backup_codes, now).ok_or(AuthError::Kdf)?;
     let record = SecretRecord {
         created: now,
         devices: vec![Device {

@@ -1,36 +1,8 @@
-//! What enrolling makes and shows, shared by `twofactor enroll` and
-//! enrollment at first login (`unenrolled = "enroll"`): the backup-code set,
-//! the `otpauth://` URI, the grouped key and the terminal QR code.
+//! What enrolling shows, shared by `twofactor enroll` and enrollment at
+//! first login (`unenrolled = "enroll"`): the `otpauth://` URI, the
+//! grouped key and the terminal QR code.
 
-use crate::otp::backup::{self, BackupCode, KdfParams, SALT_BYTES};
 use crate::otp::{SecretKey, TotpParams};
-use crate::records::BackupSet;
-
-/// A fresh backup-code set: one random salt, `count` codes.
-pub fn new_backup_set(count: u32, now: u64) -> Option<(BackupSet, Vec<BackupCode>)> {
-    let salt = backup::random_bytes::<SALT_BYTES>()?;
-    let kdf = KdfParams::DEFAULT;
-    let mut codes = Vec::new();
-    let mut hashes = Vec::new();
-    while codes.len() < count as usize {
-        let code = backup::generate()?;
-        let hash = code.hash(&salt, kdf)?;
-        if !hashes.contains(&hash) {
-            hashes.push(hash);
-            codes.push(code);
-        }
-    }
-    Some((
-        BackupSet {
-            created: now,
-            digits: backup::LENGTH as u8,
-            kdf,
-            salt,
-            hashes,
-        },
-        codes,
-    ))
-}
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 fn percent_encode(text: &str) -> String {
