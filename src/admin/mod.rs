@@ -14,11 +14,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, Config, ConfigError};
-use crate::otp::backup;
 use crate::otp::{SecretError, TotpParams};
-use crate::records::user::{FilesError, UserFiles};
+use crate::records::user::FilesError;
 use crate::records::username::{Username, UsernameError, escape};
-use crate::records::{self, DEFAULT_DEVICE, Device, RecordError, SecretRecord, State};
+use crate::records::{self, RecordError, SecretRecord, State};
 use crate::store::{StoreError, TrustedDir};
 
 /// Why an admin command failed; `exit_code` is documented in twofactor(8).
@@ -125,19 +124,6 @@ pub struct DeviceInfo {
     pub drift_seconds: i64,
 }
 
-/// Users imported, and lines skipped with why.
-pub type ImportReport = (Vec<Imported>, Vec<(usize, String)>);
-
-/// What `import` did for one user.
-#[derive(Debug)]
-pub struct Imported {
-    pub user: String,
-    /// Backup codes: the user's own scratch codes (google-authenticator)
-    /// or a fresh set (pam_oath, which has none).
-    pub backup_codes: Vec<String>,
-    pub notes: Vec<String>,
-}
-
 /// The admin's view of one configuration.
 pub struct Admin {
     pub config: Config,
@@ -172,115 +158,6 @@ impl Admin {
 
     fn dir(&self) -> Result<TrustedDir<'_>, AdminError> {
         Ok(TrustedDir::open(&self.config.state_dir, true)?)
-    }
-
-    /// Imports a `~/.google_authenticator` file for `raw_user`.
-    pub fn import_google_authenticator(
-        &self,
-        raw_user: &str,
-        text: &str,
-        force: bool,
-        now: u64,
-    ) -> Result<Imported, AdminError> {
-        let user = existing_user(raw_user)?;
-        let ga = crate::admin::import::parse_google_authenticator(text)
-            .map_err(|e| AdminError::BadOption(format!("--google-authenticator: {e}")))?;
-        let salt = backup::random_bytes::<{ backup::SALT_BYTES }>().ok_or(AdminError::Crypto)?;
-        let kdf = backup::KdfParams::DEFAULT;
-        let mut hashes = Vec::new();
-        for code in &ga.scratch_codes {
-            let hash = backup::hash_digits(code, &salt, kdf).ok_or(AdminError::Crypto)?;
-            if !hashes.contains(&hash) {
-                hashes.push(hash);
-            }
-        }
-        let record = SecretRecord {
-            created: now,
-            devices: vec![Device {
-                label: DEFAULT_DEVICE.into(),
-                secret: ga.secret,
-                params: ga.params,
-                created: now,
-            }],
-            backup: records::BackupSet {
-                created: now,
-                digits: 8,
-                kdf,
-                salt,
-                hashes,
-            },
-            deliver_to: None,
-        };
-        self.store_import(&user, &record, force)?;
-        Ok(Imported {
-            user: user.to_string(),
-            backup_codes: ga.scratch_codes,
-            notes: ga.notes,
-        })
-    }
-
-    /// Imports every TOTP line of a pam_oath users file; returns the users
-    /// imported and the lines skipped (line, why).
-    pub fn import_oath_usersfile(
-        &self,
-        text: &str,
-        force: bool,
-        now: u64,
-    ) -> Result<ImportReport, AdminError> {
-        let file = crate::admin::import::parse_oath_usersfile(text);
-        let mut skipped = file.skipped;
-        let mut imported = Vec::new();
-        for entry in file.users {
-            let user = match existing_user(&entry.user) {
-                Ok(u) => u,
-                Err(e) => {
-                    skipped.push((entry.line, e.to_string()));
-                    continue;
-                }
-            };
-            let (backup, codes) = crate::otp::enroll::new_backup_set(self.config.backup_codes, now)
-                .ok_or(AdminError::Crypto)?;
-            let record = SecretRecord {
-                created: now,
-                devices: vec![Device {
-                    label: DEFAULT_DEVICE.into(),
-                    secret: entry.secret,
-                    params: entry.params,
-                    created: now,
-                }],
-                backup,
-                deliver_to: None,
-            };
-            match self.store_import(&user, &record, force) {
-                Ok(()) => imported.push(Imported {
-                    user: user.to_string(),
-                    backup_codes: codes.iter().map(|c| c.grouped().to_string()).collect(),
-                    notes: entry.notes,
-                }),
-                Err(e @ AdminError::AlreadyEnrolled(_)) => {
-                    skipped.push((entry.line, e.to_string()))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        skipped.sort();
-        Ok((imported, skipped))
-    }
-
-    fn store_import(
-        &self,
-        user: &Username,
-        record: &SecretRecord,
-        force: bool,
-    ) -> Result<(), AdminError> {
-        let dir = self.dir()?;
-        let _lock = dir.lock(&user.lock_file())?;
-        if !force && UserFiles::new(&dir, user).record_exists()? {
-            return Err(AdminError::AlreadyEnrolled(user.to_string()));
-        }
-        UserFiles::new(&dir, user).write_state(&State::default())?;
-        UserFiles::new(&dir, user).write_record(record)?;
-        Ok(())
     }
 }
 
@@ -321,6 +198,7 @@ pub use crate::otp::enroll::{grouped_secret, otpauth_uri, qr_text};
 pub use account::Status;
 pub use check::Problem;
 pub use enroll::{EnrollOptions, Enrollment};
+pub use import::{ImportReport, Imported};
 pub use input_files::{
     ImportText, MAX_IMPORT_BYTES, MAX_SECRET_INPUT, read_import_file, read_secret_file,
 };

@@ -1,8 +1,7 @@
-//! Reading the files of the modules we replace, for `twofactor import`:
-//! google-authenticator's `~/.google_authenticator` and pam_oath's users
-//! file. Pure parsing; the CLI decides what to store. Formats as documented
-//! by those projects (google-authenticator-libpam's README and FILEFORMAT;
-//! pam_oath's usersfile description in oath-toolkit's manual).
+//! `twofactor import`: enrollments carried over from the modules we
+//! replace, google-authenticator's `~/.google_authenticator` and pam_oath's
+//! users file. The parsers (one file each) only read; the methods here
+//! store what they read, under each user's lock.
 
 mod google_authenticator;
 mod oath;
@@ -10,5 +9,135 @@ mod oath;
 pub use google_authenticator::{GoogleAuthenticator, ImportError, parse_google_authenticator};
 pub use oath::{OathFile, OathUser, parse_oath_usersfile};
 
+use super::{Admin, AdminError, existing_user};
+use crate::otp::backup;
+use crate::records::user::UserFiles;
+use crate::records::username::Username;
+use crate::records::{self, DEFAULT_DEVICE, Device, SecretRecord, State};
+
 /// The smallest secret we import: google-authenticator's default is 80 bits.
 pub const MIN_IMPORT_BITS: usize = 80;
+
+/// Users imported, and lines skipped with why.
+pub type ImportReport = (Vec<Imported>, Vec<(usize, String)>);
+
+/// What `import` did for one user.
+#[derive(Debug)]
+pub struct Imported {
+    pub user: String,
+    /// Backup codes: the user's own scratch codes (google-authenticator)
+    /// or a fresh set (pam_oath, which has none).
+    pub backup_codes: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl Admin {
+    /// Imports a `~/.google_authenticator` file for `raw_user`.
+    pub fn import_google_authenticator(
+        &self,
+        raw_user: &str,
+        text: &str,
+        force: bool,
+        now: u64,
+    ) -> Result<Imported, AdminError> {
+        let user = existing_user(raw_user)?;
+        let ga = parse_google_authenticator(text)
+            .map_err(|e| AdminError::BadOption(format!("--google-authenticator: {e}")))?;
+        let salt = backup::random_bytes::<{ backup::SALT_BYTES }>().ok_or(AdminError::Crypto)?;
+        let kdf = backup::KdfParams::DEFAULT;
+        let mut hashes = Vec::new();
+        for code in &ga.scratch_codes {
+            let hash = backup::hash_digits(code, &salt, kdf).ok_or(AdminError::Crypto)?;
+            if !hashes.contains(&hash) {
+                hashes.push(hash);
+            }
+        }
+        let record = SecretRecord {
+            created: now,
+            devices: vec![Device {
+                label: DEFAULT_DEVICE.into(),
+                secret: ga.secret,
+                params: ga.params,
+                created: now,
+            }],
+            backup: records::BackupSet {
+                created: now,
+                digits: 8,
+                kdf,
+                salt,
+                hashes,
+            },
+            deliver_to: None,
+        };
+        self.store_import(&user, &record, force)?;
+        Ok(Imported {
+            user: user.to_string(),
+            backup_codes: ga.scratch_codes,
+            notes: ga.notes,
+        })
+    }
+
+    /// Imports every TOTP line of a pam_oath users file; returns the users
+    /// imported and the lines skipped (line, why).
+    pub fn import_oath_usersfile(
+        &self,
+        text: &str,
+        force: bool,
+        now: u64,
+    ) -> Result<ImportReport, AdminError> {
+        let file = parse_oath_usersfile(text);
+        let mut skipped = file.skipped;
+        let mut imported = Vec::new();
+        for entry in file.users {
+            let user = match existing_user(&entry.user) {
+                Ok(u) => u,
+                Err(e) => {
+                    skipped.push((entry.line, e.to_string()));
+                    continue;
+                }
+            };
+            let (backup, codes) = crate::otp::enroll::new_backup_set(self.config.backup_codes, now)
+                .ok_or(AdminError::Crypto)?;
+            let record = SecretRecord {
+                created: now,
+                devices: vec![Device {
+                    label: DEFAULT_DEVICE.into(),
+                    secret: entry.secret,
+                    params: entry.params,
+                    created: now,
+                }],
+                backup,
+                deliver_to: None,
+            };
+            match self.store_import(&user, &record, force) {
+                Ok(()) => imported.push(Imported {
+                    user: user.to_string(),
+                    backup_codes: codes.iter().map(|c| c.grouped().to_string()).collect(),
+                    notes: entry.notes,
+                }),
+                Err(e @ AdminError::AlreadyEnrolled(_)) => {
+                    skipped.push((entry.line, e.to_string()))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        skipped.sort();
+        Ok((imported, skipped))
+    }
+
+    fn store_import(
+        &self,
+        user: &Username,
+        record: &SecretRecord,
+        force: bool,
+    ) -> Result<(), AdminError> {
+        let dir = self.dir()?;
+        let _lock = dir.lock(&user.lock_file())?;
+        if !force && UserFiles::new(&dir, user).record_exists()? {
+            return Err(AdminError::AlreadyEnrolled(user.to_string()));
+        }
+        UserFiles::new(&dir, user).write_state(&State::default())?;
+        UserFiles::new(&dir, user).write_record(record)?;
+        Ok(())
+    }
+}
