@@ -198,7 +198,7 @@ pub use crate::otp::enroll::{grouped_secret, otpauth_uri, qr_text};
 pub use account::Status;
 pub use check::Problem;
 pub use enroll::{EnrollOptions, Enrollment};
-pub use import::{ImportReport, Imported};
+pub use import::{Existing, ImportReport, Imported};
 pub use input_files::{
     ImportText, MAX_IMPORT_BYTES, MAX_SECRET_INPUT, read_import_file, read_secret_file,
 };

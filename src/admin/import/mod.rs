@@ -18,6 +18,16 @@ use crate::records::{self, DEFAULT_DEVICE, Device, SecretRecord, State};
 /// The smallest secret we import: google-authenticator's default is 80 bits.
 pub const MIN_IMPORT_BITS: usize = 80;
 
+/// What an import does to a user who is already enrolled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Leave the enrollment as it is: the user is skipped (pam_oath) or
+    /// the import refused (google-authenticator).
+    Keep,
+    /// Replace the secret, backup codes and state (`import --force`).
+    Replace,
+}
+
 /// Users imported, and lines skipped with why.
 pub type ImportReport = (Vec<Imported>, Vec<(usize, String)>);
 
@@ -37,7 +47,7 @@ impl Admin {
         &self,
         raw_user: &str,
         text: &str,
-        force: bool,
+        existing: Existing,
         now: u64,
     ) -> Result<Imported, AdminError> {
         let user = existing_user(raw_user)?;
@@ -69,7 +79,7 @@ impl Admin {
             },
             deliver_to: None,
         };
-        self.store_import(&user, &record, force)?;
+        self.store_import(&user, &record, existing)?;
         Ok(Imported {
             user: user.to_string(),
             backup_codes: ga.scratch_codes,
@@ -82,7 +92,7 @@ impl Admin {
     pub fn import_oath_usersfile(
         &self,
         text: &str,
-        force: bool,
+        existing: Existing,
         now: u64,
     ) -> Result<ImportReport, AdminError> {
         let file = parse_oath_usersfile(text);
@@ -109,7 +119,7 @@ impl Admin {
                 backup,
                 deliver_to: None,
             };
-            match self.store_import(&user, &record, force) {
+            match self.store_import(&user, &record, existing) {
                 Ok(()) => imported.push(Imported {
                     user: user.to_string(),
                     backup_codes: codes.iter().map(|c| c.grouped().to_string()).collect(),
@@ -129,11 +139,11 @@ impl Admin {
         &self,
         user: &Username,
         record: &SecretRecord,
-        force: bool,
+        existing: Existing,
     ) -> Result<(), AdminError> {
         let dir = self.dir()?;
         let _lock = dir.lock(&user.lock_file())?;
-        if !force && UserFiles::new(&dir, user).record_exists()? {
+        if existing == Existing::Keep && UserFiles::new(&dir, user).record_exists()? {
             return Err(AdminError::AlreadyEnrolled(user.to_string()));
         }
         UserFiles::new(&dir, user).write_state(&State::default())?;
