@@ -36,6 +36,8 @@ pub struct Enrollment {
 }
 
 impl Admin {
+    /// The config's TOTP parameters with `--algorithm`, `--digits` and
+    /// `--period` applied, each checked against its range.
     fn params(&self, opts: &EnrollOptions) -> Result<TotpParams, AdminError> {
         let mut params = self.config.totp;
         if let Some(name) = &opts.algorithm {

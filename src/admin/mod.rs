@@ -156,11 +156,13 @@ impl Admin {
         })
     }
 
+    /// The state directory, which must be private (0700-like).
     fn dir(&self) -> Result<TrustedDir<'_>, AdminError> {
         Ok(TrustedDir::open(&self.config.state_dir, true)?)
     }
 }
 
+/// Each device of `record` with the clock offset learned for it in `state`.
 fn device_infos(record: &SecretRecord, state: &State) -> Vec<DeviceInfo> {
     record
         .devices
@@ -175,6 +177,7 @@ fn device_infos(record: &SecretRecord, state: &State) -> Vec<DeviceInfo> {
         .collect()
 }
 
+/// A `--deliver-to` value the record can hold.
 fn check_target(target: &str) -> Result<(), AdminError> {
     if records::valid_target(target) {
         Ok(())

@@ -135,6 +135,9 @@ impl Admin {
         Ok((imported, skipped))
     }
 
+    /// Writes an imported record and a fresh state under the user's lock;
+    /// with [`Existing::Keep`] an enrolled user is left alone
+    /// ([`AdminError::AlreadyEnrolled`]).
     fn store_import(
         &self,
         user: &Username,
