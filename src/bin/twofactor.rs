@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions};
+use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions, Existing};
 use pam_twofactor::delivery::{self, DeliveryError};
 use pam_twofactor::host::{clock, timefmt};
 use serde_json::json;
@@ -189,19 +189,25 @@ fn run_import(
     json: bool,
     now: u64,
 ) -> Result<u8, AdminError> {
+    let existing = if force {
+        Existing::Replace
+    } else {
+        Existing::Keep
+    };
     // The google-authenticator file still holds the seed after the import,
     // where its user can read it: the admin is told to delete it.
     let mut delete_file = None;
     let (imported, skipped) = match (user, google_authenticator, oath_usersfile) {
         (Some(user), Some(file), None) => {
             let text = admin::read_import_file(&file)?;
-            let imported = admin.import_google_authenticator(&user, text.as_str(), force, now)?;
+            let imported =
+                admin.import_google_authenticator(&user, text.as_str(), existing, now)?;
             delete_file = Some(file);
             (vec![imported], Vec::new())
         }
         (None, None, Some(file)) => {
             let text = admin::read_import_file(&file)?;
-            admin.import_oath_usersfile(text.as_str(), force, now)?
+            admin.import_oath_usersfile(text.as_str(), existing, now)?
         }
         _ => {
             return Err(AdminError::BadOption(

@@ -1,0 +1,249 @@
+//! `twofactor check`: the config, the delivery service and every file in
+//! the state directory, each problem with the path it concerns and what
+//! to do about it.
+
+use std::path::{Path, PathBuf};
+
+use super::{Admin, AdminError};
+use crate::config;
+use crate::delivery::{self, DeliveryError};
+use crate::records::username::Username;
+use crate::records::{MAX_RECORD_BYTES, SecretRecord, State};
+use crate::store::{self, Access, StoreError};
+
+/// One finding of `twofactor check`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+impl Admin {
+    /// With `[delivery] command` set: the command must pass the checks the
+    /// delivery service makes before running it, and the delivery
+    /// service's socket must be there and trusted, or no code by message
+    /// can be sent (logins then say so and deny that way in).
+    fn delivery_problems(&self) -> Vec<Problem> {
+        let delivery = &self.config.delivery;
+        let Some(command) = &delivery.command else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        if let Err(e) = store::check_executable(command) {
+            let (path, problem) = split_path(&e);
+            problems.push(Problem {
+                path,
+                problem: format!("{problem} ([delivery] command: no code by message can be sent)"),
+            });
+        }
+        let socket = delivery.socket();
+        match delivery::check_socket(socket) {
+            Ok(()) => {}
+            Err(DeliveryError::Unsafe(e)) => {
+                let (path, problem) = split_path(&e);
+                problems.push(Problem {
+                    path,
+                    problem: format!(
+                        "{problem} ([delivery] socket: the module will not send codes there)"
+                    ),
+                });
+            }
+            Err(_) => problems.push(Problem {
+                path: socket.to_path_buf(),
+                problem: "no delivery service listens here: no code by message can be sent (systemctl enable --now pam-twofactor-deliver.socket)".into(),
+            }),
+        }
+        problems
+    }
+
+    /// Validates the config and every file in the state directory; returns
+    /// every problem found (an empty list means all is well).
+    pub fn check(config_path: Option<&Path>) -> Result<Vec<Problem>, AdminError> {
+        let admin = match Admin::open(config_path) {
+            Ok(a) => a,
+            Err(AdminError::Config(e)) => {
+                let path = config_path
+                    .map_or_else(|| PathBuf::from(config::DEFAULT_PATH), Path::to_path_buf);
+                return Ok(vec![Problem {
+                    path,
+                    problem: format!("{e} (fix the file; see twofactor.toml(5))"),
+                }]);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut problems = admin.delivery_problems();
+        let dir = match admin.dir() {
+            Ok(d) => d,
+            Err(AdminError::Store(e)) => {
+                let missing = matches!(
+                    e,
+                    StoreError::Io {
+                        errno: nix::errno::Errno::ENOENT,
+                        ..
+                    }
+                );
+                let (path, mut problem) = split_path(&e);
+                if missing {
+                    problem.push_str(&format!(
+                        " (create it with: install -d -o root -g root -m 0700 {})",
+                        admin.config.state_dir.display()
+                    ));
+                }
+                problems.push(Problem { path, problem });
+                return Ok(problems);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut enrolled = Vec::new();
+        for name in dir.entries()? {
+            let path = dir.path().join(&name);
+            let mut report = |problem: String| {
+                problems.push(Problem {
+                    path: path.clone(),
+                    problem,
+                })
+            };
+            if crate::login::is_kdf_slot(&name) {
+                continue;
+            }
+            let (stem, kind) = match name.rsplit_once('.') {
+                Some((stem, kind @ ("secret" | "state" | "lock"))) => (stem, kind),
+                _ => {
+                    report(if name.contains(".tmp-") {
+                        "stale temporary file from an interrupted write (safe to remove)".into()
+                    } else {
+                        "unexpected file in the state directory (move it elsewhere)".into()
+                    });
+                    continue;
+                }
+            };
+            let Ok(user) = Username::parse(stem) else {
+                report("file name is not a valid user name (move it elsewhere)".into());
+                continue;
+            };
+            let bytes = match dir.read(&name, Access::Private, MAX_RECORD_BYTES) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(e) => {
+                    report(split_path(&e).1);
+                    continue;
+                }
+            };
+            match kind {
+                "secret" => {
+                    enrolled.push(user.to_string());
+                    if let Err(e) = SecretRecord::parse(&bytes) {
+                        report(format!("{e} (re-enroll: twofactor enroll --force {user})"));
+                    }
+                    if matches!(nix::unistd::User::from_name(user.as_str()), Ok(None)) {
+                        report(format!(
+                            "user {user} does not exist in passwd (remove with: twofactor disable {user})"
+                        ));
+                    }
+                }
+                "state" => {
+                    if let Err(e) = State::parse(&bytes) {
+                        report(format!(
+                            "{e} (logins of {user} fail until this is fixed; move the file away to reset it, which also forgets used backup codes: then run twofactor backup-codes {user})"
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Ok(passwd) = std::fs::read_to_string(PASSWD) {
+            for (first, uid, enrolled_alias) in aliases_before_enrolled(&passwd, &enrolled) {
+                problems.push(Problem {
+                    path: PathBuf::from(PASSWD),
+                    problem: format!(
+                        "{first} (uid {uid}) is listed before {enrolled_alias}, who is enrolled: logins as {first} do not use {enrolled_alias}'s enrollment (move {enrolled_alias}'s line above {first}'s, or enroll {first})"
+                    ),
+                });
+            }
+        }
+        Ok(problems)
+    }
+}
+
+/// The local user database `check` reads for names sharing a uid (NSS
+/// sources such as LDAP are not enumerated).
+const PASSWD: &str = "/etc/passwd";
+
+/// `(first name, uid, enrolled later name)` for every uid whose first name
+/// in `passwd` has no enrollment while a later name with the same uid has
+/// one. The module redirects an unenrolled name to its uid's *first* name
+/// (login/mod.rs, `enrolled_first_name`), so such a first name would get no
+/// second factor of the account's under `unenrolled = "skip"`.
+fn aliases_before_enrolled(passwd: &str, enrolled: &[String]) -> Vec<(String, u32, String)> {
+    let mut first_of_uid: Vec<(u32, &str)> = Vec::new();
+    let mut found = Vec::new();
+    for line in passwd.lines() {
+        let mut fields = line.split(':');
+        let (Some(name), Some(_), Some(uid)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let Ok(uid) = uid.parse::<u32>() else {
+            continue;
+        };
+        match first_of_uid.iter().find(|(u, _)| *u == uid) {
+            None => first_of_uid.push((uid, name)),
+            Some(&(_, first)) => {
+                let is_enrolled = |n: &str| enrolled.iter().any(|e| e == n);
+                if is_enrolled(name)
+                    && !is_enrolled(first)
+                    && !found
+                        .iter()
+                        .any(|(f, u, _): &(String, u32, String)| f == first && *u == uid)
+                {
+                    found.push((first.to_string(), uid, name.to_string()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A store error as (path, problem without the path), for `check`'s
+/// `PATH: problem` lines.
+fn split_path(e: &StoreError) -> (PathBuf, String) {
+    let text = e.to_string();
+    let path = match e {
+        StoreError::Io { path, .. }
+        | StoreError::Insecure { path, .. }
+        | StoreError::TooLarge { path, .. }
+        | StoreError::LockTimeout { path }
+        | StoreError::BadPath { path } => path.clone(),
+    };
+    let prefix = format!("{}: ", path.display());
+    let problem = text
+        .strip_prefix(&prefix)
+        .map_or(text.clone(), str::to_string);
+    (path, problem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only an unenrolled first name before an enrolled alias is reported,
+    /// once per uid.
+    #[test]
+    fn aliases_listed_before_an_enrolled_name_are_found() {
+        let passwd = "root:x:0:0::/root:/bin/sh\n\
+                      toor:x:0:0::/root:/bin/sh\n\
+                      alias:x:1000:1000::/:/bin/sh\n\
+                      alice:x:1000:1000::/:/bin/sh\n\
+                      alice2:x:1000:1000::/:/bin/sh\n\
+                      bob:x:1001:1001::/:/bin/sh\n\
+                      # a comment line\n\
+                      broken\n";
+        let enrolled = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            aliases_before_enrolled(passwd, &enrolled(&["alice", "alice2", "bob"])),
+            [("alias".to_string(), 1000, "alice".to_string())]
+        );
+        // root first and enrolled: toor is redirected, nothing to report.
+        assert!(aliases_before_enrolled(passwd, &enrolled(&["root", "toor"])).is_empty());
+        assert!(aliases_before_enrolled(passwd, &enrolled(&["alias", "bob"])).is_empty());
+    }
+}
