@@ -292,7 +292,10 @@ impl Admin {
     }
 
     fn dir(&self) -> Result<TrustedDir<'_>, AdminError> {
-        Ok(TrustedDir::open(&self.config.state_dir, true)?)
+        Ok(TrustedDir::open(
+            &self.config.state_dir,
+            store::Dir::Private,
+        )?)
     }
 
     fn params(&self, opts: &EnrollOptions) -> Result<TotpParams, AdminError> {

@@ -13,7 +13,7 @@ use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::Mode;
 use zeroize::Zeroizing;
 
-use super::{Access, StoreError, TrustedDir, errno_of, insecure, io_err};
+use super::{Access, Dir, StoreError, TrustedDir, errno_of, insecure, io_err};
 
 /// The owner we trust: root, or the uid this process runs as (which lets
 /// non-root callers such as tests use their own files, and nothing more).
@@ -22,8 +22,8 @@ fn trusted_owner(uid: u32) -> bool {
 }
 
 /// Checks one directory's metadata: a directory, trusted owner, not
-/// group/world writable; `private` also forbids any group/other access.
-fn check_dir(path: &Path, meta: &Metadata, private: bool) -> Result<(), StoreError> {
+/// group/world writable; `Dir::Private` also forbids any group/other access.
+fn check_dir(path: &Path, meta: &Metadata, rule: Dir) -> Result<(), StoreError> {
     if !meta.is_dir() {
         return Err(insecure(path, "is not a directory".into()));
     }
@@ -47,7 +47,7 @@ fn check_dir(path: &Path, meta: &Metadata, private: bool) -> Result<(), StoreErr
             ),
         ));
     }
-    if private && mode & 0o077 != 0 {
+    if rule == Dir::Private && mode & 0o077 != 0 {
         return Err(insecure(
             path,
             format!(
@@ -69,10 +69,10 @@ pub(super) fn fd_metadata(file: &File, path: impl Fn() -> PathBuf) -> Result<Met
 
 /// Walks from `/` to `path`, each component opened with `O_NOFOLLOW`
 /// relative to its parent and checked once, on its open fd: every parent
-/// for owner and write bits, the last one also for `private`. Empty and `.`
+/// for owner and write bits, the last one also for `rule`. Empty and `.`
 /// components are skipped, `..` is refused, and messages name the prefix
 /// walked.
-pub(super) fn walk(path: &Path, private: bool) -> Result<File, StoreError> {
+pub(super) fn walk(path: &Path, rule: Dir) -> Result<File, StoreError> {
     let bytes = path.as_os_str().as_bytes();
     let bad = || StoreError::BadPath {
         path: path.to_path_buf(),
@@ -91,11 +91,8 @@ pub(super) fn walk(path: &Path, private: bool) -> Result<File, StoreError> {
     loop {
         let next = next_component(bytes, end).ok_or_else(bad)?;
         let here = walked(end);
-        check_dir(
-            here,
-            &fd_metadata(&fd, || here.to_path_buf())?,
-            private && next.is_none(),
-        )?;
+        let here_rule = if next.is_none() { rule } else { Dir::Public };
+        check_dir(here, &fd_metadata(&fd, || here.to_path_buf())?, here_rule)?;
         let Some((start, stop)) = next else { break };
         end = stop;
         let name = OsStr::from_bytes(&bytes[start..stop]);
@@ -214,7 +211,7 @@ pub fn read_path(
         return Err(bad());
     }
     let parent = Path::new(OsStr::from_bytes(&bytes[..at.max(1)]));
-    let dir = match TrustedDir::open(parent, false) {
+    let dir = match TrustedDir::open(parent, Dir::Public) {
         Ok(dir) => dir,
         // A missing parent means a missing file; anything else is an error.
         Err(StoreError::Io {
@@ -268,7 +265,7 @@ fn stat_in_trusted_dir(path: &Path, flags: OFlag) -> Result<Metadata, StoreError
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(bad());
     };
-    let dir = TrustedDir::open(parent, false)?;
+    let dir = TrustedDir::open(parent, Dir::Public)?;
     let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(&dir.fd, name, flags, Mode::empty()).map_err(|e| match e {
         Errno::ELOOP => insecure(path, "is a symbolic link".into()),
@@ -312,11 +309,11 @@ mod tests {
         assert_eq!(all("/var/../etc"), None);
         assert_eq!(all("/var/.."), None);
         assert!(matches!(
-            TrustedDir::open(Path::new("/run/../etc"), false),
+            TrustedDir::open(Path::new("/run/../etc"), Dir::Public),
             Err(StoreError::BadPath { .. })
         ));
         assert!(matches!(
-            TrustedDir::open(Path::new("run"), false),
+            TrustedDir::open(Path::new("run"), Dir::Public),
             Err(StoreError::BadPath { .. })
         ));
     }
@@ -361,7 +358,7 @@ mod tests {
             std::fs::Permissions::from_mode(0o640),
         )
         .unwrap();
-        let dir = TrustedDir::open(&path, true).unwrap();
+        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
         let err = dir
             .read("carol.secret", Access::Private, 100)
             .unwrap_err()
@@ -379,7 +376,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tf-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let err = TrustedDir::open(&dir, true).unwrap_err().to_string();
+        let err = TrustedDir::open(&dir, Dir::Private)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/tmp: is group- or world-writable"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }

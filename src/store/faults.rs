@@ -44,7 +44,7 @@ pub(super) fn check(step: Step) -> Result<(), Errno> {
 mod tests {
     use super::{Fault, clear, inject};
     use crate::store::testdir::scratch;
-    use crate::store::{Access, Step, TrustedDir};
+    use crate::store::{Access, Dir, Step, TrustedDir};
     use std::os::unix::process::ExitStatusExt;
     use std::path::Path;
 
@@ -57,7 +57,7 @@ mod tests {
     fn io_error_at_every_step_keeps_a_whole_file_and_no_temp() {
         for step in Step::ALL {
             let path = scratch(&format!("fail-{step:?}"));
-            let dir = TrustedDir::open(&path, true).unwrap();
+            let dir = TrustedDir::open(&path, Dir::Private).unwrap();
             dir.replace("u.state", OLD).unwrap();
             inject(step, Fault::Fail);
             let result = dir.replace("u.state", NEW);
@@ -91,7 +91,7 @@ mod tests {
             .into_iter()
             .find(|s| format!("{s:?}") == step)
             .unwrap();
-        let dir = TrustedDir::open(Path::new(&dir), true).unwrap();
+        let dir = TrustedDir::open(Path::new(&dir), Dir::Private).unwrap();
         inject(step, Fault::Abort);
         let _ = dir.replace("u.state", NEW);
         panic!("did not crash at {step:?}");
@@ -103,7 +103,7 @@ mod tests {
     fn crash_at_every_step_leaves_old_or_new_file() {
         for step in Step::ALL {
             let path = scratch(&format!("crash-{step:?}"));
-            TrustedDir::open(&path, true)
+            TrustedDir::open(&path, Dir::Private)
                 .unwrap()
                 .replace("u.state", OLD)
                 .unwrap();
@@ -121,7 +121,7 @@ mod tests {
                 .status()
                 .unwrap();
             assert_eq!(status.signal(), Some(libc::SIGABRT), "{step:?}: {status}");
-            let dir = TrustedDir::open(&path, true).unwrap();
+            let dir = TrustedDir::open(&path, Dir::Private).unwrap();
             let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
             let want = if step == Step::FsyncDir { NEW } else { OLD };
             assert_eq!(now.as_slice(), want, "{step:?}");

@@ -144,6 +144,16 @@ pub enum Access {
     Public,
 }
 
+/// Which permission rule the last directory of a path must meet; every
+/// directory above it has a trusted owner and is not group/world-writable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// The state directory: no access for group or others (0700).
+    Private,
+    /// A directory of configuration or programs: may be world-readable.
+    Public,
+}
+
 /// The errno of a failed std call (EIO if it carries none).
 pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
     e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
@@ -189,9 +199,9 @@ pub struct TrustedDir<'p> {
 
 impl<'p> TrustedDir<'p> {
     /// Opens `path`, every component checked on the way down (see
-    /// `checks::walk`); `private` requires the last one to be 0700-like.
-    pub fn open(path: &'p Path, private: bool) -> Result<TrustedDir<'p>, StoreError> {
-        let fd = checks::walk(path, private)?;
+    /// `checks::walk`); `rule` is the one its last component must meet.
+    pub fn open(path: &'p Path, rule: Dir) -> Result<TrustedDir<'p>, StoreError> {
+        let fd = checks::walk(path, rule)?;
         Ok(TrustedDir { fd, path })
     }
 
@@ -398,7 +408,7 @@ mod tests {
     #[test]
     fn lock_any_is_a_bounded_semaphore() {
         let path = scratch("lockany");
-        let dir = TrustedDir::open(&path, true).unwrap();
+        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
         let slots = ["s0.lock", "s1.lock", "s2.lock"];
         // Three takers get three different locks (flock on separate opens
         // of one file would conflict).
@@ -419,7 +429,7 @@ mod tests {
     #[test]
     fn leftover_temp_with_our_name_is_skipped() {
         let path = scratch("temp-taken");
-        let dir = TrustedDir::open(&path, true).unwrap();
+        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
         let next = TEMP_SERIAL.load(Ordering::Relaxed);
         let pid = std::process::id();
         // Leftovers under the next few serials this process would use.
@@ -446,7 +456,7 @@ mod tests {
     #[test]
     fn replace_writes_new_contents_with_private_mode_and_no_temp_file() {
         let path = scratch("replace");
-        let dir = TrustedDir::open(&path, true).unwrap();
+        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
         dir.replace("alice.state", b"one").unwrap();
         dir.replace("alice.state", b"two").unwrap();
         let read = dir
@@ -465,7 +475,7 @@ mod tests {
     fn symlinked_file_is_refused() {
         let path = scratch("symlink");
         std::os::unix::fs::symlink("/etc/passwd", path.join("bob.secret")).unwrap();
-        let dir = TrustedDir::open(&path, true).unwrap();
+        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
         let err = dir
             .read("bob.secret", Access::Private, 1 << 16)
             .unwrap_err();
@@ -477,7 +487,7 @@ mod tests {
     #[test]
     fn oversized_file_is_refused() {
         let path = scratch("large");
-        let dir = TrustedDir::open(&path, true).unwrap();
+        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
         dir.replace("dave.state", &[b'a'; 200]).unwrap();
         let err = dir.read("dave.state", Access::Private, 100).unwrap_err();
         assert!(matches!(err, StoreError::TooLarge { limit: 100, .. }));
@@ -488,7 +498,7 @@ mod tests {
     #[test]
     fn missing_file_reads_as_none() {
         let path = scratch("missing");
-        let dir = TrustedDir::open(&path, true).unwrap();
+        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
         assert!(
             dir.read("nobody.state", Access::Private, 10)
                 .unwrap()
