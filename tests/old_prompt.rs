@@ -14,7 +14,7 @@ use std::fs;
 
 use common::live::{Live, Stream};
 use common::*;
-use pam_twofactor::store::TrustedDir;
+use pam_twofactor::store::{Dir, TrustedDir};
 
 /// The RFC 6238 SHA1 seed "12345678901234567890" in base32.
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -197,7 +197,7 @@ fn a_locked_users_backup_answer_is_refused_before_the_backup_code_work() {
     let sb = sandbox("locked-backup", "[lockout]\nmax_failures = 1\n");
     let codes = enroll(&sb);
     assert_denied(&sb.pamtester(SVC, USER, &["000000"], T0), pam_err::AUTH_ERR);
-    let dir = TrustedDir::open(sb.state_dir(), true).unwrap();
+    let dir = TrustedDir::open(sb.state_dir(), Dir::Private).unwrap();
     let _held: Vec<_> = (0..4)
         .map(|n| dir.lock(&format!(".kdf-slot-{n}.lock")).unwrap())
         .collect();

@@ -158,7 +158,10 @@ impl Admin {
 
     /// The state directory, which must be private (0700-like).
     fn dir(&self) -> Result<TrustedDir<'_>, AdminError> {
-        Ok(TrustedDir::open(&self.config.state_dir, true)?)
+        Ok(TrustedDir::open(
+            &self.config.state_dir,
+            store::Dir::Private,
+        )?)
     }
 }
 

@@ -120,7 +120,7 @@ pub fn authenticate_from(
     if let Some(group) = accounts::first_shared_group(user.as_str(), &config.exempt_groups) {
         return Ok(Outcome::Skip(SkipReason::ExemptGroup(group)));
     }
-    let dir = TrustedDir::open(&config.state_dir, true)?;
+    let dir = TrustedDir::open(&config.state_dir, crate::store::Dir::Private)?;
     let (user, login) = match UserFiles::new(&dir, &user).read_record_bytes()? {
         Some(record) => (user, record),
         None => match enrolled_first_name(&dir, &user)? {

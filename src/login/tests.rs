@@ -187,7 +187,7 @@ fn a_record_with_a_bad_hash_is_refused_before_the_prompt() {
     let mut broken = text.clone();
     broken.replace_range(at..at + 1, "z");
     std::fs::write(&path, &broken).unwrap();
-    let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+    let dir = TrustedDir::open(&config.state_dir, crate::store::Dir::Private).unwrap();
     let user = Username::parse("daemon").unwrap();
     let before = read_state(&dir, &user).unwrap();
 
@@ -213,7 +213,7 @@ fn code_is_refused_when_its_use_cannot_be_stored() {
     use crate::store::{Step, faults};
     let (config, codes) = enrolled("unstorable");
     for step in crate::store::Step::ALL {
-        let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+        let dir = TrustedDir::open(&config.state_dir, crate::store::Dir::Private).unwrap();
         let user = Username::parse("daemon").unwrap();
         let before = read_state(&dir, &user).unwrap();
         let mut script = Script::new(&[Some(codes[0].as_str())]);
@@ -330,7 +330,7 @@ fn admin(config: &Config) -> crate::admin::Admin {
 }
 
 fn state_of(config: &Config) -> State {
-    let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+    let dir = TrustedDir::open(&config.state_dir, crate::store::Dir::Private).unwrap();
     read_state(&dir, &Username::parse("daemon").unwrap()).unwrap()
 }
 
@@ -384,7 +384,7 @@ fn the_hourly_delivery_limit_counts_from_the_time_of_sending() {
     config.delivery.command = Some(PathBuf::from("/nonexistent/deliver"));
     config.delivery.max_per_hour = 2;
     let sent = NOW + 3600;
-    let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+    let dir = TrustedDir::open(&config.state_dir, crate::store::Dir::Private).unwrap();
     let user = Username::parse("daemon").unwrap();
     let state = State {
         deliveries: vec![sent, sent + 1],
@@ -464,7 +464,7 @@ fn a_locked_user_is_refused_before_any_argon2_hash() {
         let mut script = Script::new(&[Some("000000")]);
         authenticate(&config, "daemon", &mut script, &FixedClock(NOW)).unwrap();
     }
-    let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+    let dir = TrustedDir::open(&config.state_dir, crate::store::Dir::Private).unwrap();
     let _held: Vec<_> = KDF_SLOTS.iter().map(|s| dir.lock(s).unwrap()).collect();
     let started = std::time::Instant::now();
     let mut script = Script::new(&[Some(codes[0].as_str())]);
@@ -491,7 +491,7 @@ fn a_locked_user_is_refused_before_any_argon2_hash() {
 #[test]
 fn a_lock_that_ends_before_the_decision_still_takes_a_backup_code() {
     let (config, codes) = enrolled("lockends");
-    let dir = TrustedDir::open(&config.state_dir, true).unwrap();
+    let dir = TrustedDir::open(&config.state_dir, crate::store::Dir::Private).unwrap();
     let user = Username::parse("daemon").unwrap();
     let state = State {
         failures: 5,

@@ -1,0 +1,134 @@
+//! Test-only fault injection (unit tests and `cargo fuzz`, never in the
+//! shipped module): make one step of the next writes on this thread fail
+//! with EIO, or abort the process there to simulate a crash.
+
+use std::cell::Cell;
+
+use nix::errno::Errno;
+
+use super::Step;
+
+/// What happens at the chosen step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The system call fails with EIO.
+    Fail,
+    /// The process aborts (a crash, power loss for the page cache aside).
+    Abort,
+}
+
+thread_local! {
+    static PLAN: Cell<Option<(Step, Fault)>> = const { Cell::new(None) };
+}
+
+/// Injects `fault` at `step` for every later write on this thread.
+pub fn inject(step: Step, fault: Fault) {
+    PLAN.with(|p| p.set(Some((step, fault))));
+}
+
+/// Removes any injected fault.
+pub fn clear() {
+    PLAN.with(|p| p.set(None));
+}
+
+/// Fails or aborts here if a fault is injected at `step`.
+pub(super) fn check(step: Step) -> Result<(), Errno> {
+    match PLAN.with(Cell::get) {
+        Some((s, Fault::Fail)) if s == step => Err(Errno::EIO),
+        Some((s, Fault::Abort)) if s == step => std::process::abort(),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Fault, clear, inject};
+    use crate::store::testdir::scratch;
+    use crate::store::{Access, Dir, Step, TrustedDir};
+    use std::os::unix::process::ExitStatusExt;
+    use std::path::Path;
+
+    const OLD: &[u8] = b"version = 1\nfailures = 1\n";
+    const NEW: &[u8] = b"version = 1\nfailures = 2\nrate_window_attempts = 7\n";
+
+    /// An I/O error at any step of a replace leaves the old file (or, once
+    /// renamed, the new one), reports the error, and leaves no temp file.
+    #[test]
+    fn io_error_at_every_step_keeps_a_whole_file_and_no_temp() {
+        for step in Step::ALL {
+            let path = scratch(&format!("fail-{step:?}"));
+            let dir = TrustedDir::open(&path, Dir::Private).unwrap();
+            dir.replace("u.state", OLD).unwrap();
+            inject(step, Fault::Fail);
+            let result = dir.replace("u.state", NEW);
+            clear();
+            assert!(result.is_err(), "{step:?}");
+            let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
+            let want = if step == Step::FsyncDir { NEW } else { OLD };
+            assert_eq!(now.as_slice(), want, "{step:?}");
+            assert_eq!(
+                dir.entries().unwrap(),
+                vec!["u.state".to_string()],
+                "{step:?}"
+            );
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+
+    /// Not a test of its own: the child half of
+    /// `crash_at_every_step_leaves_old_or_new_file`, which runs it with
+    /// `--ignored --exact`; it aborts inside a replace.
+    #[test]
+    #[ignore = "helper of crash_at_every_step_leaves_old_or_new_file"]
+    fn crash_child() {
+        let (Ok(dir), Ok(step)) = (
+            std::env::var("TF_CRASH_DIR"),
+            std::env::var("TF_CRASH_STEP"),
+        ) else {
+            panic!("a helper process: crash_at_every_step_leaves_old_or_new_file runs it");
+        };
+        let step = Step::ALL
+            .into_iter()
+            .find(|s| format!("{s:?}") == step)
+            .unwrap();
+        let dir = TrustedDir::open(Path::new(&dir), Dir::Private).unwrap();
+        inject(step, Fault::Abort);
+        let _ = dir.replace("u.state", NEW);
+        panic!("did not crash at {step:?}");
+    }
+
+    /// A crash (abort) at any step leaves the old or the new file, never a
+    /// torn one: before the rename the old, after it the new.
+    #[test]
+    fn crash_at_every_step_leaves_old_or_new_file() {
+        for step in Step::ALL {
+            let path = scratch(&format!("crash-{step:?}"));
+            TrustedDir::open(&path, Dir::Private)
+                .unwrap()
+                .replace("u.state", OLD)
+                .unwrap();
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "store::faults::tests::crash_child",
+                    "--test-threads=1",
+                ])
+                .env("TF_CRASH_DIR", &path)
+                .env("TF_CRASH_STEP", format!("{step:?}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert_eq!(status.signal(), Some(libc::SIGABRT), "{step:?}: {status}");
+            let dir = TrustedDir::open(&path, Dir::Private).unwrap();
+            let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
+            let want = if step == Step::FsyncDir { NEW } else { OLD };
+            assert_eq!(now.as_slice(), want, "{step:?}");
+            // A crash may leave a temp file (reported by `twofactor check`);
+            // a later write skips its name.
+            dir.replace("u.state", NEW).unwrap();
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+}
