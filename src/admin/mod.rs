@@ -160,7 +160,7 @@ impl Admin {
     fn dir(&self) -> Result<TrustedDir<'_>, AdminError> {
         Ok(TrustedDir::open(
             &self.config.state_dir,
-            store::Dir::Private,
+            crate::store::Dir::Private,
         )?)
     }
 }
