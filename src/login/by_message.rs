@@ -87,7 +87,7 @@ pub(super) fn send_code(
     let code = backup::random_digits(config.totp.digits).ok_or(AuthError::Kdf)?;
     let hash = hash_digits_in_slot(files.dir(), &code, record)?;
     let valid_seconds = config.delivery.valid_seconds;
-    let counted = update_state(files, clock, &login.bytes, |state, now| {
+    let counted = update_state(files, clock, login, |state, now| {
         let mut new = state.clone();
         let counted = policy::count_delivery(&mut new, now, limit);
         if counted.is_ok() {

@@ -36,7 +36,7 @@ struct RecordChanged;
 
 /// Runs `change` on the user's state under the lock and stores the result
 /// durably before returning it. Under the lock it first checks that the
-/// secret record still holds exactly `record` (a prompt may have been open
+/// secret record is still the file `record` was read from (a prompt may have been open
 /// while an admin revoked backup codes or replaced the secret: decide
 /// against the record as it is, or not at all), then reads the clock:
 /// `change` gets the time of this decision, so a lock or window is never
@@ -44,7 +44,7 @@ struct RecordChanged;
 fn update_state<T>(
     files: &UserFiles,
     clock: &dyn Clock,
-    record: &[u8],
+    record: &ReadRecord,
     change: impl FnOnce(&State, u64) -> (T, State),
 ) -> Result<Result<T, RecordChanged>, AuthError> {
     let _lock = files.lock()?;
@@ -91,7 +91,7 @@ fn enrolled_first_name(
     let Ok(first) = Username::parse(&first) else {
         return Ok(None);
     };
-    let found = UserFiles::new(dir, &first).read_record_bytes()?;
+    let found = UserFiles::new(dir, &first).read_record_kept()?;
     Ok(found.map(|record| (first, record)))
 }
 
@@ -121,7 +121,7 @@ pub fn authenticate_from(
         return Ok(Outcome::Skip(SkipReason::ExemptGroup(group)));
     }
     let dir = TrustedDir::open(&config.state_dir, crate::store::Dir::Private)?;
-    let (user, login) = match UserFiles::new(&dir, &user).read_record_bytes()? {
+    let (user, login) = match UserFiles::new(&dir, &user).read_record_kept()? {
         Some(record) => (user, record),
         None => match enrolled_first_name(&dir, &user)? {
             Some(found) => found,
@@ -199,7 +199,7 @@ pub fn authenticate_from(
                 rhost,
             };
             let deferred = matches!(hash, AnswerHash::Deferred);
-            let decided = update_state(&files, clock, &login.bytes, |state, now| {
+            let decided = update_state(&files, clock, &login, |state, now| {
                 if deferred && policy::refusal(state, now, &policy).is_none() {
                     // The lock ended (or an admin unlocked) since the cheap
                     // look: decide only once the answer is hashed.

@@ -10,11 +10,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use zeroize::Zeroizing;
-
 use super::username::Username;
 use super::{MAX_RECORD_BYTES, RecordError, SecretRecord, State};
-use crate::store::{Access, LockGuard, StoreError, TrustedDir};
+use crate::store::{Access, KeptFile, LockGuard, StoreError, TrustedDir};
 
 /// A user's file could not be read, parsed, written or locked.
 #[derive(Debug)]
@@ -45,11 +43,13 @@ impl From<StoreError> for FilesError {
     }
 }
 
-/// A secret record with the bytes it was parsed from (they hold the
-/// secret in base32 and are wiped when dropped).
+/// A secret record as read, with the file it came from kept open: the
+/// record can be checked later to be still the one at the name
+/// (`record_is`) without reading it again. The bytes read (the secret in
+/// base32) are wiped when dropped.
 pub struct ReadRecord {
     pub record: SecretRecord,
-    pub bytes: Zeroizing<Vec<u8>>,
+    file: KeptFile,
 }
 
 /// One user's files in a trusted state directory.
@@ -80,19 +80,22 @@ impl<'a> UserFiles<'a> {
     }
 
     /// The secret record and its bytes; `None` if the user is not enrolled.
-    pub fn read_record_bytes(&self) -> Result<Option<ReadRecord>, FilesError> {
+    pub fn read_record_kept(&self) -> Result<Option<ReadRecord>, FilesError> {
         let name = self.user.secret_file();
-        let Some(bytes) = self.dir.read(&name, Access::Private, MAX_RECORD_BYTES)? else {
+        let Some(file) = self
+            .dir
+            .read_kept(&name, Access::Private, MAX_RECORD_BYTES)?
+        else {
             return Ok(None);
         };
         let record =
-            SecretRecord::parse(&bytes).map_err(|error| self.record_error(&name, error))?;
-        Ok(Some(ReadRecord { record, bytes }))
+            SecretRecord::parse(&file.bytes).map_err(|error| self.record_error(&name, error))?;
+        Ok(Some(ReadRecord { record, file }))
     }
 
     /// The secret record; `None` if the user is not enrolled.
     pub fn read_record(&self) -> Result<Option<SecretRecord>, FilesError> {
-        Ok(self.read_record_bytes()?.map(|read| read.record))
+        Ok(self.read_record_kept()?.map(|read| read.record))
     }
 
     /// Whether a secret record is there; a damaged one counts as there (so
@@ -105,13 +108,14 @@ impl<'a> UserFiles<'a> {
         }
     }
 
-    /// Whether the secret record holds exactly `bytes` (a login checks,
-    /// under the lock, that the record it prompted for is still the one).
-    pub fn record_is(&self, bytes: &[u8]) -> Result<bool, FilesError> {
-        let current = self
-            .dir
-            .read(&self.user.secret_file(), Access::Private, MAX_RECORD_BYTES)?;
-        Ok(current.is_some_and(|current| current.as_slice() == bytes))
+    /// Whether the secret record at the name is still, unchanged, the file
+    /// `read` came from (a login checks this under the lock: the record it
+    /// prompted for may have been replaced or removed meanwhile). Every
+    /// writer replaces the file by rename, and any write in place would
+    /// change its change time; the kept fd stops the inode from being
+    /// reused.
+    pub fn record_is(&self, read: &ReadRecord) -> Result<bool, FilesError> {
+        Ok(self.dir.file_id(&self.user.secret_file())? == Some(read.file.id))
     }
 
     /// The state; a missing file is a fresh state. Read it under the lock

@@ -31,11 +31,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{Flock, FlockArg, OFlag, openat, renameat};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, fstatat};
 use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
 use zeroize::Zeroizing;
 
@@ -44,8 +45,11 @@ use named::read_sized;
 
 /// How long a login waits for another process holding the same user's lock.
 /// Bounded so a stuck process can never hang sshd (LoginGraceTime).
-const LOCK_ATTEMPTS: u32 = 300;
-const LOCK_RETRY: Duration = Duration::from_millis(10);
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+/// flock has no timeout, so a waiter polls. A short step: a holder keeps
+/// the lock for about a millisecond (the fsyncs), and a long step made
+/// parallel logins of one user wait in whole steps.
+const LOCK_RETRY: Duration = Duration::from_millis(1);
 /// Temp names tried past the first when one is taken (see `temp_name`).
 const TEMP_ATTEMPTS: u32 = 8;
 
@@ -84,7 +88,7 @@ impl fmt::Display for StoreError {
                 f,
                 "{} is locked by another process; gave up after {} ms",
                 path.display(),
-                u128::from(LOCK_ATTEMPTS) * LOCK_RETRY.as_millis()
+                LOCK_WAIT.as_millis()
             ),
             StoreError::BadPath { path } => write!(
                 f,
@@ -222,6 +226,18 @@ impl<'p> TrustedDir<'p> {
         access: Access,
         limit: u64,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        Ok(self.read_kept(name, access, limit)?.map(|kept| kept.bytes))
+    }
+
+    /// Like `read`, and keeps the file open: its [`FileId`] then tells
+    /// whether `name` is still this very file (`FileId::of`). Holding the
+    /// fd keeps the inode from being reused while the caller waits.
+    pub fn read_kept(
+        &self,
+        name: &str,
+        access: Access,
+        limit: u64,
+    ) -> Result<Option<KeptFile>, StoreError> {
         // The full path is only built for a message.
         let path = || self.child(name);
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
@@ -241,8 +257,28 @@ impl<'p> TrustedDir<'p> {
                 limit,
             });
         }
-        // Our files are replaced whole by rename, never written in place.
-        read_sized(file, len, path).map(Some)
+        let id = FileId::from(&meta);
+        let bytes = read_sized(&file, len, path)?;
+        Ok(Some(KeptFile {
+            bytes,
+            id,
+            _file: file,
+        }))
+    }
+
+    /// The identity of whatever is at `name` now (not following a
+    /// symlink), or `None` if nothing is.
+    pub fn file_id(&self, name: &str) -> Result<Option<FileId>, StoreError> {
+        match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(FileId {
+                dev: st.st_dev,
+                ino: st.st_ino,
+                size: st.st_size,
+                ctime: (st.st_ctime, st.st_ctime_nsec),
+            })),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(io_err(&self.child(name), "stat", e)),
+        }
     }
 
     /// Takes the exclusive lock `name` (created 0600 if missing, never
@@ -261,7 +297,8 @@ impl<'p> TrustedDir<'p> {
             fds.push(Some(self.open_lock(name)?));
         }
         let path = || self.child(names.first().copied().unwrap_or_default());
-        for _ in 0..LOCK_ATTEMPTS {
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
             for (slot, name) in fds.iter_mut().zip(names) {
                 let Some(fd) = slot.take() else { continue };
                 match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
@@ -270,9 +307,11 @@ impl<'p> TrustedDir<'p> {
                     Err((_, e)) => return Err(io_err(&self.child(name), "flock", e)),
                 }
             }
+            if Instant::now() >= deadline {
+                return Err(StoreError::LockTimeout { path: path() });
+            }
             std::thread::sleep(LOCK_RETRY);
         }
-        Err(StoreError::LockTimeout { path: path() })
     }
 
     /// Opens (creating 0600 if missing) and checks the lock file `name`.
@@ -388,6 +427,37 @@ fn lossy(name: &OsStr) -> String {
     String::from_utf8_lossy(name.as_bytes()).into_owned()
 }
 
+/// Which file a name pointed to, and the last change to it: the same
+/// device, inode, size and change time mean the same bytes (every write,
+/// rename or chmod sets the change time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    ctime: (i64, i64),
+}
+
+impl From<&std::fs::Metadata> for FileId {
+    fn from(meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: i64::try_from(meta.size()).unwrap_or(i64::MAX),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// A file read by [`TrustedDir::read_kept`]: its bytes (wiped on drop), its
+/// identity, and the open file that pins the inode.
+#[derive(Debug)]
+pub struct KeptFile {
+    pub bytes: Zeroizing<Vec<u8>>,
+    pub id: FileId,
+    _file: File,
+}
+
 /// A held exclusive lock; released when dropped (the fd is closed).
 #[derive(Debug)]
 pub struct LockGuard {
@@ -398,6 +468,26 @@ pub struct LockGuard {
 mod tests {
     use super::testdir::scratch;
     use super::*;
+
+    /// `file_id` tells a kept file from one renamed over it, from one
+    /// rewritten in place with the same size, and from none at all.
+    #[test]
+    fn a_kept_file_is_told_from_any_change_at_its_name() {
+        let path = super::testdir::scratch("fileid");
+        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
+        dir.replace("f", b"one").unwrap();
+        let kept = dir.read_kept("f", Access::Private, 64).unwrap().unwrap();
+        assert_eq!(kept.bytes.as_slice(), b"one");
+        assert_eq!(dir.file_id("f").unwrap(), Some(kept.id));
+        dir.replace("f", b"two").unwrap();
+        assert_ne!(dir.file_id("f").unwrap(), Some(kept.id));
+        let kept = dir.read_kept("f", Access::Private, 64).unwrap().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(path.join("f"), b"owt").unwrap();
+        assert_ne!(dir.file_id("f").unwrap(), Some(kept.id), "written in place");
+        dir.remove("f").unwrap();
+        assert_eq!(dir.file_id("f").unwrap(), None);
+    }
     use std::os::unix::fs::MetadataExt;
 
     const NEW: &[u8] = b"version = 1\nfailures = 2\nrate_window_attempts = 7\n";

@@ -32,7 +32,7 @@ pub fn read_at_most(reader: impl Read, limit: u64) -> std::io::Result<Option<Zer
 /// Reads the open `file` of `len` bytes (its fstat size): room for one byte
 /// more and no more read, so a file that grew after fstat is refused.
 pub(super) fn read_sized(
-    file: File,
+    file: impl Read,
     len: u64,
     path: impl Fn() -> PathBuf,
 ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
