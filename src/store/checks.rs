@@ -67,11 +67,18 @@ pub(super) fn fd_metadata(file: &File, path: impl Fn() -> PathBuf) -> Result<Met
         .map_err(|e| io_err(&path(), "fstat", errno_of(&e)))
 }
 
-/// Walks from `/` to `path`, each component opened with `O_NOFOLLOW`
-/// relative to its parent and checked once, on its open fd: every parent
-/// for owner and write bits, the last one also for `rule`. Empty and `.`
+/// Walks from `/` to `path`. Every directory above `path` must be a real
+/// directory (`lstat`: not a symlink) with a trusted owner and no group or
+/// world write bit; `path` itself is then opened with `O_NOFOLLOW |
+/// O_DIRECTORY` and checked on its open fd, also for `rule`. Empty and `.`
 /// components are skipped, `..` is refused, and messages name the prefix
 /// walked.
+///
+/// The directories above may be checked by path because of what is
+/// checked: once `/`, `/var` and `/var/lib` are directories that nobody but
+/// root (or this uid) can write, nobody else can swap an entry in any of
+/// them between the check and the open, so the open goes through exactly
+/// the directories checked, and the last one is checked on its fd.
 pub(super) fn walk(path: &Path, rule: Dir) -> Result<File, StoreError> {
     let bytes = path.as_os_str().as_bytes();
     let bad = || StoreError::BadPath {
@@ -80,31 +87,29 @@ pub(super) fn walk(path: &Path, rule: Dir) -> Result<File, StoreError> {
     if bytes.first() != Some(&b'/') {
         return Err(bad());
     }
-    // The part of `path` walked so far (`/` at first), for messages.
+    // The part of `path` walked so far (`/` at first).
     let walked = |end: usize| Path::new(OsStr::from_bytes(&bytes[..end.max(1)]));
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let root = Path::new("/");
-    let mut fd = File::from(
-        openat(AT_FDCWD, root, flags, Mode::empty()).map_err(|e| io_err(root, "open", e))?,
-    );
     let mut end = 0;
-    loop {
-        let next = next_component(bytes, end).ok_or_else(bad)?;
+    while let Some((_, stop)) = next_component(bytes, end).ok_or_else(bad)? {
         let here = walked(end);
-        let here_rule = if next.is_none() { rule } else { Dir::Public };
-        check_dir(here, &fd_metadata(&fd, || here.to_path_buf())?, here_rule)?;
-        let Some((start, stop)) = next else { break };
+        let meta =
+            std::fs::symlink_metadata(here).map_err(|e| io_err(here, "stat", errno_of(&e)))?;
+        if meta.file_type().is_symlink() {
+            return Err(insecure(here, "is a symbolic link".into()));
+        }
+        check_dir(here, &meta, Dir::Public)?;
         end = stop;
-        let name = OsStr::from_bytes(&bytes[start..stop]);
-        fd = File::from(
-            openat(&fd, name, flags, Mode::empty()).map_err(|e| match e {
-                Errno::ELOOP | Errno::ENOTDIR => {
-                    insecure(walked(end), "is a symbolic link or not a directory".into())
-                }
-                other => io_err(walked(end), "open", other),
-            })?,
-        );
     }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = File::from(
+        openat(AT_FDCWD, path, flags, Mode::empty()).map_err(|e| match e {
+            Errno::ELOOP | Errno::ENOTDIR => {
+                insecure(path, "is a symbolic link or not a directory".into())
+            }
+            other => io_err(path, "open", other),
+        })?,
+    );
+    check_dir(path, &fd_metadata(&fd, || path.to_path_buf())?, rule)?;
     Ok(fd)
 }
 

@@ -1,9 +1,11 @@
 //! The only module that touches the filesystem: trusted directories, secure
 //! reads, per-user locks and atomic, durable replacement of files.
 //!
-//! Every rule here comes from ../shared/SECURITY.md: each path component is
-//! opened with `O_NOFOLLOW` relative to its parent and checked (owner root or
-//! the calling uid, not group/world writable); files are opened with
+//! Every rule here comes from the project's security rules: every directory
+//! on the way from `/` is checked (a real directory, owner root or the
+//! calling uid, not group/world writable; `checks::walk` says why checking
+//! the ones above by path is safe), the last one on its open fd; files are
+//! opened relative to it with
 //! `O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC` and checked on the open fd
 //! (CVE-2024-22365: a FIFO must not hang us; CVE-2024-47191: no symlinks).
 //!
