@@ -220,19 +220,17 @@ fn to_toml<T: Serialize>(raw: &T) -> Result<String, RecordError> {
 
 /// Salts and hashes are stored as lower-case hex.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// Exactly `N` bytes of hex (either case).
 fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    // `from_str_radix` alone would also take a sign (`+f`).
-    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let hex = &data_encoding::HEXLOWER_PERMISSIVE;
+    if hex.decode_len(text.len()).ok()? != N {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex.decode_mut(text.as_bytes(), &mut out).ok()?;
     Some(out)
 }
 

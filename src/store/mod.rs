@@ -20,6 +20,7 @@ pub mod faults;
 mod named;
 #[cfg(test)]
 pub(crate) mod testdir;
+mod wait;
 
 pub use checks::{check_executable, check_socket, read_path};
 pub use named::{Named, read_at_most, read_named};
@@ -48,10 +49,6 @@ use named::read_sized;
 /// How long a login waits for another process holding the same user's lock.
 /// Bounded so a stuck process can never hang sshd (LoginGraceTime).
 const LOCK_WAIT: Duration = Duration::from_secs(3);
-/// flock has no timeout, so a waiter polls. A short step: a holder keeps
-/// the lock for about a millisecond (the fsyncs), and a long step made
-/// parallel logins of one user wait in whole steps.
-const LOCK_RETRY: Duration = Duration::from_millis(1);
 /// Temp names tried past the first when one is taken (see `temp_name`).
 const TEMP_ATTEMPTS: u32 = 8;
 
@@ -300,6 +297,7 @@ impl<'p> TrustedDir<'p> {
         }
         let path = || self.child(names.first().copied().unwrap_or_default());
         let deadline = Instant::now() + LOCK_WAIT;
+        let mut waiter: Option<wait::Waiter> = None;
         loop {
             for (slot, name) in fds.iter_mut().zip(names) {
                 let Some(fd) = slot.take() else { continue };
@@ -309,10 +307,19 @@ impl<'p> TrustedDir<'p> {
                     Err((_, e)) => return Err(io_err(&self.child(name), "flock", e)),
                 }
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(StoreError::LockTimeout { path: path() });
             }
-            std::thread::sleep(LOCK_RETRY);
+            match &waiter {
+                Some(waiter) => waiter.wait(left),
+                // Watch first, then try again at once: a holder that let go
+                // before the watch woke nobody.
+                None => {
+                    let paths: Vec<PathBuf> = names.iter().map(|n| self.child(n)).collect();
+                    waiter = Some(wait::Waiter::watch(&paths));
+                }
+            }
         }
     }
 
@@ -470,6 +477,22 @@ pub struct LockGuard {
 mod tests {
     use super::testdir::scratch;
     use super::*;
+
+    /// A waiter takes the lock once its holder lets go (woken by the
+    /// holder's close, within the bounded wait).
+    #[test]
+    fn a_waiter_takes_the_lock_when_its_holder_lets_go() {
+        let path = super::testdir::scratch("lockwake");
+        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
+        let held = dir.lock("u.lock").unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        });
+        let got = dir.lock("u.lock");
+        releaser.join().unwrap();
+        assert!(got.is_ok(), "{got:?}");
+    }
 
     /// `file_id` tells a kept file from one renamed over it, from one
     /// rewritten in place with the same size, and from none at all.
