@@ -20,7 +20,6 @@ pub mod faults;
 mod named;
 #[cfg(test)]
 pub(crate) mod testdir;
-mod wait;
 
 pub use checks::{check_executable, check_socket, read_path};
 pub use named::{Named, read_at_most, read_named};
@@ -49,6 +48,14 @@ use named::read_sized;
 /// How long a login waits for another process holding the same user's lock.
 /// Bounded so a stuck process can never hang sshd (LoginGraceTime).
 const LOCK_WAIT: Duration = Duration::from_secs(3);
+/// flock has no timeout and the host's signals (sshd's `SIGALRM`) are not
+/// ours to use, so a waiter polls. The step is short because a holder keeps
+/// a user's lock for about half a millisecond (its two fsyncs): waiting in
+/// 10 ms steps made parallel logins of one user take about twice as long
+/// (bench/results.md). Waking every waiter on each release (inotify on the
+/// lock file) was tried and was slower still: on two cores the woken
+/// waiters crowd out the next holder.
+const LOCK_RETRY: Duration = Duration::from_micros(250);
 /// Temp names tried past the first when one is taken (see `temp_name`).
 const TEMP_ATTEMPTS: u32 = 8;
 
@@ -297,7 +304,6 @@ impl<'p> TrustedDir<'p> {
         }
         let path = || self.child(names.first().copied().unwrap_or_default());
         let deadline = Instant::now() + LOCK_WAIT;
-        let mut waiter: Option<wait::Waiter> = None;
         loop {
             for (slot, name) in fds.iter_mut().zip(names) {
                 let Some(fd) = slot.take() else { continue };
@@ -311,15 +317,7 @@ impl<'p> TrustedDir<'p> {
             if left.is_zero() {
                 return Err(StoreError::LockTimeout { path: path() });
             }
-            match &waiter {
-                Some(waiter) => waiter.wait(left),
-                // Watch first, then try again at once: a holder that let go
-                // before the watch woke nobody.
-                None => {
-                    let paths: Vec<PathBuf> = names.iter().map(|n| self.child(n)).collect();
-                    waiter = Some(wait::Waiter::watch(&paths));
-                }
-            }
+            std::thread::sleep(left.min(LOCK_RETRY));
         }
     }
 
