@@ -136,6 +136,13 @@ inner() {
   for f in sshd-password-then-code sshd-key-then-code sudo; do
     check_stat "/usr/share/doc/libpam-twofactor/examples/pam.d/$f" "644 root:root regular file"
   done
+  # The sshd drop-in is an example only: installing the package must not
+  # change how sshd authenticates.
+  check_stat /usr/share/doc/libpam-twofactor/examples/ssh/twofactor.conf "644 root:root regular file"
+  cmp -s "$R/usr/share/doc/libpam-twofactor/examples/ssh/twofactor.conf" "$ROOT/conf/ssh/twofactor.conf" ||
+    fail "examples/ssh/twofactor.conf differs from conf/ssh/twofactor.conf"
+  in_root test ! -e /etc/ssh/sshd_config.d/twofactor.conf ||
+    fail "the package installed /etc/ssh/sshd_config.d/twofactor.conf"
   cmp -s "$R/etc/security/twofactor.toml" "$ROOT/conf/twofactor.toml" ||
     fail "/etc/security/twofactor.toml differs from conf/twofactor.toml"
   in_root dpkg-query -W -f='${Conffiles}\n' libpam-twofactor | grep -q ' /etc/security/twofactor.toml ' ||
