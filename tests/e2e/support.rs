@@ -1,6 +1,7 @@
 //! Harness for Layer 3 of `TESTING.md`: the real `/usr/sbin/sshd`, `sudo` and
 //! `su` from Debian's packages against the built module, each in a private
-//! mount namespace. Included by `tests/e2e_consumers.rs` as `e2e_support`.
+//! mount namespace. Included by `tests/e2e_consumers.rs` and
+//! `tests/e2e_ssh_guide.rs` as `e2e_support`.
 //!
 //! Nothing on the machine changes. Every consumer (and every `twofactor`
 //! call that needs the test users) runs as `unshare --mount --propagation
@@ -594,6 +595,31 @@ exit 1
         append(&etc.join("gshadow"), &format!("{user}:!::"));
     }
 
+    /// Gives `user`, who is already in the copied `shadow` (root, say),
+    /// the password [`PASSWORD`] there.
+    pub fn set_password(&self, user: &str) {
+        let path = self.sb.dir().join("etc/shadow");
+        let text = fs::read_to_string(&path).expect("read shadow copy");
+        let mut found = 0;
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let mut fields: Vec<&str> = l.split(':').collect();
+                if fields.len() == 9 && fields[0] == user {
+                    found += 1;
+                    fields[1] = PASSWORD_HASH;
+                    // Changed in 2022, no forced change: valid at T0.
+                    fields[2] = "19000";
+                    fields.join(":")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        assert_eq!(found, 1, "{user} is not once in the copied /etc/shadow");
+        write_mode(&path, &(lines.join("\n") + "\n"), 0o640);
+    }
+
     /// Adds the group `group` (own gid, the given supplementary members) to
     /// the copied group databases.
     pub fn add_group(&self, group: &str, members: &[&str]) {
@@ -724,45 +750,93 @@ exit 1
             .unwrap_or_default()
     }
 
-    fn spawn_sshd(&self, methods: &str, at: &str) -> Sshd {
-        if !Path::new("/run/sshd").is_dir() {
-            // sshd's privilege-separation directory (normally made by systemd).
-            let _ = fs::DirBuilder::new().mode(0o755).create("/run/sshd");
-        }
+    /// Starts `/usr/sbin/sshd -D` as an admin's machine runs it: no `-f`,
+    /// so sshd reads `/etc/ssh/sshd_config`, with the directory `etc_ssh`
+    /// bound over `/etc/ssh` in its namespace (so its `Include
+    /// /etc/ssh/sshd_config.d/*.conf` sees only what `etc_ssh` holds).
+    /// The command line sets only what a test must: see [`guide_options`].
+    /// Clock frozen at T0; it runs until the `System` is dropped.
+    pub fn start_sshd_with_etc_ssh(&self, etc_ssh: &Path) {
+        assert!(self.sshd.borrow().is_none(), "sshd already started");
+        let sshd = self.spawn_sshd_as(&SshdConfig::EtcSsh(etc_ssh), T0);
+        *self.sshd.borrow_mut() = Some(sshd);
+    }
+
+    /// `sshd -t` (check the configuration and the keys, then exit) with
+    /// `etc_ssh` bound over `/etc/ssh` and the command line of
+    /// [`System::start_sshd_with_etc_ssh`].
+    pub fn sshd_check_etc_ssh(&self, etc_ssh: &Path) -> Run {
+        let host_key = self.host_key();
+        let options = guide_options(free_port(), &host_key, self.sb.dir());
+        let mut argv: Vec<String> = bind_etc_ssh(etc_ssh);
+        argv.extend([SSHD.to_string(), "-t".to_string()]);
+        argv.extend(options);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        drive(&mut self.ns_command_at(&argv, T0), &[], COMMAND_TIMEOUT)
+    }
+
+    /// The sandbox's sshd host key, made on first use.
+    fn host_key(&self) -> PathBuf {
         let host_key = self.sb.dir().join("ssh_host_ed25519_key");
         if !host_key.exists() {
             ssh_keygen(&host_key);
         }
+        host_key
+    }
+
+    fn spawn_sshd(&self, methods: &str, at: &str) -> Sshd {
+        self.spawn_sshd_as(&SshdConfig::Test(methods), at)
+    }
+
+    fn spawn_sshd_as(&self, how: &SshdConfig, at: &str) -> Sshd {
+        if !Path::new("/run/sshd").is_dir() {
+            // sshd's privilege-separation directory (normally made by systemd).
+            let _ = fs::DirBuilder::new().mode(0o755).create("/run/sshd");
+        }
+        let host_key = self.host_key();
         let log = self.sb.dir().join("sshd.log");
         let stderr_file = self.sb.dir().join("sshd.stderr");
         let config = self.sb.dir().join("sshd_config");
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
-            write_mode(
-                &config,
-                &sshd_config(port, &host_key, self.sb.dir(), methods),
-                0o644,
-            );
             let _ = fs::remove_file(&log);
-            let (config_s, log_s) = (config.display().to_string(), log.display().to_string());
-            // unshare, ns.sh and setpriv all exec, so sshd keeps the pid we
-            // spawned: if this test process dies without running Drop, the
-            // parent-death signal stops sshd. It stays in our process group
-            // so that Ctrl-C reaches it too.
+            // unshare, ns.sh, sh (for EtcSsh) and setpriv all exec, so sshd
+            // keeps the pid we spawned: if this test process dies without
+            // running Drop, the parent-death signal stops sshd. It stays in
+            // our process group so that Ctrl-C reaches it too.
             let setpriv = program("setpriv");
-            let argv = [
-                setpriv.to_str().expect("path"),
-                "--pdeathsig",
-                "TERM",
-                "--",
-                SSHD,
-                "-D",
-                "-f",
-                &config_s,
-                "-E",
-                &log_s,
-            ];
+            let mut argv: Vec<String> = Vec::new();
+            if let SshdConfig::EtcSsh(etc_ssh) = how {
+                argv.extend(bind_etc_ssh(etc_ssh));
+            }
+            argv.extend(
+                [
+                    setpriv.to_str().expect("path"),
+                    "--pdeathsig",
+                    "TERM",
+                    "--",
+                    SSHD,
+                    "-D",
+                    "-E",
+                ]
+                .map(String::from),
+            );
+            argv.push(log.display().to_string());
+            match how {
+                SshdConfig::Test(methods) => {
+                    write_mode(
+                        &config,
+                        &sshd_config(port, &host_key, self.sb.dir(), methods),
+                        0o644,
+                    );
+                    argv.extend(["-f".to_string(), config.display().to_string()]);
+                }
+                SshdConfig::EtcSsh(_) => {
+                    argv.extend(guide_options(port, &host_key, self.sb.dir()));
+                }
+            }
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             let mut cmd = self.ns_command_at(&argv, at);
             cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -1121,6 +1195,50 @@ pub fn sshd_config(port: u16, host_key: &Path, dir: &Path, methods: &str) -> Str
         host_key.display(),
         dir.join("sshd.pid").display()
     )
+}
+
+/// Which configuration an sshd started by [`System`] reads.
+enum SshdConfig<'a> {
+    /// The test's own `sshd_config` (see [`sshd_config`]) with this
+    /// `AuthenticationMethods`, given with `-f`.
+    Test(&'a str),
+    /// `/etc/ssh/sshd_config` as on an admin's machine, with this directory
+    /// bound over `/etc/ssh`, plus [`guide_options`].
+    EtcSsh(&'a Path),
+}
+
+/// The start of an argv (run by `ns.sh`) that binds the directory
+/// `etc_ssh` over `/etc/ssh` in the namespace and execs the rest. A whole
+/// directory, never a single file (TESTING.md); the host's `/etc/ssh`
+/// (its `sshd_config.d/` included) is not seen at all.
+fn bind_etc_ssh(etc_ssh: &Path) -> Vec<String> {
+    vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        r#"mount --bind "$0" /etc/ssh && exec "$@""#.to_string(),
+        etc_ssh.display().to_string(),
+    ]
+}
+
+/// The `-o` options an sshd reading the admin's `/etc/ssh/sshd_config`
+/// gets on its command line, and nothing else: where to listen (a free
+/// port on 127.0.0.1, not port 22 on every address), the sandbox's host
+/// key and pid file (not the host's), and `LogLevel VERBOSE` (so the log
+/// says when sshd listens and how each login went). None of them is about
+/// authentication: whether and how a user logs in is decided by the files
+/// in `/etc/ssh` alone. (For each keyword sshd keeps the first value it
+/// sees, and the command line comes first.)
+pub fn guide_options(port: u16, host_key: &Path, dir: &Path) -> Vec<String> {
+    [
+        "ListenAddress=127.0.0.1".to_string(),
+        format!("Port={port}"),
+        format!("HostKey={}", host_key.display()),
+        format!("PidFile={}", dir.join("sshd.pid").display()),
+        "LogLevel=VERBOSE".to_string(),
+    ]
+    .into_iter()
+    .flat_map(|o| ["-o".to_string(), o])
+    .collect()
 }
 
 /// A running sshd, stopped (with everything in its namespace) on drop.
