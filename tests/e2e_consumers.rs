@@ -519,7 +519,16 @@ fn enrollment_offer(user: &str, shown: &str) -> String {
             "not a QR code line (escaped? is the C.UTF-8 locale missing?): {line:?}\n{shown}"
         );
     }
-    assert!(qr[0].chars().all(|c| c == '█'), "no quiet zone:\n{shown}");
+    // A drawn quiet zone (1 to 4 modules): a light top module row and a
+    // light first and last column.
+    assert!(
+        qr[0].chars().all(|c| "█▀".contains(c)),
+        "no quiet zone:\n{shown}"
+    );
+    assert!(
+        qr.iter().all(|l| l.starts_with('█') && l.ends_with('█')),
+        "no quiet zone:\n{shown}"
+    );
 
     let key_line = lines
         .iter()
