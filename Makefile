@@ -9,10 +9,11 @@ CARGO ?= cargo
 # sshd, sudo, curl for the delivery examples, google-authenticator for
 # imports, nss_wrapper for aliases, systemd for systemd-socket-activate:
 # the delivery service as the packaged socket unit starts it; nothing is
-# started at install).
+# started at install; zbarimg to decode the enrollment QR code drawn as a
+# terminal shows it).
 DEPS := libpam0g-dev pamtester libpam-wrapper oathtool faketime
 TEST_DEPS := $(DEPS) openssh-server openssh-client sudo curl \
-        libpam-google-authenticator libnss-wrapper systemd
+        libpam-google-authenticator libnss-wrapper systemd zbar-tools
 
 .PHONY: all build release deps test lint demo deb deb-test bench bench-smoke \
         fuzz fuzz-smoke clean

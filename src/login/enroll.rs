@@ -35,6 +35,12 @@ pub(super) fn enroll_at_login(
     }
     let secret = SecretKey::new(backup::random_bytes::<20>().ok_or(AuthError::Kdf)?.to_vec());
     let params = config.totp;
+    // The whole message and the prompt fit an 80x24 console (issue 17): a
+    // line above the code (short, for ssh's "(user@host) " prefix), at most
+    // `uri::QR_MAX_ROWS` rows of code, the key with its parameters in two lines,
+    // then the prompt. The otpauth URI is not shown here: it would wrap to
+    // two more rows and says nothing the key and its parameters do not;
+    // `twofactor enroll` prints it.
     let uri = Zeroizing::new(otpauth_uri(
         &config.issuer_name(),
         user.as_str(),
@@ -45,24 +51,18 @@ pub(super) fn enroll_at_login(
     let key = Zeroizing::new(grouped_secret(&secret));
     // Sized up front so that writing never reallocates (a reallocation
     // would leave an unwiped copy behind).
-    let mut message = Zeroizing::new(String::with_capacity(
-        qr.len() + key.len() + uri.len() + 512,
-    ));
+    let mut message = Zeroizing::new(String::with_capacity(qr.len() + key.len() + 512));
     // Writing to a String cannot fail.
     let _ = write!(
         message,
-        "Two-factor authentication is required and not set up for you yet.\n\
-         Scan this QR code with your authenticator app:\n{}\n\
+        "Set up two-factor authentication: scan this QR code\n{}\n\
          Or enter this key by hand: {}\n\
-         ({}, {} digits, every {} s)\n\
-         otpauth URI: {}\n\
-         Then enter the code the app shows.",
+         ({}, {} digits, every {} s) Then enter the code the app shows.",
         qr.as_str(),
         key.as_str(),
         params.algorithm,
         params.digits,
         params.period,
-        uri.as_str(),
     );
     conv.show_info(&message);
     drop((message, qr, key, uri));
