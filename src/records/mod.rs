@@ -234,6 +234,21 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Device labels that must survive a write and a read of either record
+/// (`.` and `-` are allowed in labels; bare, `work.phone` would be a dotted
+/// key in TOML).
+#[cfg(test)]
+const LABELS_TO_ROUND_TRIP: [&str; 8] = [
+    "work.phone",
+    "phone-2",
+    "-",
+    ".",
+    "a..b",
+    "x.",
+    "_",
+    "default",
+];
+
 /// Remote hosts kept for `[grace]`: address and host-name characters only,
 /// so they are safe in messages and logs.
 pub fn valid_host(host: &str) -> bool {

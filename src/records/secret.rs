@@ -339,16 +339,7 @@ hashes = [\"0101010101010101010101010101010101010101010101010101010101010101\", 
     /// survives the secret record, where labels are quoted strings.
     #[test]
     fn dotted_labels_survive_a_write_and_read() {
-        let labels = [
-            "work.phone",
-            "phone-2",
-            "-",
-            ".",
-            "a..b",
-            "x.",
-            "_",
-            "default",
-        ];
+        let labels = super::super::LABELS_TO_ROUND_TRIP;
         let mut record = sample();
         for label in labels {
             if label != DEFAULT_DEVICE {

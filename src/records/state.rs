@@ -278,16 +278,7 @@ tablet = 3
     /// refused: "invalid type: map").
     #[test]
     fn dotted_labels_survive_a_write_and_read() {
-        let labels = [
-            "work.phone",
-            "phone-2",
-            "-",
-            ".",
-            "a..b",
-            "x.",
-            "_",
-            "default",
-        ];
+        let labels = super::super::LABELS_TO_ROUND_TRIP;
         let mut state = State::default();
         for (i, label) in labels.iter().enumerate() {
             state

@@ -373,44 +373,43 @@ fn prerequisite(need: Needs) -> Result<(), String> {
     }
 }
 
-fn probe_mount_namespace() -> Result<(), String> {
-    let unshare = find_program("unshare").ok_or("`unshare` is not in PATH (package util-linux)")?;
-    let out = Command::new(unshare)
-        .args(["--mount", "--propagation", "private", "true"])
+/// Runs a probe command; `Err` names what does not work here.
+fn probe(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run unshare: {e}"))?;
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "`unshare --mount --propagation private true` does not work here ({}: {})",
+            "{what} does not work here ({}: {})",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
 }
 
+fn probe_mount_namespace() -> Result<(), String> {
+    let unshare = find_program("unshare").ok_or("`unshare` is not in PATH (package util-linux)")?;
+    probe(
+        Command::new(unshare).args(["--mount", "--propagation", "private", "true"]),
+        "`unshare --mount --propagation private true`",
+    )
+}
+
 fn probe_etc_overlay() -> Result<(), String> {
-    let probe = Sandbox::new("etc-overlay-probe");
-    let top = probe.dir().join("etc");
+    let sandbox = Sandbox::new("etc-overlay-probe");
+    let top = sandbox.dir().join("etc");
     fs::create_dir(&top).map_err(|e| format!("mkdir {}: {e}", top.display()))?;
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private"])
-        .args(["mount", "-t", "overlay", "etc-overlay-probe", "-o"])
-        .arg(format!("lowerdir={}:/etc", top.display()))
-        .arg("/etc")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run unshare: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "cannot mount an overlay on /etc in a mount namespace ({})",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    probe(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private"])
+            .args(["mount", "-t", "overlay", "etc-overlay-probe", "-o"])
+            .arg(format!("lowerdir={}:/etc", top.display()))
+            .arg("/etc"),
+        "an overlay on /etc in a mount namespace",
+    )
 }
 
 /// Where sandboxes live. The module refuses a state directory with any
