@@ -929,6 +929,43 @@ fn check_reports_a_state_dir_that_is_not_0700() {
     assert_problems(&v, &[(sb.state_dir(), "0700")]);
 }
 
+/// With `state_dir` under the world-writable `/tmp`, `check` and `enroll`
+/// name `/tmp` and say to move `state_dir`; they never suggest changing
+/// `/tmp`, a system directory twofactor does not own (issue 17).
+#[test]
+fn check_and_enroll_with_state_dir_under_tmp_say_to_move_it() {
+    let sb = sandbox("check-tmp-state", "");
+    let tmp = std::env::temp_dir().join(format!("tf-cli-tmpstate-{}", std::process::id()));
+    fs::create_dir_all(&tmp).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(
+        sb.config_path(),
+        format!("state_dir = \"{}\"\n", tmp.display()),
+    )
+    .unwrap();
+    let v = cli(&sb, &["check", "--json"]).expect(1).json();
+    let enroll = cli(&sb, &["enroll", USER, "--json"]);
+    fs::remove_dir_all(&tmp).unwrap();
+    let above = tmp.parent().unwrap();
+    assert_problems(&v, &[(above, "is group- or world-writable")]);
+    let problem = v["problems"][0]["problem"].as_str().unwrap();
+    let enroll = enroll.expect(6);
+    for text in [problem, enroll.stderr.as_str()] {
+        assert!(
+            text.contains(
+                "state_dir must be moved below directories owned by root that nobody else can write"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("chmod") && !text.contains("chown"), "{text}");
+    }
+    assert!(
+        enroll.stderr.contains(&format!("{}: ", above.display())),
+        "{}",
+        enroll.stderr
+    );
+}
+
 /// A damaged secret record makes `status` exit 6 naming the file, and `check`
 /// reports it.
 #[test]
