@@ -930,6 +930,160 @@ fn check_reports_a_state_dir_that_is_not_0700() {
     assert_problems(&v, &[(sb.state_dir(), "0700")]);
 }
 
+/// A stand-in for `/` for `check --root`: `etc/pam.d` with `common-auth`
+/// running the module with `module_args` (after the password block, as
+/// pam-auth-update puts it) and `login` and `sshd` including it, `passwd`
+/// with root, daemon (enrolled in these tests) and tfalice with login
+/// shells and nobody with nologin, and `group`.
+fn fake_root(sb: &Sandbox, module_args: &str) -> PathBuf {
+    let root = sb.dir().join("root");
+    let pam_d = root.join("etc/pam.d");
+    fs::create_dir_all(&pam_d).unwrap();
+    fs::write(
+        pam_d.join("common-auth"),
+        format!(
+            "# here are the per-package modules (the \"Primary\" block)\n\
+             auth\t[success=1 default=ignore]\tpam_unix.so nullok\n\
+             auth\trequisite\t\t\tpam_deny.so\n\
+             auth\trequired\t\t\tpam_permit.so\n\
+             # auth requisite pam_twofactor.so (a comment does not count)\n\
+             auth\trequisite\t\t\tpam_twofactor.so {module_args}\n"
+        ),
+    )
+    .unwrap();
+    for service in ["login", "sshd"] {
+        fs::write(
+            pam_d.join(service),
+            "@include common-auth\naccount required pam_permit.so\n",
+        )
+        .unwrap();
+    }
+    fs::write(pam_d.join("cron"), "account required pam_permit.so\n").unwrap();
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\n\
+         daemon:x:1:1:daemon:/usr/sbin:/bin/sh\n\
+         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+         tfalice:x:1000:1000:Alice:/home/tfalice:/bin/bash\n",
+    )
+    .unwrap();
+    fs::write(root.join("etc/group"), "root:x:0:\nadmins:x:50:tfalice\n").unwrap();
+    root
+}
+
+/// Enabling the module under `unenrolled = "deny"` locks out every account
+/// that is not enrolled (issue 17): `check` reads the PAM stacks (through
+/// `@include common-auth`) and names each account with a login shell that
+/// is not enrolled, root first, with the fix; nologin accounts and the
+/// enrolled daemon are not named. Under `unenrolled = "skip"`, for a
+/// module line with another config, or for members of `[exempt] groups`,
+/// nothing (or less) is reported.
+#[test]
+fn check_names_accounts_the_enabled_module_would_lock_out() {
+    let (sb, _) = enrolled("check-lockout", "");
+    let config = format!("config={}", sb.config_path().display());
+    let root = fake_root(&sb, &config);
+    let root_arg = root.display().to_string();
+    let common_auth = root.join("etc/pam.d/common-auth");
+
+    let v = cli(&sb, &["check", "--json", "--root", &root_arg])
+        .expect(1)
+        .json();
+    assert_problems(
+        &v,
+        &[
+            (&common_auth, "root (shell /bin/bash) is not enrolled"),
+            (&common_auth, "tfalice (shell /bin/bash) is not enrolled"),
+        ],
+    );
+    let root_problem = v["problems"][0]["problem"].as_str().unwrap();
+    for text in [
+        "unenrolled = \"deny\"",
+        "through login, sshd",
+        "twofactor enroll root",
+        "unenrolled = \"skip\"",
+    ] {
+        assert!(root_problem.contains(text), "{text}: {root_problem}");
+    }
+    let out = cli(&sb, &["check", "--root", &root_arg]).expect(1);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert!(
+        lines[0].starts_with(&format!("{}: root ", common_auth.display())),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines[2], "2 problem(s) found.");
+
+    // Once root is enrolled, only tfalice is left.
+    cli_secret_at(&sb, &["enroll", "root", "--secret-file", "-"], SECRET, T0).expect(0);
+    let v = cli(&sb, &["check", "--json", "--root", &root_arg])
+        .expect(1)
+        .json();
+    assert_problems(&v, &[(&common_auth, "tfalice (shell /bin/bash)")]);
+
+    // A member of an [exempt] groups group skips the code.
+    sb.write_config("[exempt]\ngroups = [\"admins\"]\n");
+    let v = cli(&sb, &["check", "--json", "--root", &root_arg])
+        .expect(0)
+        .json();
+    assert_eq!(v, json!({"ok": true, "problems": []}));
+
+    // unenrolled = "skip": nobody is locked out.
+    sb.write_config("unenrolled = \"skip\"\n");
+    cli(&sb, &["disable", "root"]).expect(0);
+    let v = cli(&sb, &["check", "--json", "--root", &root_arg])
+        .expect(0)
+        .json();
+    assert_eq!(v, json!({"ok": true, "problems": []}));
+
+    // A module line without config= reads the default config, not this
+    // one: nothing to report under this config's deny.
+    sb.write_config("");
+    let other = fake_root(&sb, "debug").display().to_string();
+    let v = cli(&sb, &["check", "--json", "--root", &other])
+        .expect(0)
+        .json();
+    assert_eq!(v, json!({"ok": true, "problems": []}));
+}
+
+/// With `state_dir` under the world-writable `/tmp`, `check` and `enroll`
+/// name `/tmp` and say to move `state_dir`; they never suggest changing
+/// `/tmp`, a system directory twofactor does not own (issue 17).
+#[test]
+fn check_and_enroll_with_state_dir_under_tmp_say_to_move_it() {
+    let sb = sandbox("check-tmp-state", "");
+    let tmp = std::env::temp_dir().join(format!("tf-cli-tmpstate-{}", std::process::id()));
+    fs::create_dir_all(&tmp).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(
+        sb.config_path(),
+        format!("state_dir = \"{}\"\n", tmp.display()),
+    )
+    .unwrap();
+    let v = cli(&sb, &["check", "--json"]).expect(1).json();
+    let enroll = cli(&sb, &["enroll", USER, "--json"]);
+    fs::remove_dir_all(&tmp).unwrap();
+    let above = tmp.parent().unwrap();
+    assert_problems(&v, &[(above, "is group- or world-writable")]);
+    let problem = v["problems"][0]["problem"].as_str().unwrap();
+    let enroll = enroll.expect(6);
+    for text in [problem, enroll.stderr.as_str()] {
+        assert!(
+            text.contains(
+                "state_dir must be moved below directories owned by root that nobody else can write"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("chmod") && !text.contains("chown"), "{text}");
+    }
+    assert!(
+        enroll.stderr.contains(&format!("{}: ", above.display())),
+        "{}",
+        enroll.stderr
+    );
+}
+
 /// A damaged secret record makes `status` exit 6 naming the file, and `check`
 /// reports it.
 #[test]

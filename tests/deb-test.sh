@@ -111,7 +111,12 @@ inner() {
   name=$(basename "$DEB")
   cp "$DEB" "$R/root/$name"
   step "dpkg -i $name"
-  in_root dpkg -i "/root/$name" >>"$LOG" 2>&1 || fail "dpkg -i"
+  local dpkg_out
+  dpkg_out=$(in_root dpkg -i "/root/$name" 2>&1) || { printf '%s\n' "$dpkg_out" >>"$LOG"; fail "dpkg -i"; }
+  printf '%s\n' "$dpkg_out" >>"$LOG"
+  # postinst prints the three next steps, in order (issue 17).
+  [[ "$dpkg_out" == *"twofactor enroll root"*"twofactor check"*"pam-auth-update --enable twofactor"* ]] ||
+    fail "postinst does not print the next steps (enroll yourself, twofactor check, then enable)"
 
   step "checking installed files, owners and modes"
   check_stat() { # path "mode owner:group type"
@@ -189,7 +194,16 @@ inner() {
   step "twofactor enroll $USER_A --secret-file - (the base32 secret on stdin; default config)"
   printf '%s\n' "$SECRET" | in_root twofactor enroll "$USER_A" --secret-file - --json >>"$LOG" 2>&1 ||
     fail "twofactor enroll"
-  in_root twofactor check >>"$LOG" 2>&1 || fail "twofactor check reports problems"
+  # Enabled with only $USER_A enrolled: check must name root (first) and
+  # $USER_B, whom unenrolled = "deny" now locks out (issue 17).
+  local check_out
+  check_out=$(in_root twofactor check 2>&1) &&
+    fail "twofactor check says OK while root and $USER_B would be locked out"
+  printf '%s\n' "$check_out" >>"$LOG"
+  [[ "$check_out" == "/etc/pam.d/common-auth: root (shell "*"twofactor enroll root"*"$USER_B (shell /bin/sh) is not enrolled"* ]] ||
+    fail "twofactor check does not name root, then $USER_B, as locked out: $check_out"
+  [[ "$check_out" != *"$USER_A (shell"* ]] || fail "twofactor check names the enrolled $USER_A"
+  step "twofactor check names root and $USER_B, who would be locked out"
   in_root test -f "/var/lib/twofactor/$USER_A.secret" || fail "no secret record"
 
   printf '# deb-test: the system stack, as a real service would use it\n@include common-auth\n' \

@@ -387,7 +387,9 @@ fn odd_answers_are_refused() {
 }
 
 /// A non-root caller (a screen locker runs as the user) cannot read the
-/// root-only state: a clear failure, never a skip, even under "skip".
+/// root-only state: a clear failure, never a skip, even under "skip". The
+/// user is told plainly that this program cannot check codes (no prompt),
+/// and syslog says which uid the caller runs as and why.
 #[test]
 fn non_root_caller_fails_closed() {
     if !root_or_skip(
@@ -427,8 +429,11 @@ fn non_root_caller_fails_closed() {
         pam_wrapper_lib().display(),
         libfaketime().display()
     );
-    let out = Command::new("flock")
-        .arg(sandbox_base().join("pam_wrapper.lock"))
+    let log = DevLog::bind(&sb);
+    log.open_to_all();
+    log.socket().set_nonblocking(true).unwrap();
+    let mut cmd = Command::new("flock");
+    cmd.arg(sandbox_base().join("pam_wrapper.lock"))
         .args([
             "setpriv",
             "--reuid=nobody",
@@ -444,13 +449,36 @@ fn non_root_caller_fails_closed() {
         ))
         .arg(format!("FAKETIME={T0}"))
         .arg("FAKETIME_DONT_FAKE_MONOTONIC=1")
-        .args(["timeout", "60", "pamtester", "svc", USER, "authenticate"])
+        .args(["timeout", "60", "pamtester", "svc", USER, "authenticate"]);
+    let out = log
+        .wrap(cmd)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains(pam_err::AUTHINFO_UNAVAIL), "{stderr}");
+    assert!(
+        stderr.contains("This program cannot check verification codes: it does not run as root"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("Verification code") && !stderr.contains("Verification code"));
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = log.socket().recv(&mut buf) {
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let all = lines.join("\n");
+    assert!(
+        lines.iter().any(|l| l.starts_with("<83>pam_twofactor[")
+            && l.contains(&format!(
+                "the caller runs as uid {nobody}, not root, and cannot read the state directory"
+            ))
+            && l.contains(&format!("user={USER} service=svc"))),
+        "{all}"
+    );
 }
 
 /// Two names for one uid: `daemon2`, an alias listed after `daemon` (uid 1),

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::pam_stacks::{self, System};
 use super::{Admin, AdminError};
-use crate::config;
+use crate::config::{self, Unenrolled};
 use crate::delivery::{self, DeliveryError};
 use crate::records::username::Username;
 use crate::records::{MAX_RECORD_BYTES, SecretRecord, State};
@@ -56,9 +57,59 @@ impl Admin {
         problems
     }
 
-    /// Validates the config and every file in the state directory; returns
-    /// every problem found (an empty list means all is well).
-    pub fn check(config_path: Option<&Path>) -> Result<Vec<Problem>, AdminError> {
+    /// Under `unenrolled = "deny"`, every account with a login shell that
+    /// is not enrolled (nor an alias of an enrolled uid, nor in an
+    /// `[exempt] groups` group) is refused by every PAM service whose auth
+    /// stack runs the module with this config: one problem per account,
+    /// root first, at the file holding the module line.
+    fn lockout_problems(&self, system: &System, enrolled: &[String]) -> Vec<Problem> {
+        if self.config.unenrolled != Unenrolled::Deny {
+            return Vec::new();
+        }
+        let services = system.services_using(&self.config_path);
+        let Some((_, file)) = services.first() else {
+            return Vec::new();
+        };
+        // Debian's common-* files are included by services, not services.
+        let mut names: Vec<&str> = services
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .filter(|s| !s.starts_with("common-"))
+            .collect();
+        if names.is_empty() {
+            names = services.iter().map(|(s, _)| s.as_str()).collect();
+        }
+        let names = names.join(", ");
+        let passwd = system.read(&system.path(PASSWD)).unwrap_or_default();
+        let group = system.read(&system.path(GROUP)).unwrap_or_default();
+        let is_enrolled = |name: &str| enrolled.iter().any(|e| e == name);
+        pam_stacks::login_accounts(&passwd)
+            .into_iter()
+            .filter(|a| !is_enrolled(&a.name))
+            .filter(|a| !pam_stacks::first_name_of_uid(&passwd, a.uid).is_some_and(is_enrolled))
+            .filter(|a| {
+                let groups = pam_stacks::groups_of(&group, a);
+                !self.config.exempt_groups.iter().any(|g| groups.contains(g))
+            })
+            .map(|a| Problem {
+                path: file.clone(),
+                problem: format!(
+                    "{name} (shell {shell}) is not enrolled: with unenrolled = \"deny\" pam_twofactor.so refuses every login of {name} through {names} (fix: twofactor enroll {name}, or set unenrolled = \"skip\" in {config} while you roll out)",
+                    name = a.name,
+                    shell = a.shell,
+                    config = self.config_path.display(),
+                ),
+            })
+            .collect()
+    }
+
+    /// Validates the config and every file in the state directory, and
+    /// reads the PAM stacks for accounts the module would lock out;
+    /// returns every problem found (an empty list means all is well).
+    /// `root` is `/`, or a test's directory standing in for it (the PAM
+    /// stacks, passwd and group are read below it).
+    pub fn check(config_path: Option<&Path>, root: &Path) -> Result<Vec<Problem>, AdminError> {
+        let system = System::new(root);
         let admin = match Admin::open(config_path) {
             Ok(a) => a,
             Err(AdminError::Config(e)) => {
@@ -151,10 +202,11 @@ impl Admin {
                 _ => {}
             }
         }
-        if let Ok(passwd) = std::fs::read_to_string(PASSWD) {
+        problems.extend(admin.lockout_problems(&system, &enrolled));
+        if let Some(passwd) = system.read(&system.path(PASSWD)) {
             for (first, uid, enrolled_alias) in aliases_before_enrolled(&passwd, &enrolled) {
                 problems.push(Problem {
-                    path: PathBuf::from(PASSWD),
+                    path: system.path(PASSWD),
                     problem: format!(
                         "{first} (uid {uid}) is listed before {enrolled_alias}, who is enrolled: logins as {first} do not use {enrolled_alias}'s enrollment (move {enrolled_alias}'s line above {first}'s, or enroll {first})"
                     ),
@@ -168,6 +220,8 @@ impl Admin {
 /// The local user database `check` reads for names sharing a uid (NSS
 /// sources such as LDAP are not enumerated).
 const PASSWD: &str = "/etc/passwd";
+/// The local group database, for `[exempt] groups` members.
+const GROUP: &str = "/etc/group";
 
 /// `(first name, uid, enrolled later name)` for every uid whose first name
 /// in `passwd` has no enrollment while a later name with the same uid has

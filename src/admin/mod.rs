@@ -9,6 +9,7 @@ mod devices;
 mod enroll;
 pub mod import;
 mod input_files;
+mod pam_stacks;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -125,6 +125,10 @@ enum Command {
     Check {
         #[arg(long)]
         json: bool,
+        /// For tests only: read the PAM stacks, passwd and group below DIR
+        /// instead of / (the config and state directory are unchanged).
+        #[arg(long, hide = true, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
     },
 }
 
@@ -269,8 +273,8 @@ fn run(cli: Cli) -> Result<u8, AdminError> {
         return Err(AdminError::Usage(SECRET_IN_ARGV.into()));
     }
     match cli.command {
-        Command::Check { json } => {
-            let problems = Admin::check(config)?;
+        Command::Check { json, root } => {
+            let problems = Admin::check(config, &root)?;
             if json {
                 let list: Vec<_> = problems
                     .iter()

@@ -9,6 +9,9 @@ pub const PROMPT: &str = "Verification code: ";
 pub const NEXT_PROMPT: &str = "Next verification code: ";
 /// The prompt after a code was sent by message.
 pub const SENT_PROMPT: &str = "Code from the message: ";
+/// Shown when the caller is not root (a screen locker running as the
+/// user): it cannot read the root-only state, so no code can be checked.
+pub const NOT_ROOT_MESSAGE: &str = "This program cannot check verification codes: it does not run as root, and only root can read them. Log in with a program that runs as root, such as login on a text console, su or sudo, or ask your administrator.";
 
 /// The conversation failed, was interrupted or gave no answer.
 #[derive(Debug, PartialEq, Eq)]

@@ -24,10 +24,12 @@ use crate::policy::{self, Attempt, DriftCheck, Failure, Policy, Verdict};
 use crate::records::user::{ReadRecord, UserFiles};
 use crate::records::username::{Username, UsernameError};
 use crate::records::{SecretRecord, State};
-use crate::store::TrustedDir;
+use crate::store::{StoreError, TrustedDir};
 use answer::AnswerHash;
 pub use answer::is_kdf_slot;
-pub use conversation::{ConvError, Conversation, NEXT_PROMPT, PROMPT, SENT_PROMPT};
+pub use conversation::{
+    ConvError, Conversation, NEXT_PROMPT, NOT_ROOT_MESSAGE, PROMPT, SENT_PROMPT,
+};
 use input::Answer;
 pub use outcome::{AuthError, DenyReason, Method, Outcome, SkipReason};
 
@@ -120,7 +122,8 @@ pub fn authenticate_from(
     if let Some(group) = accounts::first_shared_group(user.as_str(), &config.exempt_groups) {
         return Ok(Outcome::Skip(SkipReason::ExemptGroup(group)));
     }
-    let dir = TrustedDir::open(&config.state_dir, crate::store::Dir::Private)?;
+    let dir = TrustedDir::open(&config.state_dir, crate::store::Dir::Private)
+        .map_err(|e| state_dir_error(conv, e, nix::unistd::geteuid().as_raw()))?;
     let (user, login) = match UserFiles::new(&dir, &user).read_record_kept()? {
         Some(record) => (user, record),
         None => match enrolled_first_name(&dir, &user)? {
@@ -314,6 +317,19 @@ fn deny_after_prompt(
 ) -> Result<Outcome, AuthError> {
     let _answer = conv.ask_code(PROMPT)?;
     Ok(Outcome::Deny(reason))
+}
+
+/// The state directory could not be opened. A caller that is not root (a
+/// screen locker runs as the user) is refused by the root-only directory:
+/// tell the user plainly, or PAM shows only "cannot retrieve authentication
+/// info". Users never read their own seed (google-authenticator #240), so
+/// such a caller cannot check codes at all.
+fn state_dir_error(conv: &mut dyn Conversation, error: StoreError, euid: u32) -> AuthError {
+    if !outcome::refused_to_non_root(&error, euid) {
+        return AuthError::Store(error);
+    }
+    conv.show_error(NOT_ROOT_MESSAGE);
+    AuthError::CallerNotRoot { uid: euid, error }
 }
 
 #[cfg(test)]

@@ -91,6 +91,22 @@ pub enum AuthError {
     Conversation,
     /// argon2 or the OS random generator failed.
     Kdf,
+    /// The caller runs as this uid, not root, and the root-only state
+    /// directory refused it (a screen locker running as the user).
+    CallerNotRoot { uid: u32, error: StoreError },
+}
+
+/// Whether `error`, met opening the state directory as `euid`, is the
+/// refusal a non-root caller gets from a root-only directory.
+pub(super) fn refused_to_non_root(error: &StoreError, euid: u32) -> bool {
+    euid != 0
+        && matches!(
+            error,
+            StoreError::Io {
+                errno: nix::errno::Errno::EACCES | nix::errno::Errno::EPERM,
+                ..
+            }
+        )
 }
 
 impl fmt::Display for AuthError {
@@ -102,6 +118,10 @@ impl fmt::Display for AuthError {
             }
             AuthError::Conversation => f.write_str("the conversation failed or gave no answer"),
             AuthError::Kdf => f.write_str("argon2 or the random generator failed"),
+            AuthError::CallerNotRoot { uid, error } => write!(
+                f,
+                "the caller runs as uid {uid}, not root, and cannot read the state directory ({error}); it cannot check codes (told the user)"
+            ),
         }
     }
 }

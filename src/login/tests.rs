@@ -545,3 +545,41 @@ fn a_drift_match_tells_nothing_and_is_counted_at_once() {
         Some(&(NOW / 30 + 5))
     );
 }
+
+/// A non-root caller refused by the root-only state directory is told
+/// plainly that this program cannot check codes (no prompt), and the error
+/// names its uid; root, or another error, shows nothing and stays a store
+/// error.
+#[test]
+fn non_root_caller_refused_by_the_state_dir_is_told_why() {
+    let refused = || StoreError::Io {
+        path: "/var/lib/twofactor".into(),
+        op: "open",
+        errno: nix::errno::Errno::EACCES,
+    };
+    let mut conv = Script::new(&[]);
+    let err = state_dir_error(&mut conv, refused(), 1000);
+    assert_eq!(conv.errors, [NOT_ROOT_MESSAGE]);
+    assert!(conv.prompts.is_empty());
+    assert!(matches!(err, AuthError::CallerNotRoot { uid: 1000, .. }));
+    assert!(
+        err.to_string()
+            .starts_with("the caller runs as uid 1000, not root")
+    );
+
+    let mut conv = Script::new(&[]);
+    assert!(matches!(
+        state_dir_error(&mut conv, refused(), 0),
+        AuthError::Store(_)
+    ));
+    let missing = StoreError::Io {
+        path: "/var/lib/twofactor".into(),
+        op: "open",
+        errno: nix::errno::Errno::ENOENT,
+    };
+    assert!(matches!(
+        state_dir_error(&mut conv, missing, 1000),
+        AuthError::Store(_)
+    ));
+    assert!(conv.errors.is_empty());
+}

@@ -134,7 +134,9 @@ pub fn pam_code(result: &Result<Outcome, AuthError>) -> PamResultCode {
         Ok(Outcome::Skip(_)) => PamResultCode::PAM_IGNORE,
         Ok(Outcome::Deny(_)) => PamResultCode::PAM_AUTH_ERR,
         Err(AuthError::Conversation) => PamResultCode::PAM_CONV_ERR,
-        Err(AuthError::Store(_) | AuthError::Record { .. }) => PamResultCode::PAM_AUTHINFO_UNAVAIL,
+        Err(AuthError::Store(_) | AuthError::Record { .. } | AuthError::CallerNotRoot { .. }) => {
+            PamResultCode::PAM_AUTHINFO_UNAVAIL
+        }
         Err(AuthError::Kdf) => PamResultCode::PAM_SYSTEM_ERR,
     }
 }
@@ -342,6 +344,13 @@ mod tests {
                 PamResultCode::PAM_AUTHINFO_UNAVAIL,
             ),
             (Err(AuthError::Kdf), PamResultCode::PAM_SYSTEM_ERR),
+            (
+                Err(AuthError::CallerNotRoot {
+                    uid: 1000,
+                    error: StoreError::BadPath { path: "x".into() },
+                }),
+                PamResultCode::PAM_AUTHINFO_UNAVAIL,
+            ),
         ];
         for (result, want) in cases {
             assert_eq!(pam_code(&result), want, "{result:?}");

@@ -23,7 +23,27 @@ fn trusted_owner(uid: u32) -> bool {
 
 /// Checks one directory's metadata: a directory, trusted owner, not
 /// group/world writable; `Dir::Private` also forbids any group/other access.
-fn check_dir(path: &Path, meta: &Metadata, rule: Dir) -> Result<(), StoreError> {
+/// `above` is `Some(target)` for a directory on the way to `target`, which
+/// is checked by `rule`. A fix is named only for the state directory itself:
+/// a directory above it (`/tmp`, `/var`) belongs to the system, never to
+/// us, so the advice is to move the state directory, not to change that one.
+fn check_dir(
+    path: &Path,
+    meta: &Metadata,
+    rule: Dir,
+    above: Option<&Path>,
+) -> Result<(), StoreError> {
+    let advice = |fix: String| {
+        match (above, rule) {
+        (Some(_), Dir::Private) => "; nothing below it can be trusted: state_dir must be moved below directories owned by root that nobody else can write (such as /var/lib)".to_string(),
+        (Some(target), Dir::Public) => format!(
+            "; nothing below it can be trusted: {} must be moved below directories owned by root that nobody else can write",
+            target.display()
+        ),
+        (None, Dir::Private) => format!(" (fix: {fix})"),
+        (None, Dir::Public) => String::new(),
+    }
+    };
     if !meta.is_dir() {
         return Err(insecure(path, "is not a directory".into()));
     }
@@ -31,9 +51,9 @@ fn check_dir(path: &Path, meta: &Metadata, rule: Dir) -> Result<(), StoreError> 
         return Err(insecure(
             path,
             format!(
-                "is owned by uid {}; expected root (fix: chown root:root {})",
+                "is owned by uid {}; expected root{}",
                 meta.uid(),
-                path.display()
+                advice(format!("chown root:root {}", path.display()))
             ),
         ));
     }
@@ -42,12 +62,12 @@ fn check_dir(path: &Path, meta: &Metadata, rule: Dir) -> Result<(), StoreError> 
         return Err(insecure(
             path,
             format!(
-                "is group- or world-writable (mode {mode:04o}); fix: chmod go-w {}",
-                path.display()
+                "is group- or world-writable (mode {mode:04o}){}",
+                advice(format!("chmod go-w {}", path.display()))
             ),
         ));
     }
-    if rule == Dir::Private && mode & 0o077 != 0 {
+    if above.is_none() && rule == Dir::Private && mode & 0o077 != 0 {
         return Err(insecure(
             path,
             format!(
@@ -97,7 +117,7 @@ pub(super) fn walk(path: &Path, rule: Dir) -> Result<File, StoreError> {
         if meta.file_type().is_symlink() {
             return Err(insecure(here, "is a symbolic link".into()));
         }
-        check_dir(here, &meta, Dir::Public)?;
+        check_dir(here, &meta, rule, Some(path))?;
         end = stop;
     }
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -109,7 +129,7 @@ pub(super) fn walk(path: &Path, rule: Dir) -> Result<File, StoreError> {
             other => io_err(path, "open", other),
         })?,
     );
-    check_dir(path, &fd_metadata(&fd, || path.to_path_buf())?, rule)?;
+    check_dir(path, &fd_metadata(&fd, || path.to_path_buf())?, rule, None)?;
     Ok(fd)
 }
 
@@ -385,6 +405,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/tmp: is group- or world-writable"), "{err}");
+        // /tmp is the system's: move state_dir, never change /tmp.
+        assert!(err.contains("state_dir must be moved below"), "{err}");
+        assert!(!err.contains("chmod") && !err.contains("chown"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
