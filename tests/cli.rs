@@ -80,6 +80,19 @@ fn assert_problems(v: &Value, want: &[(&Path, &str)]) {
     }
 }
 
+/// A failed command printed nothing on stdout, or under `--json` only
+/// the error object with its exit status.
+fn assert_only_json_error(out: &CliRun, args: &[&str], exit: i32) {
+    if args.contains(&"--json") {
+        let v = out.json();
+        assert_eq!(v["exit"], json!(exit), "{args:?}: {v}");
+        assert_eq!(v["schema"], json!(1), "{args:?}: {v}");
+        assert!(v["error"].is_string(), "{args:?}: {v}");
+    } else {
+        assert_eq!(out.stdout, "", "{args:?}");
+    }
+}
+
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
@@ -432,7 +445,7 @@ fn re_enroll_needs_force_and_force_replaces_the_secret() {
 
     let again = cli(&sb, &["enroll", USER, "--json"]).expect(5);
     assert!(again.stderr.contains("--force"), "{}", again.stderr);
-    assert_eq!(again.stdout, "");
+    assert_only_json_error(&again, &["--json"], 5);
     assert_eq!(fs::read(file(&sb, "daemon.secret")).unwrap(), secret_before);
     assert_eq!(fs::read(file(&sb, "daemon.state")).unwrap(), state_before);
 
@@ -656,6 +669,9 @@ fn status_json_is_exact_and_follows_failures_and_the_lock() {
     assert_eq!(
         text.stdout,
         "daemon: enrolled (TOTP SHA1, 6 digits, 30 s)\n\
+         devices:\n  \
+         default\tTOTP SHA1 6 digits 30 s\tcreated 2030-06-15 12:00:00 UTC\tclock offset 0 s\n\
+         codes by message: off\n\
          backup codes remaining: 10\n\
          failed attempts: 5\n\
          locked until 2030-06-15 12:30:00 UTC (clear with: twofactor unlock daemon)\n"
@@ -761,7 +777,10 @@ fn check_passes_on_a_clean_enrolled_sandbox() {
     let out = cli(&sb, &["check"]).expect(0);
     assert!(out.stdout.starts_with("OK"), "{}", out.stdout);
     let v = cli(&sb, &["check", "--json"]).expect(0).json();
-    assert_eq!(v, json!({"ok": true, "problems": []}));
+    assert_eq!(
+        v,
+        json!({"ok": true, "problems": [], "changed": false, "schema": 1})
+    );
 }
 
 /// With `[delivery] command` set, `check` names a group-writable command
@@ -792,7 +811,10 @@ fn check_reports_the_delivery_command_and_socket() {
     fs::set_permissions(&command, fs::Permissions::from_mode(0o755)).unwrap();
     sb.start_delivery_service();
     let v = cli(&sb, &["check", "--json"]).expect(0).json();
-    assert_eq!(v, json!({"ok": true, "problems": []}));
+    assert_eq!(
+        v,
+        json!({"ok": true, "problems": [], "changed": false, "schema": 1})
+    );
 }
 
 /// `twofactor deliver` run by hand (a pipe, not a socket) with a relative
@@ -1092,13 +1114,14 @@ fn a_damaged_secret_record_is_exit_6_and_reported_by_check() {
     let path = file(&sb, "daemon.secret");
     fs::write(&path, "version = 1\nthis is not toml = = =\n").unwrap();
     assert_eq!(mode(&path), 0o600);
-    let out = cli(&sb, &["status", USER, "--json"]).expect(6);
+    let args = ["status", USER, "--json"];
+    let out = cli(&sb, &args).expect(6);
     assert!(
         out.stderr.contains(&path.display().to_string()),
         "{}",
         out.stderr
     );
-    assert_eq!(out.stdout, "");
+    assert_only_json_error(&out, &args, 6);
     let v = cli(&sb, &["check", "--json"]).expect(1).json();
     assert_eq!(v["problems"][0]["path"], json!(path.display().to_string()));
     assert_eq!(v["problems"].as_array().unwrap().len(), 1, "{v}");
@@ -1349,7 +1372,7 @@ fn enroll_secret_in_the_arguments_is_refused_with_exit_2_naming_secret_file() {
         let out = cli_bounded(&sb, args);
         assert_refused(&sb, &out, 2, "--secret-file", SECRET);
         assert!(out.stderr.contains("/proc"), "{}", out.stderr);
-        assert_eq!(out.stdout, "", "{args:?}");
+        assert_only_json_error(&out, args, 2);
     }
     // Where clap refuses first (no user, a bad value elsewhere), its
     // message does not repeat the secret either.
@@ -1509,7 +1532,7 @@ fn import_refuses_a_symlink_fifo_or_directory_at_the_path_without_hanging() {
             let out = cli_bounded(&sb, args);
             assert_refused(&sb, &out, 6, why, SECRET);
             assert!(out.stderr.contains(path), "{}", out.stderr);
-            assert_eq!(out.stdout, "", "{args:?}");
+            assert_only_json_error(&out, args, 6);
         }
     }
 }
@@ -1650,4 +1673,480 @@ fn import_google_authenticator_tells_the_admin_to_delete_the_file() {
     .json();
     assert_eq!(v["delete_file"], Value::Null, "{v}");
     assert_eq!(v["imported"][0]["user"], json!("bin"), "{v}");
+}
+
+// ------------------------------------------- what admins and scripts expect (issue 17)
+
+/// `twofactor args...` without `--config` (for `--help`, `--version` and
+/// `completions`, which read no configuration).
+fn cli_bare(args: &[&str]) -> CliRun {
+    let mut cmd = Command::new(cli_path());
+    cmd.args(args);
+    clean_env(&mut cmd);
+    CliRun::from(&cmd.stdin(Stdio::null()).output().unwrap())
+}
+
+/// `list --json` shows every enrolled user, sorted, with devices, backup
+/// codes left, failures, lock and the last success the module recorded
+/// (null before the first); the text form has one line per user.
+#[test]
+fn list_shows_every_enrolled_user_with_codes_failures_lock_and_last_success() {
+    let (sb, _) = enrolled("list", "");
+    let t1 = at_offset(T0, 30);
+    let ok = login(&sb, &oathtool_code(SECRET, "SHA1", 6, 30, &t1), &t1);
+    assert!(ok.succeeded(), "{ok}");
+    let t2 = at_offset(T0, 60);
+    assert_denied(&login(&sb, wrong_code(), &t2));
+    cli_secret_at(&sb, &["enroll", "bin", "--secret-file", "-"], SECRET, T0).expect(0);
+    cli_at(&sb, &["set-delivery", "bin", "+15555550100"], T0).expect(0);
+
+    let v = cli_at(&sb, &["list", "--json"], &t2).expect(0).json();
+    let device = json!({
+        "label": "default",
+        "created": "2030-06-15T12:00:00Z",
+        "algorithm": "SHA1",
+        "digits": 6,
+        "period": 30,
+        "drift_seconds": 0,
+    });
+    assert_eq!(
+        v,
+        json!({
+            "schema": 1,
+            "changed": false,
+            "users": [
+                {
+                    "user": "bin",
+                    "devices": [device],
+                    "backup_codes_remaining": 10,
+                    "failed_attempts": 0,
+                    "locked_until": null,
+                    "last_success": null,
+                    "deliver_to": "+15555550100",
+                },
+                {
+                    "user": "daemon",
+                    "devices": [device],
+                    "backup_codes_remaining": 10,
+                    "failed_attempts": 1,
+                    "locked_until": null,
+                    "last_success": "2030-06-15T12:00:30Z",
+                    "deliver_to": null,
+                },
+            ],
+        })
+    );
+    let st = toml_file(&file(&sb, "daemon.state"));
+    assert_eq!(
+        st["last_success"].as_integer(),
+        Some(T0_UNIX as i64 + 30),
+        "{st}"
+    );
+
+    let text = cli_at(&sb, &["list"], &t2).expect(0);
+    assert_eq!(
+        text.stdout,
+        "USER\tDEVICES\tBACKUP CODES LEFT\tFAILURES\tLOCK\tLAST SUCCESS\n\
+         bin\tdefault\t10\t0\t-\tnever\n\
+         daemon\tdefault\t10\t1\t-\t2030-06-15 12:00:30 UTC\n"
+    );
+    cli(&sb, &["disable", "bin"]).expect(0);
+    cli(&sb, &["disable", USER]).expect(0);
+    let empty = cli(&sb, &["list", "--json"]).expect(0).json();
+    assert_eq!(empty, json!({"schema": 1, "changed": false, "users": []}));
+    assert_eq!(
+        cli(&sb, &["list"]).expect(0).stdout,
+        "no user is enrolled\n"
+    );
+}
+
+/// Under `--json`, every error is exactly one object `{"error", "exit",
+/// "schema"}` on stdout, `exit` equal to the exit status documented in
+/// twofactor(8); the message also goes to stderr.
+#[test]
+fn errors_under_json_are_one_object_on_stdout_with_the_documented_exit() {
+    let (sb, _) = enrolled("json-errors", "");
+    let missing = sb.dir().join("no-such.toml");
+    let missing = missing.to_str().unwrap();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["status", "no-such-user-xyz", "--json"], 4, "passwd"),
+        (&["enroll", USER, "--json"], 5, "already enrolled"),
+        (&["unlock", "bin", "--json"], 5, "not enrolled"),
+        (&["disable", "bin", "--json"], 5, "not enrolled"),
+        (
+            &["enroll", USER, "--force", "--digits", "9", "--json"],
+            7,
+            "--digits",
+        ),
+        (
+            &["set-delivery", USER, "nobody", "--json"],
+            7,
+            "phone number",
+        ),
+        (
+            &[
+                "import",
+                USER,
+                "--google-authenticator",
+                "/nonexistent/ga",
+                "--json",
+            ],
+            6,
+            "/nonexistent/ga",
+        ),
+        (&["list", "--json", "--config", missing], 6, "no such file"),
+        (&["list", "--json", "--frobnicate"], 2, "--frobnicate"),
+    ];
+    for (args, code, text) in cases {
+        let out = cli(&sb, args);
+        assert_eq!(out.code, *code, "{args:?}\n{}{}", out.stdout, out.stderr);
+        assert_eq!(out.stdout.lines().count(), 1, "{args:?}: {}", out.stdout);
+        let v = out.json();
+        let obj = v.as_object().unwrap();
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["error", "exit", "schema"], "{args:?}: {v}");
+        assert_eq!(v["exit"], json!(code), "{args:?}: {v}");
+        assert_eq!(v["schema"], json!(1), "{args:?}: {v}");
+        let message = v["error"].as_str().unwrap();
+        assert!(message.contains(text), "{args:?}: {message}");
+        assert!(!out.stderr.is_empty(), "{args:?}: no message on stderr");
+    }
+}
+
+/// An explicit `--config PATH` that does not exist is exit 6 naming the
+/// path, for every command (also `check`), never the defaults; nothing
+/// is written.
+#[test]
+fn an_explicit_config_that_does_not_exist_is_exit_6_for_every_command() {
+    let sb = sandbox("no-config", "");
+    let missing = sb.dir().join("typo.toml");
+    for args in [
+        &["status", USER][..],
+        &["list"],
+        &["check"],
+        &["enroll", USER],
+    ] {
+        let mut cmd = Command::new(cli_path());
+        cmd.args(args).arg("--config").arg(&missing);
+        clean_env(&mut cmd);
+        let out = CliRun::from(&cmd.stdin(Stdio::null()).output().unwrap()).expect(6);
+        assert!(
+            out.stderr
+                .contains(&format!("--config {}: no such file", missing.display())),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert_eq!(out.stdout, "", "{args:?}");
+    }
+    assert_eq!(entries(&sb), Vec::<String>::new());
+}
+
+/// With `--config`, a non-root caller denied root's state directory exits
+/// 3 ("not root", as without `--config`) with the path and `sudo`, not 6.
+#[test]
+fn with_config_a_non_root_caller_denied_root_files_exits_3() {
+    if !root_or_skip(
+        "with_config_a_non_root_caller_denied_root_files_exits_3",
+        "it switches to user nobody",
+        &[Needs::Program("setpriv", "util-linux")],
+    ) {
+        return;
+    }
+    let setpriv = find_program("setpriv").unwrap();
+    let (sb, _) = enrolled("not-root-config", "");
+    let exe = sb.dir().join("twofactor");
+    fs::copy(cli_path(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(sb.config_path(), fs::Permissions::from_mode(0o644)).unwrap();
+    for args in [
+        &["status", USER][..],
+        &["list"],
+        &["unlock", USER],
+        &["check"],
+    ] {
+        let out = Command::new(&setpriv)
+            .args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "--reset-env",
+            ])
+            .arg(&exe)
+            .arg("--config")
+            .arg(sb.config_path())
+            .args(args)
+            .env("LC_ALL", "C")
+            .env_remove("LD_PRELOAD")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let out = CliRun::from(&out).expect(3);
+        assert!(
+            out.stderr.contains("must run as root"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("sudo"), "{args:?}: {}", out.stderr);
+    }
+}
+
+/// `enroll --if-missing` on an enrolled user and `disable --if-enrolled`
+/// on an unenrolled one exit 0 with `"changed": false` and leave the files
+/// byte for byte; the first run of each changes and says `true`.
+#[test]
+fn if_missing_and_if_enrolled_make_enroll_and_disable_idempotent() {
+    let sb = sandbox("idempotent", "");
+    let enroll = ["enroll", USER, "--if-missing", "--json"];
+    let first = cli_at(&sb, &enroll, T0).expect(0).json();
+    assert_eq!(first["changed"], json!(true));
+    assert_eq!(first["schema"], json!(1));
+    backup_codes(&first, 10);
+    let secret_before = read(&file(&sb, "daemon.secret"));
+    let state_before = read(&file(&sb, "daemon.state"));
+    let again = cli_at(&sb, &enroll, T0).expect(0).json();
+    assert_eq!(again, json!({"schema": 1, "user": USER, "changed": false}));
+    let text = cli_at(&sb, &["enroll", USER, "--if-missing"], T0).expect(0);
+    assert_eq!(text.stdout, "daemon: already enrolled; nothing changed\n");
+    assert_eq!(read(&file(&sb, "daemon.secret")), secret_before);
+    assert_eq!(read(&file(&sb, "daemon.state")), state_before);
+    // Without it, the same enroll is still refused.
+    cli_at(&sb, &["enroll", USER], T0).expect(5);
+    // --if-missing with --force or --add is a usage error.
+    cli(&sb, &["enroll", USER, "--if-missing", "--force"]).expect(2);
+    cli(
+        &sb,
+        &["enroll", USER, "--if-missing", "--add", "--label", "x"],
+    )
+    .expect(2);
+
+    let disable = ["disable", USER, "--if-enrolled", "--json"];
+    let gone = cli(&sb, &disable).expect(0).json();
+    assert_eq!(gone, json!({"schema": 1, "user": USER, "changed": true}));
+    assert!(!file(&sb, "daemon.secret").exists());
+    let still = cli(&sb, &disable).expect(0).json();
+    assert_eq!(still, json!({"schema": 1, "user": USER, "changed": false}));
+    let text = cli(&sb, &["disable", USER, "--if-enrolled"]).expect(0);
+    assert_eq!(text.stdout, "daemon: not enrolled; nothing changed\n");
+    cli(&sb, &["disable", USER]).expect(5);
+    assert!(entries(&sb).iter().all(|n| n.ends_with(".lock")));
+}
+
+/// Every command's `--json` object carries `"schema": 1` and `"changed"`:
+/// true where the command changed the user's files, false where it did not
+/// (read-only commands, an unlock or delivery target with nothing to do).
+#[test]
+fn every_json_output_carries_schema_1_and_changed() {
+    let (sb, _) = enrolled("schema", "");
+    let ga = home_dir(&sb, "home-bin").join(".google_authenticator");
+    fs::write(&ga, format!("{SECRET}\n\" TOTP_AUTH\n")).unwrap();
+    let ga = ga.to_str().unwrap();
+    let cases: &[(&[&str], bool)] = &[
+        (&["status", USER, "--json"], false),
+        (&["devices", USER, "--json"], false),
+        (&["list", "--json"], false),
+        (&["check", "--json"], false),
+        (
+            &["enroll", USER, "--add", "--label", "tablet", "--json"],
+            true,
+        ),
+        (&["remove-device", USER, "tablet", "--json"], true),
+        (&["set-delivery", USER, "+15555550100", "--json"], true),
+        (&["set-delivery", USER, "+15555550100", "--json"], false),
+        (&["set-delivery", USER, "--json"], true),
+        (&["unlock", USER, "--json"], false),
+        (&["backup-codes", USER, "--json"], true),
+        (
+            &["import", "bin", "--google-authenticator", ga, "--json"],
+            true,
+        ),
+        (&["disable", "bin", "--json"], true),
+    ];
+    for (args, changed) in cases {
+        let v = cli_at(&sb, args, T0).expect(0).json();
+        assert_eq!(v["schema"], json!(1), "{args:?}: {v}");
+        assert_eq!(v["changed"], json!(changed), "{args:?}: {v}");
+    }
+    fail_logins(&sb, 1);
+    let v = cli_at(&sb, &["unlock", USER, "--json"], T0)
+        .expect(0)
+        .json();
+    assert_eq!(v, json!({"schema": 1, "user": USER, "changed": true}));
+    let st = toml_file(&file(&sb, "daemon.state"));
+    assert_eq!(st["failures"].as_integer(), Some(0), "{st}");
+}
+
+/// The subcommands `--help` describes, each with the options and
+/// arguments it must name.
+const HELP: &[(&str, &[&str])] = &[
+    (
+        "enroll",
+        &[
+            "<USER>",
+            "--secret-file",
+            "--algorithm",
+            "--digits",
+            "--period",
+            "--force",
+            "--add",
+            "--label",
+            "--deliver-to",
+            "--if-missing",
+            "--json",
+            "--config",
+        ],
+    ),
+    ("list", &["--json", "--config"]),
+    ("devices", &["<USER>", "--json"]),
+    ("remove-device", &["<USER>", "<LABEL>", "--json"]),
+    ("set-delivery", &["<USER>", "[TARGET]", "--json", "E.164"]),
+    (
+        "import",
+        &[
+            "[USER]",
+            "--google-authenticator",
+            "--oath-usersfile",
+            "--force",
+            "--json",
+        ],
+    ),
+    ("status", &["<USER>", "--json"]),
+    ("unlock", &["<USER>", "--json"]),
+    ("backup-codes", &["<USER>", "--json"]),
+    ("disable", &["<USER>", "--if-enrolled", "--json"]),
+    ("check", &["--json"]),
+    ("deliver", &[]),
+];
+
+/// `--help` of every command names each of its options and arguments with
+/// a description and shows an example; `--version` prints the version.
+#[test]
+fn help_of_every_command_describes_each_option_and_shows_an_example() {
+    for (command, words) in HELP {
+        let out = cli_bare(&[command, "--help"]).expect(0);
+        assert!(out.stdout.contains("Example"), "{command}: {}", out.stdout);
+        assert!(
+            out.stdout.contains(&format!("twofactor {command}")),
+            "{command}: no example of it\n{}",
+            out.stdout
+        );
+        for word in *words {
+            // The option's line has a description after the name.
+            let line = out
+                .stdout
+                .lines()
+                .find(|l| l.trim_start().starts_with(word) || l.contains(&format!(" {word} ")))
+                .or_else(|| out.stdout.lines().find(|l| l.contains(word)));
+            let line = line.unwrap_or_else(|| panic!("{command}: {word} missing\n{}", out.stdout));
+            assert!(!line.trim().is_empty(), "{command}: {word}");
+        }
+        for line in out.stdout.lines() {
+            let t = line.trim_start();
+            if t.starts_with("--") || t.starts_with('<') || t.starts_with('[') {
+                let described = t.split("  ").filter(|p| !p.trim().is_empty()).count() > 1;
+                assert!(
+                    described,
+                    "{command}: {t:?} has no description\n{}",
+                    out.stdout
+                );
+            }
+        }
+    }
+    let top = cli_bare(&["--help"]).expect(0);
+    for (command, _) in HELP {
+        assert!(top.stdout.contains(command), "{command} not in --help");
+    }
+    assert!(top.stdout.contains("Example"), "{}", top.stdout);
+    let version = cli_bare(&["--version"]).expect(0);
+    assert_eq!(
+        version.stdout,
+        format!("twofactor {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// `completions bash|zsh|fish` prints a non-empty script; each names
+/// every subcommand, the hidden `completions` is not offered, and an
+/// unknown shell is a usage error.
+#[test]
+fn completions_are_generated_for_bash_zsh_and_fish_and_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = cli_bare(&["completions", shell]).expect(0);
+        assert!(out.stdout.len() > 500, "{shell}: {}", out.stdout);
+        assert!(out.stdout.contains("twofactor"), "{shell}");
+        for (command, _) in HELP {
+            assert!(out.stdout.contains(command), "{shell}: {command} missing");
+        }
+        assert!(out.stdout.contains("if-missing"), "{shell}");
+    }
+    let bash = cli_bare(&["completions", "bash"]).stdout;
+    assert!(bash.contains("complete -F _twofactor"), "{bash}");
+    assert!(bash.contains("enroll") && bash.contains("set-delivery") && bash.contains("list"));
+    assert!(
+        cli_bare(&["completions", "zsh"])
+            .stdout
+            .starts_with("#compdef twofactor")
+    );
+    let help = cli_bare(&["--help"]).stdout;
+    assert!(!help.contains("completions"), "{help}");
+    cli_bare(&["completions", "powershell"]).expect(2);
+}
+
+/// `status` in text shows every device with its parameters and the
+/// delivery target, as `--json` does.
+#[test]
+fn status_text_shows_every_device_and_the_delivery_target() {
+    let (sb, _) = enrolled("status-text", "");
+    let add = [
+        "enroll", USER, "--add", "--label", "tablet", "--digits", "8", "--period", "60",
+    ];
+    cli_at(&sb, &add, T0).expect(0);
+    cli(&sb, &["set-delivery", USER, "alice@example.org"]).expect(0);
+    let text = cli_at(&sb, &["status", USER], T0).expect(0);
+    assert_eq!(
+        text.stdout,
+        "daemon: enrolled (TOTP SHA1, 6 digits, 30 s)\n\
+         devices:\n  \
+         default\tTOTP SHA1 6 digits 30 s\tcreated 2030-06-15 12:00:00 UTC\tclock offset 0 s\n  \
+         tablet\tTOTP SHA1 8 digits 60 s\tcreated 2030-06-15 12:00:00 UTC\tclock offset 0 s\n\
+         codes by message to: alice@example.org\n\
+         backup codes remaining: 10\n\
+         failed attempts: 0\n\
+         not locked\n"
+    );
+}
+
+/// `set-delivery` and `enroll --deliver-to` take an E.164 number, an
+/// e-mail address or a chat id, and refuse anything else with exit 7 and
+/// the reason, leaving the record as it was.
+#[test]
+fn delivery_targets_of_an_unknown_shape_are_refused_with_exit_7_and_the_reason() {
+    let (sb, _) = enrolled("target-shape", "");
+    for good in [
+        "+15555550100",
+        "alice@example.org",
+        "123456789",
+        "-1001234567890",
+    ] {
+        cli(&sb, &["set-delivery", USER, good]).expect(0);
+        let v = cli(&sb, &["status", USER, "--json"]).expect(0).json();
+        assert_eq!(v["deliver_to"], json!(good));
+    }
+    let before = read(&file(&sb, "daemon.secret"));
+    let cases = [
+        ("5555550100x", "chat id"),
+        ("+1234567", "8 to 15 digits"),
+        ("+1555555010012345", "8 to 15 digits"),
+        ("+1 555 555 0100", "E.164"),
+        ("alice@example", "dot in the domain"),
+        ("a@b@example.org", "one @"),
+        ("alice", "e-mail address"),
+    ];
+    for (bad, why) in cases {
+        let out = cli(&sb, &["set-delivery", USER, bad]).expect(7);
+        assert!(out.stderr.contains(why), "{bad}: {}", out.stderr);
+        assert_eq!(read(&file(&sb, "daemon.secret")), before, "{bad}");
+    }
+    let out = cli(&sb, &["enroll", "bin", "--deliver-to", "alice"]).expect(7);
+    assert!(out.stderr.contains("e-mail address"), "{}", out.stderr);
+    assert!(!file(&sb, "bin.secret").exists());
 }

@@ -135,6 +135,15 @@ inner() {
   check_stat /usr/share/man/man5/twofactor.toml.5.gz "644 root:root regular file"
   check_stat /lib/systemd/system/pam-twofactor-deliver.socket "644 root:root regular file"
   check_stat /lib/systemd/system/pam-twofactor-deliver@.service "644 root:root regular file"
+  check_stat /usr/share/bash-completion/completions/twofactor "644 root:root regular file"
+  check_stat /usr/share/zsh/vendor-completions/_twofactor "644 root:root regular file"
+  check_stat /usr/share/fish/vendor_completions.d/twofactor.fish "644 root:root regular file"
+  grep -q 'complete -F _twofactor' "$R/usr/share/bash-completion/completions/twofactor" ||
+    fail "the bash completion does not complete twofactor"
+  for sub in enroll list status set-delivery disable; do
+    grep -q -- "$sub" "$R/usr/share/bash-completion/completions/twofactor" ||
+      fail "the bash completion lacks the subcommand $sub"
+  done
   # Enabled at install (no systemd runs in this root, so nothing started).
   in_root test -L /etc/systemd/system/sockets.target.wants/pam-twofactor-deliver.socket ||
     fail "pam-twofactor-deliver.socket is not enabled"

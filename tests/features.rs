@@ -1082,6 +1082,8 @@ fn google_authenticator_totp_file_imports() {
             }],
             "skipped": [],
             "delete_file": path,
+            "changed": true,
+            "schema": 1,
         })
     );
     let st = status(&sb, "daemon");
@@ -1148,7 +1150,16 @@ fn google_authenticator_hotp_file_is_refused() {
         "{}",
         run.stderr
     );
-    assert_eq!(run.stdout, "");
+    // Under --json the error is also one object on stdout.
+    let v = run.json();
+    assert_eq!(v["exit"], json!(7), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("counter-based (HOTP)"),
+        "{v}"
+    );
     assert!(user_files(&sb, "bin").is_empty());
 }
 

@@ -1,5 +1,5 @@
-//! One user's enrollment at a glance and its upkeep: `status`, `unlock`,
-//! `backup-codes` and `disable`.
+//! One user's enrollment at a glance and its upkeep: `status`, `list`,
+//! `unlock`, `backup-codes` and `disable`.
 
 use super::{Admin, AdminError, DeviceInfo, device_infos, existing_user};
 use crate::otp::TotpParams;
@@ -20,7 +20,54 @@ pub struct Status {
     pub deliver_to: Option<String>,
 }
 
+/// One enrolled user as `list` shows it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub user: String,
+    pub devices: Vec<DeviceInfo>,
+    pub backup_codes_remaining: usize,
+    pub failed_attempts: u32,
+    pub locked_until: Option<u64>,
+    /// The last accepted code, as the module recorded it (`None` before
+    /// the first one, or in a state from before it was recorded).
+    pub last_success: Option<u64>,
+    pub deliver_to: Option<String>,
+}
+
 impl Admin {
+    /// Every enrolled user (every `<user>.secret` in the state directory,
+    /// also of users since deleted from passwd), sorted by name. Names
+    /// that are not valid user names are skipped here; `check` names them.
+    pub fn list(&self, now: u64) -> Result<Vec<Listed>, AdminError> {
+        let dir = self.dir()?;
+        let mut listed = Vec::new();
+        for name in dir.entries()? {
+            let Some(user) = name
+                .strip_suffix(".secret")
+                .and_then(|stem| Username::parse(stem).ok())
+            else {
+                continue;
+            };
+            let files = UserFiles::new(&dir, &user);
+            let _lock = files.lock()?;
+            // Removed (`disable`) since the directory was read.
+            let Some(record) = files.read_record()? else {
+                continue;
+            };
+            let state = files.read_state()?;
+            listed.push(Listed {
+                user: user.to_string(),
+                devices: device_infos(&record, &state),
+                backup_codes_remaining: policy::backup_codes_remaining(&record, &state),
+                failed_attempts: policy::failures_at(&state, now),
+                locked_until: policy::lock_at(&state, now),
+                last_success: state.last_success,
+                deliver_to: record.deliver_to.clone(),
+            });
+        }
+        Ok(listed)
+    }
+
     /// Reports enrollment, parameters, backup codes left and lock state.
     pub fn status(&self, raw_user: &str, now: u64) -> Result<Status, AdminError> {
         let user = existing_user(raw_user)?;
@@ -51,8 +98,9 @@ impl Admin {
         })
     }
 
-    /// Clears the failure count, the lock and the rate-limit window.
-    pub fn unlock(&self, raw_user: &str) -> Result<(), AdminError> {
+    /// Clears the failure count, the lock and the rate-limit window;
+    /// `false` when there was nothing to clear (nothing is written).
+    pub fn unlock(&self, raw_user: &str) -> Result<bool, AdminError> {
         let user = existing_user(raw_user)?;
         let dir = self.dir()?;
         if UserFiles::new(&dir, &user).read_record()?.is_none() {
@@ -61,9 +109,13 @@ impl Admin {
         let files = UserFiles::new(&dir, &user);
         let _lock = files.lock()?;
         let mut state = files.read_state()?;
+        let before = state.clone();
         policy::unlock(&mut state);
+        if state == before {
+            return Ok(false);
+        }
         files.write_state(&state)?;
-        Ok(())
+        Ok(true)
     }
 
     /// Replaces the backup codes; the old ones stop working at once.

@@ -90,15 +90,17 @@ impl Admin {
         }, |dir| Self::forget_device(dir, &user, label))
     }
 
-    /// Sets (or with `None` clears) where codes by message are sent.
-    pub fn set_delivery(&self, raw_user: &str, target: Option<&str>) -> Result<(), AdminError> {
+    /// Sets (or with `None` clears) where codes by message are sent;
+    /// `false` when the record already said so.
+    pub fn set_delivery(&self, raw_user: &str, target: Option<&str>) -> Result<bool, AdminError> {
         let user = existing_user(raw_user)?;
         if let Some(t) = target {
             check_target(t)?;
         }
         self.modify_record(&user, |record| {
+            let changed = record.deliver_to.as_deref() != target;
             record.deliver_to = target.map(str::to_string);
-            Ok(())
+            Ok(changed)
         })
     }
 }

@@ -29,6 +29,12 @@ pub enum AdminError {
     Usage(String),
     /// The default config is root's: run as root (or pass --config).
     NotRoot,
+    /// A non-root caller was denied access to a root-only file or
+    /// directory (with `--config`): the error, as the store named it.
+    NotRootFor(StoreError),
+    /// `--config PATH` names no file: an explicit config is never
+    /// replaced by the defaults.
+    NoConfig(PathBuf),
     /// The user name is not acceptable.
     BadUser(String, UsernameError),
     /// The user is not in the passwd database.
@@ -56,10 +62,13 @@ impl AdminError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AdminError::Usage(_) => 2,
-            AdminError::NotRoot => 3,
+            AdminError::NotRoot | AdminError::NotRootFor(_) => 3,
             AdminError::BadUser(..) | AdminError::NoSuchUser(_) => 4,
             AdminError::AlreadyEnrolled(_) | AdminError::NotEnrolled(_) => 5,
-            AdminError::Config(_) | AdminError::Store(_) | AdminError::Record { .. } => 6,
+            AdminError::Config(_)
+            | AdminError::NoConfig(_)
+            | AdminError::Store(_)
+            | AdminError::Record { .. } => 6,
             AdminError::BadSecret(_) | AdminError::BadOption(_) => 7,
             AdminError::Crypto => 1,
         }
@@ -72,6 +81,16 @@ impl fmt::Display for AdminError {
             AdminError::Usage(m) => f.write_str(m),
             AdminError::NotRoot => f.write_str(
                 "twofactor must run as root (try: sudo twofactor ...); it manages root-only files",
+            ),
+            AdminError::NotRootFor(e) => write!(
+                f,
+                "{e}: twofactor must run as root for these files (try: sudo twofactor ...)"
+            ),
+            AdminError::NoConfig(path) => write!(
+                f,
+                "--config {}: no such file (an explicit --config must name an existing configuration; without --config, {} is used)",
+                path.display(),
+                config::DEFAULT_PATH
             ),
             AdminError::BadUser(name, e) => write!(f, "user {:?}: {e}", escape(name)),
             AdminError::NoSuchUser(name) => {
@@ -101,15 +120,35 @@ impl fmt::Display for AdminError {
 impl std::error::Error for AdminError {}
 
 impl From<StoreError> for AdminError {
+    /// A permission error of a non-root caller means "run as root" (exit
+    /// 3, as twofactor(8) says), not a damaged or unsafe file (exit 6).
     fn from(e: StoreError) -> AdminError {
-        AdminError::Store(e)
+        match &e {
+            StoreError::Io {
+                errno: nix::errno::Errno::EACCES | nix::errno::Errno::EPERM,
+                ..
+            } if !nix::unistd::geteuid().is_root() => AdminError::NotRootFor(e),
+            _ => AdminError::Store(e),
+        }
+    }
+}
+
+impl From<ConfigError> for AdminError {
+    fn from(e: ConfigError) -> AdminError {
+        match e {
+            ConfigError::Store(e) => match AdminError::from(e) {
+                AdminError::Store(e) => AdminError::Config(ConfigError::Store(e)),
+                other => other,
+            },
+            e => AdminError::Config(e),
+        }
     }
 }
 
 impl From<FilesError> for AdminError {
     fn from(e: FilesError) -> AdminError {
         match e {
-            FilesError::Store(e) => AdminError::Store(e),
+            FilesError::Store(e) => AdminError::from(e),
             FilesError::Record { path, error } => AdminError::Record { path, error },
         }
     }
@@ -150,7 +189,8 @@ impl Admin {
                 .map_err(|_| AdminError::BadOption("cannot resolve the config path".into()))?
                 .join(path)
         };
-        let config = Config::load(&path).map_err(AdminError::Config)?;
+        require_config(&path)?;
+        let config = Config::load(&path)?;
         Ok(Admin {
             config,
             config_path: path,
@@ -181,15 +221,70 @@ fn device_infos(record: &SecretRecord, state: &State) -> Vec<DeviceInfo> {
         .collect()
 }
 
-/// A `--deliver-to` value the record can hold.
-fn check_target(target: &str) -> Result<(), AdminError> {
-    if records::valid_target(target) {
-        Ok(())
-    } else {
-        Err(AdminError::BadOption(
-            "--deliver-to: 1 to 128 characters without control characters".into(),
-        ))
+/// An explicit `--config PATH` must exist: a typo must not silently run
+/// on the defaults (another `state_dir`). Only the CLI does this; the
+/// module's handling of its own config is its own.
+pub fn require_config(path: &Path) -> Result<(), AdminError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(AdminError::NoConfig(path.to_path_buf()))
+        }
+        // Anything else (a symlink, no permission) is for the store's
+        // checks to name.
+        _ => Ok(()),
     }
+}
+
+/// What a delivery target must look like: an E.164 phone number, an
+/// e-mail address or a chat id; `Err` says why `target` is none of them.
+pub fn check_target_shape(target: &str) -> Result<(), String> {
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let why = if let Some(number) = target.strip_prefix('+') {
+        if all_digits(number) && (8..=15).contains(&number.len()) {
+            return Ok(());
+        }
+        "a phone number is + and 8 to 15 digits (E.164), e.g. +15555550100"
+    } else if target.contains('@') {
+        let ok = target.split('@').count() == 2
+            && target.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains("..")
+            })
+            && target.len() <= 128
+            && target
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"' | '\\' | ',' | ';'));
+        if ok {
+            return Ok(());
+        }
+        "an e-mail address has one @, a dot in the domain and no blanks, quotes or brackets, e.g. alice@example.org"
+    } else {
+        let id = target.strip_prefix('-').unwrap_or(target);
+        if all_digits(id) && id.len() <= 20 {
+            return Ok(());
+        }
+        "use a phone number (+ and 8 to 15 digits, E.164), an e-mail address (alice@example.org) or a chat id (digits, optionally with a leading -)"
+    };
+    Err(why.into())
+}
+
+/// A delivery target (`set-delivery`, `enroll --deliver-to`) of a known
+/// shape, that the record can hold.
+fn check_target(target: &str) -> Result<(), AdminError> {
+    check_target_shape(target)
+        .and_then(|()| {
+            if records::valid_target(target) {
+                Ok(())
+            } else {
+                Err("1 to 128 characters without control characters".into())
+            }
+        })
+        .map_err(|why| {
+            AdminError::BadOption(format!("delivery target {:?}: {why}", escape(target)))
+        })
 }
 
 /// A valid name that exists in the passwd database.
@@ -202,7 +297,7 @@ fn existing_user(raw: &str) -> Result<Username, AdminError> {
 }
 
 pub use crate::otp::uri::{grouped_secret, otpauth_uri, qr_text};
-pub use account::Status;
+pub use account::{Listed, Status};
 pub use check::Problem;
 pub use enroll::{EnrollOptions, Enrollment};
 pub use import::{Existing, ImportReport, Imported};
@@ -253,5 +348,50 @@ mod tests {
         assert_eq!(AdminError::NoSuchUser("x".into()).exit_code(), 4);
         assert_eq!(AdminError::AlreadyEnrolled("x".into()).exit_code(), 5);
         assert_eq!(AdminError::BadSecret(SecretError::NotBase32).exit_code(), 7);
+        assert_eq!(AdminError::NoConfig("/x".into()).exit_code(), 6);
+        let denied = StoreError::Io {
+            path: "/x".into(),
+            op: "open",
+            errno: nix::errno::Errno::EACCES,
+        };
+        assert_eq!(AdminError::NotRootFor(denied).exit_code(), 3);
+    }
+
+    /// Phone numbers (E.164), e-mail addresses and chat ids pass; anything
+    /// else is refused with a reason.
+    #[test]
+    fn delivery_targets_must_have_a_known_shape() {
+        for good in [
+            "+15555550100",
+            "+12345678",
+            "+123456789012345",
+            "alice@example.org",
+            "a.b+c@mail.example.co.uk",
+            "123456789",
+            "-1001234567890",
+        ] {
+            assert_eq!(check_target_shape(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "+",
+            "+1234567",
+            "+1234567890123456",
+            "+1 555 555 0100",
+            "15555550100x",
+            "alice",
+            "alice@",
+            "@example.org",
+            "alice@example",
+            "a@b@example.org",
+            "alice@example.org.",
+            "alice @example.org",
+            "--5",
+            "-",
+            "\u{202e}123",
+        ] {
+            let why = check_target_shape(bad).unwrap_err();
+            assert!(!why.is_empty(), "{bad}");
+        }
     }
 }

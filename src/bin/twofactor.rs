@@ -6,21 +6,30 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions, Existing};
 use pam_twofactor::delivery::{self, DeliveryError};
 use pam_twofactor::host::{clock, timefmt};
-use serde_json::json;
+use serde_json::{Value, json};
 use zeroize::Zeroize;
 
 #[derive(Parser)]
 #[command(
     name = "twofactor",
     version,
-    about = "Manage pam_twofactor enrollments"
+    about = "Manage pam_twofactor enrollments",
+    long_about = "Manage pam_twofactor enrollments: enroll users, list them, look after \
+their devices, backup codes and lock, import from google-authenticator or pam_oath, and \
+check the configuration. Runs as root (the files are root's). See twofactor(8).",
+    after_help = "Exit status: 0 success, 1 check found problems (and see twofactor(8)), \
+2 usage, 3 not root, 4 bad or unknown user, 5 already enrolled or not enrolled, \
+6 configuration, file or I/O problem, 7 bad secret or option value.\n\n\
+Example:\n  sudo twofactor enroll alice"
 )]
 struct Cli {
-    /// Configuration file (default /etc/security/twofactor.toml, root only).
+    /// Configuration file (default /etc/security/twofactor.toml, root
+    /// only); it must exist. May come before or after the subcommand.
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -30,7 +39,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a secret and backup codes for USER and show them once.
+    #[command(after_help = "Examples:\n  twofactor enroll alice\n  \
+twofactor enroll alice --if-missing --json\n  \
+twofactor enroll alice --add --label tablet")]
     Enroll {
+        /// The user to enroll (a name in the passwd database).
         user: String,
         /// Read a base32 secret from FILE instead of making a random
         /// 160-bit one: a file only root can read (mode 0600), or - for
@@ -43,44 +56,84 @@ enum Command {
         #[arg(long, hide = true, num_args = 0..=1, allow_hyphen_values = true)]
         secret: Option<Vec<String>>,
         /// SHA1, SHA256 or SHA512 (default from the config).
-        #[arg(long)]
+        #[arg(long, value_name = "A")]
         algorithm: Option<String>,
-        /// 6, 7 or 8 (default from the config).
-        #[arg(long)]
+        /// Digits per code: 6, 7 or 8 (default from the config).
+        #[arg(long, value_name = "N")]
         digits: Option<u8>,
         /// Seconds per code, 10 to 300 (default from the config).
-        #[arg(long)]
+        #[arg(long, value_name = "S")]
         period: Option<u32>,
-        /// Replace an existing enrollment.
-        #[arg(long, conflicts_with = "add")]
+        /// Replace an existing enrollment (new secret, new backup codes).
+        #[arg(long, conflicts_with_all = ["add", "if_missing"])]
         force: bool,
         /// Add another device to an existing enrollment (needs --label).
-        #[arg(long, requires = "label")]
+        #[arg(long, requires = "label", conflicts_with = "if_missing")]
         add: bool,
         /// The device's label (default "default").
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         label: Option<String>,
-        /// Where codes by message are sent (see [delivery]).
+        /// Where codes by message are sent: +E.164 phone number, e-mail
+        /// address or chat id (see set-delivery).
         #[arg(long, value_name = "TARGET")]
         deliver_to: Option<String>,
-        /// Print one JSON object.
+        /// Exit 0 and change nothing when USER is already enrolled
+        /// (for provisioning scripts; "changed": false).
+        #[arg(long)]
+        if_missing: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every enrolled user: devices, backup codes left, failures,
+    /// lock and last successful login.
+    #[command(after_help = "Example:\n  twofactor list --json")]
+    List {
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List USER's devices.
+    #[command(after_help = "Example:\n  twofactor devices alice")]
     Devices {
+        /// An enrolled user.
         user: String,
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Remove one of USER's devices.
-    RemoveDevice { user: String, label: String },
-    /// Set where USER's codes by message go; without TARGET, stop sending.
-    SetDelivery {
+    /// Remove one of USER's devices (not the last one: use disable).
+    #[command(after_help = "Example:\n  twofactor remove-device alice tablet")]
+    RemoveDevice {
+        /// An enrolled user.
         user: String,
+        /// The label of the device to remove (see: twofactor devices USER).
+        label: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set where USER's codes by message go; without TARGET, stop sending.
+    #[command(
+        after_help = "Examples:\n  twofactor set-delivery alice +15555550100\n  \
+twofactor set-delivery alice alice@example.org\n  twofactor set-delivery alice"
+    )]
+    SetDelivery {
+        /// An enrolled user.
+        user: String,
+        /// A phone number (+ and 8 to 15 digits, E.164), an e-mail address
+        /// (one @, a dot in the domain) or a chat id (digits, optionally
+        /// with a leading -); omit it to stop codes by message.
+        #[arg(allow_hyphen_values = true)]
         target: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Import from google-authenticator or pam_oath.
+    #[command(after_help = "Examples:\n  \
+twofactor import alice --google-authenticator /home/alice/.google_authenticator\n  \
+twofactor import --oath-usersfile /etc/users.oath")]
     Import {
         /// The user (with --google-authenticator).
         user: Option<String>,
@@ -98,31 +151,49 @@ enum Command {
         /// Replace existing enrollments.
         #[arg(long)]
         force: bool,
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Show enrollment, backup codes left, failures and lock.
+    /// Show enrollment, devices, delivery target, backup codes left,
+    /// failures and lock.
+    #[command(after_help = "Example:\n  twofactor status alice")]
     Status {
+        /// The user (need not be enrolled).
         user: String,
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Clear USER's failure count and lock.
-    Unlock { user: String },
-    /// Replace USER's backup codes; the old ones stop working.
-    BackupCodes {
+    #[command(after_help = "Example:\n  twofactor unlock alice")]
+    Unlock {
+        /// An enrolled user.
         user: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace USER's backup codes; the old ones stop working.
+    #[command(after_help = "Example:\n  twofactor backup-codes alice")]
+    BackupCodes {
+        /// An enrolled user.
+        user: String,
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Remove USER's enrollment.
-    Disable { user: String },
-    /// The delivery service: read one request for a code by message from
-    /// stdin, run [delivery] command, answer on stdout (started by
-    /// pam-twofactor-deliver.socket for each connection).
-    Deliver,
-    /// Validate the config and every file in the state directory.
-    Check {
+    #[command(after_help = "Examples:\n  twofactor disable alice\n  \
+twofactor disable alice --if-enrolled --json")]
+    Disable {
+        /// An enrolled user (may already be gone from passwd).
+        user: String,
+        /// Exit 0 and change nothing when USER is not enrolled
+        /// (for provisioning scripts; "changed": false).
+        #[arg(long)]
+        if_enrolled: bool,
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
         /// For tests only: read the PAM stacks, passwd and group below DIR
@@ -130,18 +201,99 @@ enum Command {
         #[arg(long, hide = true, value_name = "DIR", default_value = "/")]
         root: PathBuf,
     },
+    /// The delivery service: read one request for a code by message from
+    /// stdin, run [delivery] command, answer on stdout (started by
+    /// pam-twofactor-deliver.socket for each connection).
+    #[command(after_help = "Example (really sends the code):\n  \
+printf 'alice\\n+15555550100\\n123456\\n' | twofactor deliver")]
+    Deliver,
+    /// Validate the config and every file in the state directory.
+    #[command(after_help = "Example:\n  twofactor check")]
+    Check {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh or fish) on stdout; the
+    /// Debian package installs them.
+    #[command(hide = true, after_help = "Example:\n  twofactor completions bash")]
+    Completions {
+        /// bash, zsh or fish.
+        #[arg(value_parser = ["bash", "zsh", "fish"])]
+        shell: String,
+    },
+}
+
+impl Command {
+    /// Whether the command was asked for JSON (its errors then too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Enroll { json, .. }
+            | Command::List { json }
+            | Command::Devices { json, .. }
+            | Command::RemoveDevice { json, .. }
+            | Command::SetDelivery { json, .. }
+            | Command::Import { json, .. }
+            | Command::Status { json, .. }
+            | Command::Unlock { json, .. }
+            | Command::BackupCodes { json, .. }
+            | Command::Disable { json, .. }
+            | Command::Check { json } => *json,
+            Command::Deliver | Command::Completions { .. } => false,
+        }
+    }
+}
+
+/// The version of the JSON objects `twofactor` prints: raised when a field
+/// changes meaning or goes away (new fields do not raise it).
+const JSON_SCHEMA: u32 = 1;
+
+/// Prints `value`, a JSON object, with `schema` added, on one line.
+fn print_json(mut value: Value) {
+    if let Some(object) = value.as_object_mut() {
+        object.insert("schema".into(), json!(JSON_SCHEMA));
+    }
+    println!("{value}");
+}
+
+/// An error as the one JSON object of a `--json` run.
+fn print_json_error(message: &str, exit: i32) {
+    print_json(json!({"error": message, "exit": exit}));
 }
 
 fn main() -> ExitCode {
     restore_sigpipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let json = cli.command.json();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            let code = e.exit_code();
             eprintln!("twofactor: {e}");
-            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+            if json {
+                print_json_error(&e.to_string(), code);
+            }
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
+}
+
+/// clap's help, version and usage errors; a usage error of a command line
+/// asking for `--json` is also one JSON object on stdout.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let code = e.exit_code();
+    let asks_json = std::env::args_os().skip(1).any(|a| a == "--json");
+    if e.use_stderr() && asks_json {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("usage error");
+        print_json_error(first.trim_start_matches("error: "), code);
+    }
+    // Prints help and version on stdout, errors on stderr.
+    let _ = e.print();
+    ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
 
 /// Rust ignores SIGPIPE, so `twofactor enroll | head` would panic on a
@@ -230,10 +382,12 @@ fn run_import(
             .map(|(line, why)| json!({"line": line, "reason": why}))
             .collect();
         let delete_file = delete_file.as_ref().map(|f| f.display().to_string());
-        println!(
-            "{}",
-            json!({"imported": users, "skipped": skipped, "delete_file": delete_file})
-        );
+        print_json(json!({
+            "imported": users,
+            "skipped": skipped,
+            "delete_file": delete_file,
+            "changed": !imported.is_empty(),
+        }));
     } else {
         for i in &imported {
             println!("{}: imported", i.user);
@@ -272,6 +426,12 @@ fn run(cli: Cli) -> Result<u8, AdminError> {
     ) {
         return Err(AdminError::Usage(SECRET_IN_ARGV.into()));
     }
+    if let Command::Completions { shell } = &cli.command {
+        return print_completions(shell);
+    }
+    if let Some(path) = config {
+        admin::require_config(path)?;
+    }
     match cli.command {
         Command::Check { json, root } => {
             let problems = Admin::check(config, &root)?;
@@ -280,7 +440,7 @@ fn run(cli: Cli) -> Result<u8, AdminError> {
                     .iter()
                     .map(|p| json!({"path": p.path.display().to_string(), "problem": p.problem}))
                     .collect();
-                println!("{}", json!({"ok": problems.is_empty(), "problems": list}));
+                print_json(json!({"ok": problems.is_empty(), "problems": list, "changed": false}));
             } else if problems.is_empty() {
                 println!("OK: the configuration and every file in the state directory are valid.");
             } else {
@@ -299,188 +459,316 @@ fn run(cli: Cli) -> Result<u8, AdminError> {
     }
 }
 
+/// `twofactor completions SHELL`: the script for SHELL, from the same
+/// clap definition as the parser (the package runs this at build time).
+fn print_completions(shell: &str) -> Result<u8, AdminError> {
+    let shell = match shell {
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        other => {
+            return Err(AdminError::Usage(format!(
+                "completions {other:?}: use bash, zsh or fish"
+            )));
+        }
+    };
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "twofactor",
+        &mut std::io::stdout(),
+    );
+    Ok(0)
+}
+
+/// "locked until …" or "not locked", as `status` and `list` print it.
+fn lock_text(user: &str, locked_until: Option<u64>) -> String {
+    match locked_until {
+        Some(t) => format!(
+            "locked until {} (clear with: twofactor unlock {user})",
+            timefmt::human(t)
+        ),
+        None => "not locked".into(),
+    }
+}
+
+/// One device on one line, as `devices` and `status` print it.
+fn device_line(d: &admin::DeviceInfo) -> String {
+    format!(
+        "{}\tTOTP {} {} digits {} s\tcreated {}\tclock offset {} s",
+        d.label,
+        d.params.algorithm,
+        d.params.digits,
+        d.params.period,
+        timefmt::human(d.created),
+        d.drift_seconds
+    )
+}
+
+fn run_list(admin: &Admin, json: bool, now: u64) -> Result<u8, AdminError> {
+    let listed = admin.list(now)?;
+    if json {
+        let users: Vec<_> = listed
+            .iter()
+            .map(|l| {
+                json!({
+                    "user": l.user,
+                    "devices": devices_json(&l.devices),
+                    "backup_codes_remaining": l.backup_codes_remaining,
+                    "failed_attempts": l.failed_attempts,
+                    "locked_until": l.locked_until.map(timefmt::rfc3339),
+                    "last_success": l.last_success.map(timefmt::rfc3339),
+                    "deliver_to": l.deliver_to,
+                })
+            })
+            .collect();
+        print_json(json!({"users": users, "changed": false}));
+    } else if listed.is_empty() {
+        println!("no user is enrolled");
+    } else {
+        println!("USER\tDEVICES\tBACKUP CODES LEFT\tFAILURES\tLOCK\tLAST SUCCESS");
+        for l in &listed {
+            let labels: Vec<&str> = l.devices.iter().map(|d| d.label.as_str()).collect();
+            println!(
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                l.user,
+                labels.join(","),
+                l.backup_codes_remaining,
+                l.failed_attempts,
+                l.locked_until.map_or_else(
+                    || "-".to_string(),
+                    |t| format!("until {}", timefmt::human(t))
+                ),
+                l.last_success
+                    .map_or_else(|| "never".to_string(), timefmt::human),
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn run_enroll(admin: &Admin, command: Command, now: u64) -> Result<u8, AdminError> {
+    let Command::Enroll {
+        user,
+        secret_file,
+        secret: _,
+        algorithm,
+        digits,
+        period,
+        force,
+        add,
+        label,
+        deliver_to,
+        if_missing,
+        json,
+    } = command
+    else {
+        return Err(AdminError::Usage("not an enroll command".into()));
+    };
+    let secret = match &secret_file {
+        Some(path) => {
+            let stdin = std::io::stdin();
+            if path == Path::new("-") && stdin.is_terminal() {
+                eprintln!("twofactor: reading the secret from standard input (end with Ctrl-D)");
+            }
+            // Unbuffered, on a duplicate of fd 0: std's stdin buffer
+            // would keep a copy of the secret that nothing wipes.
+            let fd = stdin.as_fd().try_clone_to_owned().map_err(|e| {
+                AdminError::BadOption(format!("--secret-file -: cannot read standard input: {e}"))
+            })?;
+            Some(admin::read_secret_file(path, std::fs::File::from(fd))?)
+        }
+        None => None,
+    };
+    let mut opts = EnrollOptions {
+        // Moved, not copied: wiped below, whatever enroll answers.
+        secret: secret.map(|mut s| std::mem::take(&mut *s)),
+        algorithm,
+        digits,
+        period,
+        force,
+        add,
+        label,
+        deliver_to,
+    };
+    let enrolled = admin.enroll(&user, &opts, now);
+    opts.secret.zeroize();
+    let e = match enrolled {
+        // Refused under the user's lock before anything was written.
+        Err(AdminError::AlreadyEnrolled(name)) if if_missing => {
+            if json {
+                print_json(json!({"user": name, "changed": false}));
+            } else {
+                println!("{name}: already enrolled; nothing changed");
+            }
+            return Ok(0);
+        }
+        other => other?,
+    };
+    let codes: Vec<String> = e
+        .backup_codes
+        .iter()
+        .map(|c| c.grouped().to_string())
+        .collect();
+    if json {
+        print_json(json!({
+            "user": e.user.as_str(),
+            "label": e.label,
+            "uri": e.uri,
+            "secret": e.secret.to_base32().as_str(),
+            "algorithm": e.params.algorithm.name(),
+            "digits": e.params.digits,
+            "period": e.params.period,
+            "backup_codes": codes,
+            "changed": true,
+        }));
+    } else {
+        println!(
+            "Enrolled {} (TOTP {}, {} digits, {} s).\n",
+            e.user, e.params.algorithm, e.params.digits, e.params.period
+        );
+        println!("Scan this QR code with the authenticator app:");
+        if let Some(qr) = admin::qr_text(&e.uri) {
+            println!("{qr}");
+        }
+        println!(
+            "Or enter this key by hand: {}",
+            admin::grouped_secret(&e.secret)
+        );
+        println!("otpauth URI: {}\n", e.uri);
+        println!("Backup codes (each works once; keep them safe, they are not shown again):");
+        print_codes(&e.backup_codes);
+    }
+    Ok(0)
+}
+
+fn run_status(admin: &Admin, user: &str, json: bool, now: u64) -> Result<u8, AdminError> {
+    let s = admin.status(user, now)?;
+    if json {
+        print_json(json!({
+            "user": user,
+            "enrolled": s.enrolled,
+            "algorithm": s.params.map(|p| p.algorithm.name()),
+            "digits": s.params.map(|p| p.digits),
+            "period": s.params.map(|p| p.period),
+            "backup_codes_remaining": s.backup_codes_remaining,
+            "failed_attempts": s.failed_attempts,
+            "locked_until": s.locked_until.map(timefmt::rfc3339),
+            "devices": devices_json(&s.devices),
+            "deliver_to": s.deliver_to,
+            "changed": false,
+        }));
+    } else if let Some(p) = s.params {
+        println!(
+            "{user}: enrolled (TOTP {}, {} digits, {} s)",
+            p.algorithm, p.digits, p.period
+        );
+        println!("devices:");
+        for d in &s.devices {
+            println!("  {}", device_line(d));
+        }
+        match &s.deliver_to {
+            Some(t) => println!("codes by message to: {t}"),
+            None => println!("codes by message: off"),
+        }
+        println!(
+            "backup codes remaining: {}",
+            s.backup_codes_remaining.unwrap_or(0)
+        );
+        println!("failed attempts: {}", s.failed_attempts);
+        println!("{}", lock_text(user, s.locked_until));
+    } else {
+        println!("{user}: not enrolled");
+    }
+    Ok(0)
+}
+
+/// The answer of a command that changes one user: a line of text, or
+/// `{"user", "changed"}` and `extra` fields.
+fn print_change(json: bool, user: &str, changed: bool, extra: Value, text: &str) {
+    if json {
+        let mut v = json!({"user": user, "changed": changed});
+        if let (Some(object), Value::Object(more)) = (v.as_object_mut(), extra) {
+            object.extend(more);
+        }
+        print_json(v);
+    } else {
+        println!("{text}");
+    }
+}
+
 fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, AdminError> {
     match command {
-        Command::Enroll {
-            user,
-            secret_file,
-            secret: _,
-            algorithm,
-            digits,
-            period,
-            force,
-            add,
-            label,
-            deliver_to,
-            json,
-        } => {
-            let secret = match &secret_file {
-                Some(path) => {
-                    let stdin = std::io::stdin();
-                    if path == Path::new("-") && stdin.is_terminal() {
-                        eprintln!(
-                            "twofactor: reading the secret from standard input (end with Ctrl-D)"
-                        );
-                    }
-                    // Unbuffered, on a duplicate of fd 0: std's stdin buffer
-                    // would keep a copy of the secret that nothing wipes.
-                    let fd = stdin.as_fd().try_clone_to_owned().map_err(|e| {
-                        AdminError::BadOption(format!(
-                            "--secret-file -: cannot read standard input: {e}"
-                        ))
-                    })?;
-                    Some(admin::read_secret_file(path, std::fs::File::from(fd))?)
-                }
-                None => None,
-            };
-            let mut opts = EnrollOptions {
-                // Moved, not copied: wiped below, whatever enroll answers.
-                secret: secret.map(|mut s| std::mem::take(&mut *s)),
-                algorithm,
-                digits,
-                period,
-                force,
-                add,
-                label,
-                deliver_to,
-            };
-            let enrolled = admin.enroll(&user, &opts, now);
-            opts.secret.zeroize();
-            let e = enrolled?;
-            let codes: Vec<String> = e
-                .backup_codes
-                .iter()
-                .map(|c| c.grouped().to_string())
-                .collect();
-            if json {
-                println!(
-                    "{}",
-                    json!({
-                        "user": e.user.as_str(),
-                        "label": e.label,
-                        "uri": e.uri,
-                        "secret": e.secret.to_base32().as_str(),
-                        "algorithm": e.params.algorithm.name(),
-                        "digits": e.params.digits,
-                        "period": e.params.period,
-                        "backup_codes": codes,
-                    })
-                );
+        enroll @ Command::Enroll { .. } => run_enroll(admin, enroll, now),
+        Command::List { json } => run_list(admin, json, now),
+        Command::Status { user, json } => run_status(admin, &user, json, now),
+        Command::Unlock { user, json } => {
+            let changed = admin.unlock(&user)?;
+            let text = if changed {
+                format!("{user}: failures cleared and unlocked")
             } else {
-                println!(
-                    "Enrolled {} (TOTP {}, {} digits, {} s).\n",
-                    e.user, e.params.algorithm, e.params.digits, e.params.period
-                );
-                println!("Scan this QR code with the authenticator app:");
-                if let Some(qr) = admin::qr_text(&e.uri) {
-                    println!("{qr}");
-                }
-                println!(
-                    "Or enter this key by hand: {}",
-                    admin::grouped_secret(&e.secret)
-                );
-                println!("otpauth URI: {}\n", e.uri);
-                println!(
-                    "Backup codes (each works once; keep them safe, they are not shown again):"
-                );
-                print_codes(&e.backup_codes);
-            }
-            Ok(0)
-        }
-        Command::Status { user, json } => {
-            let s = admin.status(&user, now)?;
-            if json {
-                println!(
-                    "{}",
-                    json!({
-                        "user": user,
-                        "enrolled": s.enrolled,
-                        "algorithm": s.params.map(|p| p.algorithm.name()),
-                        "digits": s.params.map(|p| p.digits),
-                        "period": s.params.map(|p| p.period),
-                        "backup_codes_remaining": s.backup_codes_remaining,
-                        "failed_attempts": s.failed_attempts,
-                        "locked_until": s.locked_until.map(timefmt::rfc3339),
-                        "devices": devices_json(&s.devices),
-                        "deliver_to": s.deliver_to,
-                    })
-                );
-            } else if let Some(p) = s.params {
-                println!(
-                    "{user}: enrolled (TOTP {}, {} digits, {} s)",
-                    p.algorithm, p.digits, p.period
-                );
-                println!(
-                    "backup codes remaining: {}",
-                    s.backup_codes_remaining.unwrap_or(0)
-                );
-                println!("failed attempts: {}", s.failed_attempts);
-                match s.locked_until {
-                    Some(t) => println!(
-                        "locked until {} (clear with: twofactor unlock {user})",
-                        timefmt::human(t)
-                    ),
-                    None => println!("not locked"),
-                }
-            } else {
-                println!("{user}: not enrolled");
-            }
-            Ok(0)
-        }
-        Command::Unlock { user } => {
-            admin.unlock(&user)?;
-            println!("{user}: failures cleared and unlocked");
+                format!("{user}: no failures and not locked; nothing changed")
+            };
+            print_change(json, &user, changed, json!({}), &text);
             Ok(0)
         }
         Command::BackupCodes { user, json } => {
             let codes = admin.regenerate_backup_codes(&user, now)?;
             if json {
                 let list: Vec<String> = codes.iter().map(|c| c.grouped().to_string()).collect();
-                println!("{}", json!({"user": user, "backup_codes": list}));
+                print_json(json!({"user": user, "backup_codes": list, "changed": true}));
             } else {
                 println!("New backup codes for {user} (the old ones no longer work):");
                 print_codes(&codes);
             }
             Ok(0)
         }
-        Command::Disable { user } => {
-            admin.disable(&user)?;
-            println!("{user}: enrollment removed");
+        Command::Disable {
+            user,
+            if_enrolled,
+            json,
+        } => {
+            let text = match admin.disable(&user) {
+                Ok(()) => format!("{user}: enrollment removed"),
+                // Found under the user's lock; nothing was touched.
+                Err(AdminError::NotEnrolled(name)) if if_enrolled => {
+                    let text = format!("{name}: not enrolled; nothing changed");
+                    print_change(json, &user, false, json!({}), &text);
+                    return Ok(0);
+                }
+                Err(e) => return Err(e),
+            };
+            print_change(json, &user, true, json!({}), &text);
             Ok(0)
         }
         Command::Devices { user, json } => {
             let devices = admin.devices(&user)?;
             if json {
-                println!(
-                    "{}",
-                    json!({"user": user, "devices": devices_json(&devices)})
-                );
+                print_json(json!({
+                    "user": user,
+                    "devices": devices_json(&devices),
+                    "changed": false,
+                }));
             } else {
                 for d in &devices {
-                    println!(
-                        "{}\tTOTP {} {} digits {} s\tcreated {}\tclock offset {} s",
-                        d.label,
-                        d.params.algorithm,
-                        d.params.digits,
-                        d.params.period,
-                        timefmt::human(d.created),
-                        d.drift_seconds
-                    );
+                    println!("{}", device_line(d));
                 }
             }
             Ok(0)
         }
-        Command::RemoveDevice { user, label } => {
+        Command::RemoveDevice { user, label, json } => {
             admin.remove_device(&user, &label)?;
-            println!("{user}: device {label} removed");
+            let text = format!("{user}: device {label} removed");
+            print_change(json, &user, true, json!({"label": label}), &text);
             Ok(0)
         }
-        Command::SetDelivery { user, target } => {
-            admin.set_delivery(&user, target.as_deref())?;
-            match target {
-                Some(t) => println!("{user}: codes by message go to {t}"),
-                None => println!("{user}: no codes by message"),
-            }
+        Command::SetDelivery { user, target, json } => {
+            let changed = admin.set_delivery(&user, target.as_deref())?;
+            let text = match &target {
+                Some(t) => format!("{user}: codes by message go to {t}"),
+                None => format!("{user}: no codes by message"),
+            };
+            print_change(json, &user, changed, json!({"deliver_to": target}), &text);
             Ok(0)
         }
         Command::Import {
@@ -498,7 +786,7 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
             json,
             now,
         ),
-        Command::Check { .. } | Command::Deliver => Ok(1),
+        Command::Check { .. } | Command::Deliver | Command::Completions { .. } => Ok(1),
     }
 }
 

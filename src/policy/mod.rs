@@ -317,6 +317,7 @@ pub fn decide(
     };
     // Every success resets the failures and may open a grace period.
     state.failures = 0;
+    state.last_success = Some(now);
     let host = attempt.rhost.filter(|h| crate::records::valid_host(h));
     if let (Some(host), true) = (host, policy.grace_seconds > 0) {
         state

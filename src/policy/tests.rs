@@ -503,3 +503,28 @@ fn expired_locks_and_unlock_keep_replay_protection() {
     );
     assert_eq!(state.last_accepted_step["default"], 42);
 }
+
+/// Every success (a TOTP code, a backup code) records its time as the last
+/// success; a failure leaves the recorded time as it was.
+#[test]
+fn a_success_records_its_time_and_a_failure_keeps_the_last_one() {
+    let ok = decide(
+        &record(),
+        &State::default(),
+        &totp(&code(NOW)),
+        NOW,
+        &policy(),
+    );
+    assert_eq!(ok.state.last_success, Some(NOW));
+    let bad = decide(&record(), &ok.state, &totp("000000"), NOW + 60, &policy());
+    assert!(
+        matches!(bad.verdict, Verdict::Deny { .. }),
+        "{:?}",
+        bad.verdict
+    );
+    assert_eq!(bad.state.last_success, Some(NOW));
+    let h = backup_hash("2222222222222222");
+    let backup_ok = decide(&record(), &bad.state, &backup(h), NOW + 90, &policy());
+    assert_eq!(backup_ok.verdict, Verdict::AllowBackup { remaining: 1 });
+    assert_eq!(backup_ok.state.last_success, Some(NOW + 90));
+}

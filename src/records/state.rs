@@ -41,6 +41,9 @@ pub struct State {
     pub delivered: Option<Delivered>,
     /// When codes were sent (for `max_per_hour`).
     pub deliveries: Vec<u64>,
+    /// Unix time of the last accepted code (for `twofactor list`); absent
+    /// in files written before it was recorded.
+    pub last_success: Option<u64>,
 }
 
 /// A delivered code waiting to be typed.
@@ -76,6 +79,8 @@ struct RawState {
     drift_steps: BTreeMap<String, i64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     grace: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_success: Option<u64>,
 }
 
 impl State {
@@ -157,6 +162,7 @@ impl State {
                 .collect(),
             delivered,
             deliveries: raw.deliveries,
+            last_success: raw.last_success,
         })
     }
 
@@ -175,6 +181,7 @@ impl State {
             last_accepted_step: self.last_accepted_step.clone(),
             drift_steps: self.drift_steps.clone(),
             grace: self.grace.clone(),
+            last_success: self.last_success,
         })
     }
 }
@@ -197,6 +204,7 @@ mod tests {
                 expires: 9,
             }),
             deliveries: vec![1, 2],
+            last_success: Some(1_781_524_700),
             ..State::default()
         };
         state
@@ -268,7 +276,27 @@ tablet = 3
 \"192.0.2.5\" = 1781524800
 \"2001:db8::1\" = 3
 ";
-        assert_eq!(State::parse(state.as_bytes()).unwrap(), every_field_state());
+        let earlier = State {
+            last_success: None,
+            ..every_field_state()
+        };
+        assert_eq!(State::parse(state.as_bytes()).unwrap(), earlier);
+    }
+
+    /// `last_success` is optional: a state without it (every earlier file)
+    /// reads as `None`, and a set one is written and read back.
+    #[test]
+    fn last_success_is_optional_and_round_trips() {
+        let old = State::parse(b"version = 1\nfailures = 1\n").unwrap();
+        assert_eq!(old.last_success, None);
+        assert!(!old.to_toml().unwrap().contains("last_success"));
+        let state = State {
+            last_success: Some(1_781_524_800),
+            ..State::default()
+        };
+        let text = state.to_toml().unwrap();
+        assert!(text.contains("\nlast_success = 1781524800\n"), "{text}");
+        assert_eq!(State::parse(text.as_bytes()).unwrap(), state);
     }
 
     /// A label with a `.` or `-` (allowed: `add-device --label work.phone`)
