@@ -196,10 +196,6 @@ twofactor disable alice --if-enrolled --json")]
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
-        /// For tests only: read the PAM stacks, passwd and group below DIR
-        /// instead of / (the config and state directory are unchanged).
-        #[arg(long, hide = true, value_name = "DIR", default_value = "/")]
-        root: PathBuf,
     },
     /// The delivery service: read one request for a code by message from
     /// stdin, run [delivery] command, answer on stdout (started by
@@ -213,6 +209,10 @@ printf 'alice\\n+15555550100\\n123456\\n' | twofactor deliver")]
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// For tests only: read the PAM stacks, passwd and group below DIR
+        /// instead of / (the config and state directory are unchanged).
+        #[arg(long, hide = true, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
     },
     /// Print a shell completion script (bash, zsh or fish) on stdout; the
     /// Debian package installs them.
@@ -238,7 +238,7 @@ impl Command {
             | Command::Unlock { json, .. }
             | Command::BackupCodes { json, .. }
             | Command::Disable { json, .. }
-            | Command::Check { json } => *json,
+            | Command::Check { json, .. } => *json,
             Command::Deliver | Command::Completions { .. } => false,
         }
     }
