@@ -1049,7 +1049,10 @@ fn check_names_accounts_the_enabled_module_would_lock_out() {
     let v = cli(&sb, &["check", "--json", "--root", &root_arg])
         .expect(0)
         .json();
-    assert_eq!(v, json!({"ok": true, "problems": []}));
+    assert_eq!(
+        v,
+        json!({"ok": true, "problems": [], "changed": false, "schema": 1})
+    );
 
     // unenrolled = "skip": nobody is locked out.
     sb.write_config("unenrolled = \"skip\"\n");
@@ -1057,7 +1060,10 @@ fn check_names_accounts_the_enabled_module_would_lock_out() {
     let v = cli(&sb, &["check", "--json", "--root", &root_arg])
         .expect(0)
         .json();
-    assert_eq!(v, json!({"ok": true, "problems": []}));
+    assert_eq!(
+        v,
+        json!({"ok": true, "problems": [], "changed": false, "schema": 1})
+    );
 
     // A module line without config= reads the default config, not this
     // one: nothing to report under this config's deny.
@@ -1066,7 +1072,10 @@ fn check_names_accounts_the_enabled_module_would_lock_out() {
     let v = cli(&sb, &["check", "--json", "--root", &other])
         .expect(0)
         .json();
-    assert_eq!(v, json!({"ok": true, "problems": []}));
+    assert_eq!(
+        v,
+        json!({"ok": true, "problems": [], "changed": false, "schema": 1})
+    );
 }
 
 /// With `state_dir` under the world-writable `/tmp`, `check` and `enroll`
