@@ -434,6 +434,7 @@ impl Model<'_> {
         match result {
             Ok(method) => {
                 st.failures = 0;
+                st.last_success = Some(now);
                 if let (Some(host), true) =
                     (rhost.filter(|h| valid_host(h)), config.grace_seconds > 0)
                 {
