@@ -2159,3 +2159,122 @@ fn delivery_targets_of_an_unknown_shape_are_refused_with_exit_7_and_the_reason()
     assert!(out.stderr.contains("e-mail address"), "{}", out.stderr);
     assert!(!file(&sb, "bin.secret").exists());
 }
+
+/// Runs `twofactor --config <sandbox config> args...` as `log` needs it
+/// (its messages reach the test's /dev/log), with `SUDO_USER` set and
+/// `stdin` as standard input.
+fn cli_logged(sb: &Sandbox, log: &DevLog, sudo_user: &str, args: &[&str], stdin: &str) -> CliRun {
+    use std::io::Write;
+    let mut cmd = Command::new(cli_path());
+    cmd.arg("--config").arg(sb.config_path()).args(args);
+    clean_env(&mut cmd);
+    cmd.env("SUDO_USER", sudo_user);
+    let mut cmd = log.wrap(cmd);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run twofactor");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    CliRun::from(&child.wait_with_output().unwrap())
+}
+
+/// Every change an admin makes leaves one syslog line (authpriv notice,
+/// ident `twofactor`) naming the change, the user and who acted (uid,
+/// login uid, sudo user), in order; never the secret, a backup code or
+/// the whole delivery target; a command that changes nothing leaves none.
+/// Root only: a socket of the test's own at /dev/log.
+#[test]
+fn admin_changes_are_logged_with_who_acted_and_no_secret() {
+    if !root_or_skip(
+        "admin_changes_are_logged_with_who_acted_and_no_secret",
+        "a socket of its own at /dev/log",
+        &[],
+    ) {
+        return;
+    }
+    let sb = sandbox("audit", "");
+    let log = DevLog::bind(&sb);
+    log.socket().set_nonblocking(true).unwrap();
+    // Other tests log too while the socket exists: this marker is ours.
+    let marker = format!("audit-{}", std::process::id());
+    let run = |args: &[&str], stdin: &str| cli_logged(&sb, &log, &marker, args, stdin);
+    let secret_in = format!("{SECRET}\n");
+    let enrolled = run(
+        &["enroll", USER, "--secret-file", "-", "--json"],
+        &secret_in,
+    )
+    .expect(0)
+    .json();
+    run(&["status", USER], "").expect(0);
+    run(&["unlock", USER], "").expect(0);
+    run(&["set-delivery", USER, "+15555550100"], "").expect(0);
+    run(
+        &[
+            "enroll",
+            USER,
+            "--add",
+            "--label",
+            "tablet",
+            "--secret-file",
+            "-",
+        ],
+        &format!("{SECRET_128}\n"),
+    )
+    .expect(0);
+    run(&["remove-device", USER, "tablet"], "").expect(0);
+    let again = run(&["backup-codes", USER, "--json"], "").expect(0).json();
+    run(&["disable", USER], "").expect(0);
+
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = log.socket().recv(&mut buf) {
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if line.contains(&marker) {
+            lines.push(line);
+        }
+    }
+    let all = lines.join("\n");
+    let events: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            assert!(l.starts_with("<85>twofactor["), "{all}");
+            assert!(
+                l.contains("; by uid=0 loginuid=") && l.ends_with(&format!(" sudo_user={marker}")),
+                "{all}"
+            );
+            let start = l.find("]: ").unwrap() + 3;
+            &l[start..l.find("; by ").unwrap()]
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "enrolled daemon (device default)",
+            "set where codes by message for daemon go: +1555***0100",
+            "added device tablet for daemon",
+            "removed device tablet of daemon",
+            "made new backup codes for daemon (the old ones no longer work)",
+            "disabled daemon (secret and state removed)",
+        ],
+        "{all}"
+    );
+    let mut secrets = vec![
+        SECRET.to_string(),
+        SECRET_128.to_string(),
+        "15555550100".into(),
+    ];
+    for json in [&enrolled, &again] {
+        for code in json["backup_codes"].as_array().unwrap() {
+            secrets.push(code.as_str().unwrap().replace('-', ""));
+            secrets.push(code.as_str().unwrap().to_string());
+        }
+    }
+    for secret in &secrets {
+        assert!(!all.contains(secret.as_str()), "{secret} logged:\n{all}");
+    }
+}

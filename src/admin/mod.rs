@@ -4,6 +4,7 @@
 //! admin command never races a login.
 
 mod account;
+pub mod audit;
 mod check;
 mod devices;
 mod enroll;

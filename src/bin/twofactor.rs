@@ -8,9 +8,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
-use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions, Existing};
+use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions, Existing, audit};
 use pam_twofactor::delivery::{self, DeliveryError};
 use pam_twofactor::host::{clock, timefmt};
+use pam_twofactor::records::username::escape;
 use serde_json::{Value, json};
 use zeroize::Zeroize;
 
@@ -358,12 +359,25 @@ fn run_import(
             let text = admin::read_import_file(&file)?;
             let imported =
                 admin.import_google_authenticator(&user, text.as_str(), existing, now)?;
+            audit::record(&format!(
+                "enrolled {} from the google-authenticator file {}",
+                imported.user,
+                escape(&file.to_string_lossy())
+            ));
             delete_file = Some(file);
             (vec![imported], Vec::new())
         }
         (None, None, Some(file)) => {
             let text = admin::read_import_file(&file)?;
-            admin.import_oath_usersfile(text.as_str(), existing, now)?
+            let (imported, skipped) = admin.import_oath_usersfile(text.as_str(), existing, now)?;
+            for i in &imported {
+                audit::record(&format!(
+                    "enrolled {} from the pam_oath users file {}",
+                    i.user,
+                    escape(&file.to_string_lossy())
+                ));
+            }
+            (imported, skipped)
         }
         _ => {
             return Err(AdminError::BadOption(
@@ -605,6 +619,16 @@ fn run_enroll(admin: &Admin, command: Command, now: u64) -> Result<u8, AdminErro
         }
         other => other?,
     };
+    audit::record(&if opts.add {
+        format!("added device {} for {}", e.label, e.user)
+    } else if opts.force {
+        format!(
+            "enrolled {} (device {}), replacing any enrollment",
+            e.user, e.label
+        )
+    } else {
+        format!("enrolled {} (device {})", e.user, e.label)
+    });
     let codes: Vec<String> = e
         .backup_codes
         .iter()
@@ -704,6 +728,9 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
         Command::Status { user, json } => run_status(admin, &user, json, now),
         Command::Unlock { user, json } => {
             let changed = admin.unlock(&user)?;
+            if changed {
+                audit::record(&format!("unlocked {user} (failures and lock cleared)"));
+            }
             let text = if changed {
                 format!("{user}: failures cleared and unlocked")
             } else {
@@ -714,6 +741,9 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
         }
         Command::BackupCodes { user, json } => {
             let codes = admin.regenerate_backup_codes(&user, now)?;
+            audit::record(&format!(
+                "made new backup codes for {user} (the old ones no longer work)"
+            ));
             if json {
                 let list: Vec<String> = codes.iter().map(|c| c.grouped().to_string()).collect();
                 print_json(json!({"user": user, "backup_codes": list, "changed": true}));
@@ -729,7 +759,13 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
             json,
         } => {
             let text = match admin.disable(&user) {
-                Ok(()) => format!("{user}: enrollment removed"),
+                Ok(()) => {
+                    audit::record(&format!(
+                        "disabled {} (secret and state removed)",
+                        escape(&user)
+                    ));
+                    format!("{user}: enrollment removed")
+                }
                 // Found under the user's lock; nothing was touched.
                 Err(AdminError::NotEnrolled(name)) if if_enrolled => {
                     let text = format!("{name}: not enrolled; nothing changed");
@@ -758,12 +794,22 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
         }
         Command::RemoveDevice { user, label, json } => {
             admin.remove_device(&user, &label)?;
+            audit::record(&format!("removed device {label} of {user}"));
             let text = format!("{user}: device {label} removed");
             print_change(json, &user, true, json!({"label": label}), &text);
             Ok(0)
         }
         Command::SetDelivery { user, target, json } => {
             let changed = admin.set_delivery(&user, target.as_deref())?;
+            if changed {
+                audit::record(&match &target {
+                    Some(t) => format!(
+                        "set where codes by message for {user} go: {}",
+                        delivery::mask_target(t)
+                    ),
+                    None => format!("turned off codes by message for {user}"),
+                });
+            }
             let text = match &target {
                 Some(t) => format!("{user}: codes by message go to {t}"),
                 None => format!("{user}: no codes by message"),

@@ -1,4 +1,5 @@
-//! Best-effort syslog (facility authpriv, ident `pam_twofactor`).
+//! Best-effort syslog (facility authpriv): ident `pam_twofactor` for the
+//! module, `twofactor` for the admin command's record of changes.
 //!
 //! We write the datagram ourselves instead of calling openlog(3)/syslog(3):
 //! openlog changes the host process's (sshd's, sudo's) own ident, and the
@@ -11,7 +12,10 @@ use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, se
 
 /// Where syslog listens.
 const SOCKET: &str = "/dev/log";
+/// The module's ident.
 const IDENT: &str = "pam_twofactor";
+/// The admin command's ident.
+pub const COMMAND_IDENT: &str = "twofactor";
 const AUTHPRIV: u8 = 10;
 
 /// Message severities we use.
@@ -21,6 +25,8 @@ pub enum Severity {
     Error,
     /// An authentication failure or a lockout.
     Warning,
+    /// A change an admin made (the audit trail).
+    Notice,
     /// A success or an expected skip.
     Info,
     /// Extra detail, only with the `debug` module argument.
@@ -32,6 +38,7 @@ impl Severity {
         match self {
             Severity::Error => 3,
             Severity::Warning => 4,
+            Severity::Notice => 5,
             Severity::Info => 6,
             Severity::Debug => 7,
         }
@@ -41,8 +48,13 @@ impl Severity {
 /// Formats one syslog line: `<PRI>pam_twofactor[PID]: message`, the
 /// message given in parts joined without separators.
 pub fn format_line(severity: Severity, parts: &[&str]) -> String {
+    format_line_as(IDENT, severity, parts)
+}
+
+/// `format_line` with another ident.
+fn format_line_as(ident: &str, severity: Severity, parts: &[&str]) -> String {
     let priority = u32::from(AUTHPRIV) * 8 + u32::from(severity.code());
-    let mut line = format!("<{priority}>{IDENT}[{}]: ", std::process::id());
+    let mut line = format!("<{priority}>{ident}[{}]: ", std::process::id());
     line.extend(parts.iter().copied());
     line
 }
@@ -54,7 +66,15 @@ pub fn send(severity: Severity, message: &str) {
 
 /// Sends one message given in parts (see `format_line`).
 pub fn send_parts(severity: Severity, parts: &[&str]) {
-    let line = format_line(severity, parts);
+    send_line(&format_line(severity, parts));
+}
+
+/// Sends one message under `ident` (the admin command's `COMMAND_IDENT`).
+pub fn send_as(ident: &str, severity: Severity, message: &str) {
+    send_line(&format_line_as(ident, severity, &[message]));
+}
+
+fn send_line(line: &str) {
     // Non-blocking from the start (no FIONBIO ioctl); closed on drop.
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     if let (Ok(socket), Ok(addr)) = (
