@@ -195,7 +195,7 @@ pub(crate) fn run_enroll(admin: &Admin, command: Command, now: u64) -> Result<u8
         );
         println!("Scan this QR code with the authenticator app:");
         if let Some(qr) = admin::qr_text(&e.uri) {
-            println!("{qr}");
+            println!("{}", qr_for_output(&qr, std::io::stdout().is_terminal()));
         }
         println!(
             "Or enter this key by hand: {}",
@@ -206,4 +206,36 @@ pub(crate) fn run_enroll(admin: &Admin, command: Command, now: u64) -> Result<u8
         print_codes(&e.backup_codes);
     }
     Ok(0)
+}
+
+/// The QR code as `twofactor enroll` prints it. On a terminal it is drawn
+/// in explicit colours, white modules on black, so that it is a normal code
+/// whatever the terminal's theme (the glyphs are the light modules, see
+/// `otp::uri::qr_text`); piped, it is left as the module shows it, since
+/// colours cannot cross ssh keyboard-interactive anyway.
+fn qr_for_output(qr: &str, terminal: bool) -> String {
+    if !terminal {
+        return qr.to_string();
+    }
+    qr.lines()
+        .map(|line| format!("\x1b[97;40m{line}\x1b[0m"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a terminal every row is white on black and reset after it;
+    /// otherwise the text is unchanged.
+    #[test]
+    fn the_qr_code_is_coloured_only_on_a_terminal() {
+        let qr = "\u{2580} \u{2588}\n\u{2584}\u{2584}";
+        assert_eq!(qr_for_output(qr, false), qr);
+        assert_eq!(
+            qr_for_output(qr, true),
+            "\x1b[97;40m\u{2580} \u{2588}\x1b[0m\n\x1b[97;40m\u{2584}\u{2584}\x1b[0m"
+        );
+    }
 }
