@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
-use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions, Existing, audit};
-use pam_twofactor::delivery::{self, DeliveryError};
+use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions, Existing, audit, notify};
+use pam_twofactor::delivery::{self, DeliveryError, Event};
 use pam_twofactor::host::{clock, timefmt};
 use pam_twofactor::records::username::escape;
 use serde_json::{Value, json};
@@ -364,6 +364,7 @@ fn run_import(
                 imported.user,
                 escape(&file.to_string_lossy())
             ));
+            notify::user_event(&admin.config, &imported.user, Event::Enrolled);
             delete_file = Some(file);
             (vec![imported], Vec::new())
         }
@@ -376,6 +377,7 @@ fn run_import(
                     i.user,
                     escape(&file.to_string_lossy())
                 ));
+                notify::user_event(&admin.config, &i.user, Event::Enrolled);
             }
             (imported, skipped)
         }
@@ -629,6 +631,17 @@ fn run_enroll(admin: &Admin, command: Command, now: u64) -> Result<u8, AdminErro
     } else {
         format!("enrolled {} (device {})", e.user, e.label)
     });
+    notify::user_event(
+        &admin.config,
+        e.user.as_str(),
+        if opts.add {
+            Event::DeviceAdded {
+                device: e.label.clone(),
+            }
+        } else {
+            Event::Enrolled
+        },
+    );
     let codes: Vec<String> = e
         .backup_codes
         .iter()
@@ -730,6 +743,7 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
             let changed = admin.unlock(&user)?;
             if changed {
                 audit::record(&format!("unlocked {user} (failures and lock cleared)"));
+                notify::user_event(&admin.config, &user, Event::Unlocked);
             }
             let text = if changed {
                 format!("{user}: failures cleared and unlocked")
@@ -744,6 +758,7 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
             audit::record(&format!(
                 "made new backup codes for {user} (the old ones no longer work)"
             ));
+            notify::user_event(&admin.config, &user, Event::BackupCodesRegenerated);
             if json {
                 let list: Vec<String> = codes.iter().map(|c| c.grouped().to_string()).collect();
                 print_json(json!({"user": user, "backup_codes": list, "changed": true}));
@@ -764,6 +779,7 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
                         "disabled {} (secret and state removed)",
                         escape(&user)
                     ));
+                    notify::user_event(&admin.config, &user, Event::Disabled);
                     format!("{user}: enrollment removed")
                 }
                 // Found under the user's lock; nothing was touched.
@@ -795,6 +811,13 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
         Command::RemoveDevice { user, label, json } => {
             admin.remove_device(&user, &label)?;
             audit::record(&format!("removed device {label} of {user}"));
+            notify::user_event(
+                &admin.config,
+                &user,
+                Event::DeviceRemoved {
+                    device: label.clone(),
+                },
+            );
             let text = format!("{user}: device {label} removed");
             print_change(json, &user, true, json!({"label": label}), &text);
             Ok(0)
@@ -840,14 +863,14 @@ fn run_user_command(admin: &Admin, command: Command, now: u64) -> Result<u8, Adm
 /// goes to stderr (the journal under systemd). Exit status 1 on failure.
 fn run_deliver(config: Option<&Path>) -> u8 {
     let stdin = std::io::stdin();
-    let command = delivery::check_peer(stdin.as_fd()).and_then(|()| {
+    let setup = delivery::check_peer(stdin.as_fd()).and_then(|()| {
         Admin::open(config)
-            .map(|admin| admin.config.delivery.command)
+            .map(|admin| delivery::Setup::from_config(&admin.config))
             .map_err(|e| DeliveryError::Config(e.to_string()))
     });
-    match delivery::serve(command, &mut stdin.lock(), &mut std::io::stdout().lock()) {
-        Ok(request) => {
-            eprintln!("twofactor deliver: code for {} sent", request.user.as_str());
+    match delivery::serve(setup, &mut stdin.lock(), &mut std::io::stdout().lock()) {
+        Ok(served) => {
+            eprintln!("twofactor deliver: {served}");
             0
         }
         Err(e) => {

@@ -23,6 +23,7 @@
 //! answer.
 
 mod client;
+mod notice;
 mod protocol;
 mod service;
 
@@ -30,9 +31,10 @@ use std::fmt;
 
 use crate::store::StoreError;
 
-pub use client::{check_socket, mask_target, request};
-pub use protocol::Request;
-pub use service::{check_peer, serve};
+pub use client::{check_socket, mask_target, request, send_notice};
+pub use notice::{Event, Notice, notify};
+pub use protocol::{Incoming, Request};
+pub use service::{Served, Setup, check_peer, serve};
 
 /// Why a code could not be sent.
 #[derive(Debug)]
