@@ -231,9 +231,9 @@ fn a_failing_notify_command_changes_no_outcome() {
     )
     .expect(0);
     assert!(
-        enrolled
-            .stderr
-            .contains("could not notify enrolled daemon: delivery command failed: exit status: 7"),
+        enrolled.stderr.contains(
+            "could not notify daemon of enrolled: delivery command failed: exit status: 7"
+        ),
         "{}",
         enrolled.stderr
     );
@@ -245,4 +245,48 @@ fn a_failing_notify_command_changes_no_outcome() {
     sb.start_delivery_service();
     let login = sb.pamtester(SVC, "daemon", &[&backup(1)], &at_offset(T0, 60));
     assert!(login.succeeded(), "{login}");
+}
+
+/// An enrollment at first login (`unenrolled = "enroll"`) is a change too:
+/// told once, as `enrolled`, through the delivery service, without the key
+/// or the backup codes the login showed.
+#[test]
+fn enrolling_at_login_is_told() {
+    use common::live::{Live, Stream};
+    require_tools();
+    let sb = Sandbox::new("notify-enroll-login");
+    let script = sb.dir().join("tell-user");
+    let out = sb.dir().join("told");
+    sb.write_config(&format!(
+        "unenrolled = \"enroll\"\nissuer = \"notify-test\"\n[delivery]\nsocket = \"{}\"\n[notify]\ncommand = \"{}\"\n",
+        sb.delivery_socket().display(),
+        script.display()
+    ));
+    sb.write_service(SVC, &sb.module_line(""));
+    fs::write(
+        &script,
+        RECORDING.replace("OUT", &out.display().to_string()),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    sb.start_delivery_service();
+    let mut live = Live::start(&sb, SVC, "daemon", T0);
+    let key = live
+        .wait_line("Or enter this key by hand: ")
+        .replace(' ', "");
+    live.wait_for(Stream::Err, "Verification code: ", 1);
+    let first = code(&key, T0);
+    live.answer(&first);
+    let login = live.finish();
+    assert!(login.succeeded(), "{login}");
+    let lines = lines_once(&out, 1);
+    assert_event(&lines[0], "enrolled", &[]);
+    let told = fs::read_to_string(&out).unwrap();
+    assert!(!told.contains(&key) && !told.contains(&first), "{told}");
+    for line in login.info_lines() {
+        let shown = line.trim();
+        if shown.len() == 19 && shown.bytes().filter(|&b| b == b'-').count() == 3 {
+            assert!(!told.contains(shown), "{told}");
+        }
+    }
 }

@@ -1,5 +1,8 @@
 //! Sending a code by message through `[delivery] command` (an SMS gateway,
-//! a chat bot, e-mail), in two halves:
+//! a chat bot, e-mail), and telling a user of a change to their second
+//! factor through `[notify] command` (`notice`: the module hands a login's
+//! events to the service as a second request kind, `!notify`; `twofactor`
+//! runs the command itself for the admin's changes). Codes in two halves:
 //!
 //! - `client`: [`request`], in the PAM module. It connects to
 //!   `[delivery] socket`, sends `USER\nTARGET\nCODE\n` and waits for one

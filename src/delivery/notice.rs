@@ -228,7 +228,7 @@ impl Notice {
 
 impl fmt::Display for Notice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.event.word(), self.user.as_str())
+        write!(f, "{} of {}", self.user.as_str(), self.event.word())
     }
 }
 

@@ -1,5 +1,6 @@
 //! Telling the user of a login's security events (`[notify]`): a backup
-//! code used, a lock begun, a device's clock drift learned. The module
+//! code used, a lock begun, a device's clock drift learned, an enrollment
+//! at first login. The module
 //! starts no process inside sshd, sudo or login: it hands the notice to the
 //! delivery service, best effort — a missing or failing service is logged
 //! and never changes the login's outcome.
@@ -39,12 +40,17 @@ pub(super) fn tell_of(
     verdict: &Verdict,
     clock: &dyn Clock,
 ) {
+    if let Some(event) = event_of(record, verdict) {
+        tell(config, user, event, clock);
+    }
+}
+
+/// Hands `event` of `user` to the delivery service when `[notify]
+/// command` is set; a failure is only logged.
+pub(super) fn tell(config: &Config, user: &Username, event: Event, clock: &dyn Clock) {
     if config.notify.command.is_none() {
         return;
     }
-    let Some(event) = event_of(record, verdict) else {
-        return;
-    };
     let notice = Notice {
         user: user.clone(),
         event,
