@@ -817,6 +817,41 @@ fn check_reports_the_delivery_command_and_socket() {
     );
 }
 
+/// With `[notify] command` set, `check` names a group-writable notify
+/// command and, with no `[delivery] command`, a missing delivery-service
+/// socket (the module's notices go there); with both in order it passes.
+#[test]
+fn check_reports_the_notify_command_and_socket() {
+    let sb = Sandbox::new("check-notify");
+    let (command, socket) = (sb.dir().join("tell-user"), sb.delivery_socket());
+    sb.write_config(&format!(
+        "[delivery]\nsocket = \"{}\"\n[notify]\ncommand = \"{}\"\n",
+        socket.display(),
+        command.display()
+    ));
+    fs::write(&command, "#!/bin/sh\ncat >/dev/null\n").unwrap();
+    fs::set_permissions(&command, fs::Permissions::from_mode(0o775)).unwrap();
+    let v = cli(&sb, &["check", "--json"]).expect(1).json();
+    assert_problems(
+        &v,
+        &[
+            (&command, "mode 0775"),
+            (
+                &socket,
+                "systemctl enable --now pam-twofactor-deliver.socket",
+            ),
+        ],
+    );
+    assert!(v.to_string().contains("[notify] command"), "{v}");
+    fs::set_permissions(&command, fs::Permissions::from_mode(0o755)).unwrap();
+    sb.start_delivery_service();
+    let v = cli(&sb, &["check", "--json"]).expect(0).json();
+    assert_eq!(
+        v,
+        json!({"ok": true, "problems": [], "changed": false, "schema": 1})
+    );
+}
+
 /// `twofactor deliver` run by hand (a pipe, not a socket) with a relative
 /// `--config`, as every other command takes it: the command gets the code
 /// and the answer is `ok`; stdout carries the answer line only.

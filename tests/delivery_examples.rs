@@ -469,3 +469,162 @@ fn every_delivery_example_is_tested_here() {
     names.sort();
     assert_eq!(names, ["sms-gateway.sh", "telegram.sh", "to-file.sh"]);
 }
+
+/// The `[notify]` example `conf/notify/sendmail.sh` (installed by the
+/// Debian package beside the delivery examples).
+fn notify_example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/notify/sendmail.sh")
+}
+
+/// Runs the notify example as `[notify] command` runs (argv `USER EVENT`,
+/// the message on stdin, only `PATH`, in `/`) in a private mount namespace
+/// with `etc-security/` over `/etc/security` and a stand-in `sendmail`
+/// overlaid on `/usr/sbin`, watching every process it starts for `secret`.
+fn run_notify_example(sb: &Sandbox, event: &str, message: &str, secret: &str) -> Run {
+    let d = sb.dir();
+    let stderr = fs::File::create(d.join("stderr")).unwrap();
+    let mut child = Command::new(program("unshare"))
+        .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+        .arg(
+            "mount --bind \"$1\" /etc/security \
+             && mount -t overlay overlay -o \"lowerdir=$2:/usr/sbin\" /usr/sbin \
+             && shift 2 && exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(d.join("etc-security"))
+        .arg(d.join("sbin"))
+        .arg(notify_example())
+        .args([USER, event])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .current_dir("/")
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let group = child.id();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.as_bytes())
+        .unwrap();
+    let mut run = Run::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        scan(group, &[secret], &mut run);
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the notify example did not finish within 30 s: {run:?}");
+        }
+        thread::sleep(Duration::from_millis(2));
+    };
+    run.status = Some(status);
+    run.stderr = fs::read_to_string(d.join("stderr")).unwrap();
+    run
+}
+
+/// `conf/notify/sendmail.sh`: the mail goes to `/usr/sbin/sendmail -oi -t`
+/// with `To:` (from the root-only address map, else the user's local
+/// mailbox or /etc/mailname's domain), `Subject:` and the sentence on its
+/// stdin; the address is in no argv or environment; a map file others may
+/// write is refused and nothing is sent.
+#[test]
+fn sendmail_notify_example_keeps_the_address_off_argv() {
+    if !root_or_skip(
+        "sendmail_notify_example_keeps_the_address_off_argv",
+        "a private mount namespace over /etc/security and /usr/sbin",
+        &[Needs::MountNamespace],
+    ) {
+        return;
+    }
+    let sb = Sandbox::new("example-notify-mail");
+    let d = sb.dir().to_path_buf();
+    for dir in ["sbin", "etc-security"] {
+        fs::create_dir(d.join(dir)).unwrap();
+        fs::set_permissions(d.join(dir), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let stand_in = d.join("sbin/sendmail");
+    fs::write(
+        &stand_in,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{0}/sendmail.argv'\n\
+             cat > '{0}/sendmail.stdin'\nsleep 0.5\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&stand_in, fs::Permissions::from_mode(0o755)).unwrap();
+    let address = format!("{USER}.w+2fa@example.org");
+    let map = d.join("etc-security/twofactor-notify.addresses");
+    fs::write(&map, format!("bob bob@example.net\n{USER} {address}\n")).unwrap();
+    fs::set_permissions(&map, fs::Permissions::from_mode(0o600)).unwrap();
+    let sentence = format!(
+        "After too many wrong codes, {USER} on box is locked until 2030-06-15 12:30:00 UTC. \
+         If this was not you, tell your administrator at once."
+    );
+    let message = format!(
+        "user: {USER}\nevent: locked\ntime: 2030-06-15T12:00:00Z\nhost: box\n\
+         until: 2030-06-15T12:30:00Z\n\n{sentence}\n"
+    );
+
+    let run = run_notify_example(&sb, "locked", &message, &address);
+    run.check("/bin/sh /usr/sbin/sendmail -oi -t");
+    assert_eq!(
+        fs::read_to_string(d.join("sendmail.argv")).unwrap(),
+        "-oi\n-t\n"
+    );
+    let mail = fs::read_to_string(d.join("sendmail.stdin")).unwrap();
+    let (head, body) = mail.split_once("\n\n").unwrap();
+    let head: Vec<&str> = head.lines().collect();
+    assert!(head.contains(&format!("To: {address}").as_str()), "{mail}");
+    assert!(
+        head.contains(&format!("Subject: Security notice for {USER} on box: locked").as_str()),
+        "{mail}"
+    );
+    assert!(body.starts_with(&format!("{sentence}\n")), "{mail}");
+    assert!(body.contains("until: 2030-06-15T12:30:00Z"), "{mail}");
+
+    // No map: the local mailbox, or the domain of the host's /etc/mailname.
+    fs::remove_file(&map).unwrap();
+    let run = run_notify_example(&sb, "locked", &message, &format!("{USER}@"));
+    run.check("/bin/sh /usr/sbin/sendmail -oi -t");
+    let domain = fs::read_to_string("/etc/mailname")
+        .ok()
+        .and_then(|m| m.lines().next().map(str::to_string))
+        .filter(|m| !m.is_empty());
+    let to = match domain {
+        Some(domain) => format!("To: {USER}@{domain}\n"),
+        None => format!("To: {USER}\n"),
+    };
+    let mail = fs::read_to_string(d.join("sendmail.stdin")).unwrap();
+    assert!(mail.starts_with(&to), "{mail}");
+
+    // A map others could write is refused; nothing is sent.
+    fs::remove_file(d.join("sendmail.stdin")).unwrap();
+    fs::write(&map, format!("{USER} someone@example.net\n")).unwrap();
+    fs::set_permissions(&map, fs::Permissions::from_mode(0o666)).unwrap();
+    let run = run_notify_example(&sb, "locked", &message, "someone@example.net");
+    assert!(!run.status.unwrap().success(), "{run:?}");
+    assert!(
+        run.stderr.contains("not group- or world-writable"),
+        "{run:?}"
+    );
+    assert!(!d.join("sendmail.stdin").exists());
+}
+
+/// `conf/notify/` holds only the example tested above.
+#[test]
+fn every_notify_example_is_tested_here() {
+    let names: Vec<String> = fs::read_dir(notify_example().parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["sendmail.sh"]);
+}

@@ -57,6 +57,34 @@ impl Admin {
         problems
     }
 
+    /// With `[notify] command` set: the command must pass the same checks
+    /// as the delivery command (the delivery service and `twofactor` run
+    /// it), and, if no `[delivery] command` already asks for it, the
+    /// delivery service's socket must be there for the module's notices.
+    fn notify_problems(&self) -> Vec<Problem> {
+        let Some(command) = &self.config.notify.command else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        if let Err(e) = store::check_executable(command) {
+            let (path, problem) = split_path(&e);
+            problems.push(Problem {
+                path,
+                problem: format!("{problem} ([notify] command: users are not told of changes)"),
+            });
+        }
+        if self.config.delivery.command.is_none() {
+            let socket = self.config.delivery.socket();
+            if let Err(e) = delivery::check_socket(socket) {
+                problems.push(Problem {
+                    path: socket.to_path_buf(),
+                    problem: format!("{e} ([delivery] socket: users are not told of events at login; systemctl enable --now pam-twofactor-deliver.socket)"),
+                });
+            }
+        }
+        problems
+    }
+
     /// Under `unenrolled = "deny"`, every account with a login shell that
     /// is not enrolled (nor an alias of an enrolled uid, nor in an
     /// `[exempt] groups` group) is refused by every PAM service whose auth
@@ -123,6 +151,7 @@ impl Admin {
             Err(e) => return Err(e),
         };
         let mut problems = admin.delivery_problems();
+        problems.extend(admin.notify_problems());
         let dir = match admin.dir() {
             Ok(d) => d,
             Err(AdminError::Store(e)) => {

@@ -10,6 +10,7 @@ mod devices;
 mod enroll;
 pub mod import;
 mod input_files;
+pub mod notify;
 mod pam_stacks;
 
 use std::fmt;

@@ -53,6 +53,16 @@ impl Delivery {
     }
 }
 
+/// `[notify]`: users are told of every security change to their second
+/// factor by `command USER EVENT`, the message on stdin. Run by `twofactor`
+/// itself for the admin's changes and by the delivery service for events of
+/// a login (the module never starts a process).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notify {
+    /// Absolute path of the command; `None` = no notifications.
+    pub command: Option<PathBuf>,
+}
+
 /// The checked configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -82,6 +92,7 @@ pub struct Config {
     /// code for this long (0 = off).
     pub grace_seconds: u64,
     pub delivery: Delivery,
+    pub notify: Notify,
 }
 
 /// Where records live unless `state_dir` says otherwise.
@@ -124,6 +135,7 @@ impl Config {
                 valid_seconds: 300,
                 max_per_hour: 5,
             },
+            notify: Notify::default(),
         }
     }
 }

@@ -24,6 +24,13 @@ pub(super) struct RawConfig {
     exempt: Option<RawExempt>,
     grace: Option<RawGrace>,
     delivery: Option<RawDelivery>,
+    notify: Option<RawNotify>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    command: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -221,6 +228,10 @@ impl RawConfig {
         )? as u64;
         config.delivery.max_per_hour =
             ranged("delivery.max_per_hour", delivery.max_per_hour, 5, 1, 100)? as u32;
+        config.notify.command = match self.notify.unwrap_or_default().command.as_deref() {
+            None | Some("") => None,
+            Some(path) => Some(absolute("notify.command", path)?),
+        };
         Ok(config)
     }
 }
@@ -295,6 +306,8 @@ command = "/usr/local/sbin/send-code"
 socket = "/run/tf/deliver.sock"
 valid_seconds = 120
 max_per_hour = 3
+[notify]
+command = "/usr/local/sbin/tell-user"
 "#,
         )
         .unwrap();
@@ -313,6 +326,14 @@ max_per_hour = 3
         assert_eq!(
             parse("").unwrap().delivery.socket(),
             Path::new("/run/pam-twofactor/deliver.sock")
+        );
+        assert_eq!(
+            c.notify.command,
+            Some(PathBuf::from("/usr/local/sbin/tell-user"))
+        );
+        assert_eq!(
+            parse("[notify]\ncommand = \"\"").unwrap().notify.command,
+            None
         );
         assert_eq!(
             (c.delivery.valid_seconds, c.delivery.max_per_hour),
@@ -335,6 +356,12 @@ max_per_hour = 3
                 Invalid::GroupName {
                     key: "enroll_groups",
                     name: String::new(),
+                },
+            ),
+            (
+                "[notify]\ncommand = \"tell\"",
+                Invalid::NotAbsolute {
+                    key: "notify.command",
                 },
             ),
             (

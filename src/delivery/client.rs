@@ -13,6 +13,7 @@ use nix::sys::socket::{
 };
 
 use super::DeliveryError;
+use super::notice::Notice;
 use super::protocol::{self, MAX_MESSAGE};
 use crate::store::{self, StoreError};
 
@@ -31,9 +32,26 @@ pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// `MSG_NOSIGNAL`: a service that closed the connection is an error,
 /// never a SIGPIPE in the host process.
 pub fn request(socket: &Path, user: &str, target: &str, code: &str) -> Result<(), DeliveryError> {
-    request_within(socket, user, target, code, ANSWER_TIMEOUT)
+    let message = protocol::encode_request(user, target, code)?;
+    exchange(socket, message.as_bytes(), ANSWER_TIMEOUT)
 }
 
+/// How long the module waits for the service to take a notification: the
+/// service answers as soon as it has read and checked the request, before
+/// running `[notify] command`, and the login it reports on is already
+/// decided, so a slow or stuck service must not hold the user long; 2 s
+/// still covers socket activation starting the service.
+pub(super) const NOTICE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Hands `notice` to the delivery service on `socket`, which runs
+/// `[notify] command` for it (the module never starts a process). Waits at
+/// most [`NOTICE_TIMEOUT`], with every wait bounded as in [`request`].
+pub fn send_notice(socket: &Path, notice: &Notice) -> Result<(), DeliveryError> {
+    let message = notice.encode()?;
+    exchange(socket, message.as_bytes(), NOTICE_TIMEOUT)
+}
+
+#[cfg(test)]
 fn request_within(
     path: &Path,
     user: &str,
@@ -42,6 +60,12 @@ fn request_within(
     timeout: Duration,
 ) -> Result<(), DeliveryError> {
     let message = protocol::encode_request(user, target, code)?;
+    exchange(path, message.as_bytes(), timeout)
+}
+
+/// Sends one request (`message`) to the service on `path` and reads its
+/// answer, all within `timeout`.
+fn exchange(path: &Path, message: &[u8], timeout: Duration) -> Result<(), DeliveryError> {
     check_socket(path)?;
     let now = Instant::now();
     let deadline = now.checked_add(timeout).unwrap_or(now);
@@ -71,7 +95,7 @@ fn request_within(
             Err(e) => return Err(unreachable(e)),
         }
     }
-    let mut rest = message.as_bytes();
+    let mut rest = message;
     while !rest.is_empty() {
         stream
             .set_write_timeout(Some(remaining(deadline)?))

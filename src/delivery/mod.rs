@@ -1,5 +1,8 @@
 //! Sending a code by message through `[delivery] command` (an SMS gateway,
-//! a chat bot, e-mail), in two halves:
+//! a chat bot, e-mail), and telling a user of a change to their second
+//! factor through `[notify] command` (`notice`: the module hands a login's
+//! events to the service as a second request kind, `!notify`; `twofactor`
+//! runs the command itself for the admin's changes). Codes in two halves:
 //!
 //! - `client`: [`request`], in the PAM module. It connects to
 //!   `[delivery] socket`, sends `USER\nTARGET\nCODE\n` and waits for one
@@ -23,6 +26,7 @@
 //! answer.
 
 mod client;
+mod notice;
 mod protocol;
 mod service;
 
@@ -30,9 +34,10 @@ use std::fmt;
 
 use crate::store::StoreError;
 
-pub use client::{check_socket, mask_target, request};
-pub use protocol::Request;
-pub use service::{check_peer, serve};
+pub use client::{check_socket, mask_target, request, send_notice};
+pub use notice::{Event, Notice, notify};
+pub use protocol::{Incoming, Request};
+pub use service::{Served, Setup, check_peer, serve};
 
 /// Why a code could not be sent.
 #[derive(Debug)]

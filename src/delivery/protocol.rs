@@ -1,6 +1,9 @@
 //! What the module and the delivery service say to each other over one
-//! Unix stream connection: the request `USER\nTARGET\nCODE\n` (at most
-//! [`MAX_MESSAGE`] bytes), then one answer line, `ok\n` or `error: WHY\n`.
+//! Unix stream connection: one request (at most [`MAX_MESSAGE`] bytes),
+//! then one answer line, `ok\n` or `error: WHY\n`. A request is either a
+//! code request, `USER\nTARGET\nCODE\n`, or a notification, `!notify\n`,
+//! `key: value` lines and an empty line (`notice`): a user name never
+//! starts with `!`, so neither can be read as the other.
 
 use std::fmt;
 use std::io::Read;
@@ -8,6 +11,7 @@ use std::io::Read;
 use zeroize::Zeroizing;
 
 use super::DeliveryError;
+use super::notice::{NOTICE_TAG, Notice};
 use crate::records;
 use crate::records::username::Username;
 
@@ -56,13 +60,38 @@ impl fmt::Debug for Request {
     }
 }
 
-/// Reads one request (at most [`MAX_MESSAGE`] bytes, up to its third line
-/// break) from `input` and checks every field; the code is wiped on drop.
+/// One request of either kind, checked.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Send a code.
+    Code(Request),
+    /// Tell a user of an event.
+    Notice(Notice),
+}
+
+/// Reads one code request; a notification is refused.
+#[cfg(test)]
 pub(super) fn read_request(input: &mut impl Read) -> Result<Request, DeliveryError> {
+    match read_incoming(input)? {
+        Incoming::Code(request) => Ok(request),
+        Incoming::Notice(_) => Err(DeliveryError::BadRequest("not a code request")),
+    }
+}
+
+/// Reads one request (at most [`MAX_MESSAGE`] bytes: a code request up to
+/// its third line break, a notification up to its empty line) from `input`
+/// and checks every field; a code is wiped on drop.
+pub(super) fn read_incoming(input: &mut impl Read) -> Result<Incoming, DeliveryError> {
     let mut buf = Zeroizing::new(vec![0u8; MAX_MESSAGE]);
     let mut len = 0;
-    let breaks = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count();
-    while len < buf.len() && breaks(&buf[..len]) < 3 {
+    let complete = |b: &[u8]| {
+        if b.starts_with(b"!") {
+            b.windows(2).any(|w| w == b"\n\n")
+        } else {
+            b.iter().filter(|&&c| c == b'\n').count() >= 3
+        }
+    };
+    while len < buf.len() && !complete(&buf[..len]) {
         match input.read(&mut buf[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
@@ -72,6 +101,12 @@ pub(super) fn read_request(input: &mut impl Read) -> Result<Request, DeliveryErr
     }
     let text =
         std::str::from_utf8(&buf[..len]).map_err(|_| DeliveryError::BadRequest("not UTF-8"))?;
+    if text.starts_with('!') {
+        if !text.starts_with(&format!("{NOTICE_TAG}\n")) {
+            return Err(DeliveryError::BadRequest("unknown request"));
+        }
+        return Notice::decode(text).map(Incoming::Notice);
+    }
     let mut lines = text.split_terminator('\n');
     let (Some(user), Some(target), Some(code), None) =
         (lines.next(), lines.next(), lines.next(), lines.next())
@@ -88,11 +123,11 @@ pub(super) fn read_request(input: &mut impl Read) -> Result<Request, DeliveryErr
     if !CODE_DIGITS.contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(DeliveryError::BadRequest("bad code"));
     }
-    Ok(Request {
+    Ok(Incoming::Code(Request {
         user,
         target: target.to_string(),
         code: Zeroizing::new(code.to_string()),
-    })
+    }))
 }
 
 /// The service's answer line for what it did.
@@ -199,5 +234,129 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A notification request reads back as the notice it was made from,
+    /// for every event, and carries no more than user, event, time and the
+    /// event's fields.
+    #[test]
+    fn notifications_read_back_as_written() {
+        use super::super::notice::Event;
+        let events = [
+            Event::Enrolled,
+            Event::DeviceAdded {
+                device: "phone".into(),
+            },
+            Event::DeviceRemoved {
+                device: "old.tab-1".into(),
+            },
+            Event::BackupCodesRegenerated,
+            Event::BackupCodeUsed { codes_left: 9 },
+            Event::Locked {
+                until: 1_907_000_000,
+            },
+            Event::Unlocked,
+            Event::Disabled,
+            Event::DriftLearned {
+                device: "default".into(),
+                offset_seconds: -150,
+            },
+        ];
+        for event in events {
+            let notice = Notice {
+                user: Username::parse("alice").unwrap(),
+                event,
+                time: 1_906_999_000,
+            };
+            let text = notice.encode().unwrap();
+            assert!(text.starts_with("!notify\nuser: alice\nevent: "), "{text}");
+            match read_incoming(&mut text.as_bytes()).unwrap() {
+                Incoming::Notice(read) => assert_eq!(read, notice),
+                other => panic!("{other:?}"),
+            }
+        }
+        let bad_label = Notice {
+            user: Username::parse("alice").unwrap(),
+            event: Event::DeviceAdded {
+                device: "a\nevent: disabled".into(),
+            },
+            time: 0,
+        };
+        assert!(matches!(
+            bad_label.encode(),
+            Err(DeliveryError::BadRequest("bad device label"))
+        ));
+    }
+
+    /// A code request is never read as a notification nor the other way
+    /// round: a user name cannot start with `!`, and each kind is checked
+    /// in full.
+    #[test]
+    fn code_requests_and_notifications_cannot_be_mistaken() {
+        let read = |text: &[u8]| read_incoming(&mut &text[..]);
+        assert!(matches!(
+            read(b"alice\n+1\n123456\n"),
+            Ok(Incoming::Code(_))
+        ));
+        assert!(matches!(
+            read(b"!notify\nuser: alice\nevent: unlocked\ntime: 5\n\n"),
+            Ok(Incoming::Notice(_))
+        ));
+        // A notification's lines are not a code request's three lines.
+        assert!(matches!(
+            read_request(&mut &b"!notify\nuser: alice\nevent: unlocked\ntime: 5\n\n"[..]),
+            Err(DeliveryError::BadRequest(_))
+        ));
+        for (text, want) in [
+            (&b"!notify\nalice\n+1\n123456\n"[..], "not a notification"),
+            (b"!notify\nalice\n+1\n123456\n\n", "not a key: value line"),
+            (b"!other\nuser: alice\n\n", "unknown request"),
+            (
+                b"!notify\nuser: alice\nevent: unlocked\n\n",
+                "user, event and time missing",
+            ),
+            (
+                b"!notify\nevent: unlocked\nuser: alice\ntime: 5\n\n",
+                "user, event and time missing",
+            ),
+            (
+                b"!notify\nuser: ../root\nevent: unlocked\ntime: 5\n\n",
+                "bad user name",
+            ),
+            (
+                b"!notify\nuser: alice\nevent: unlocked\ntime: -5\n\n",
+                "bad time",
+            ),
+            (
+                b"!notify\nuser: alice\nevent: rooted\ntime: 5\n\n",
+                "bad event",
+            ),
+            (
+                b"!notify\nuser: alice\nevent: unlocked\ntime: 5\ncode: 123456\n\n",
+                "bad event",
+            ),
+            (
+                b"!notify\nuser: alice\nevent: device-added\ntime: 5\ndevice: a/b\n\n",
+                "bad event",
+            ),
+            (
+                b"!notify\nuser: alice\nevent: backup-code-used\ntime: 5\ncodes_left: \xd9\xa3\n\n",
+                "bad event",
+            ),
+            (
+                b"!notify\nuser: alice\nevent: locked\ntime: 5\n",
+                "not a notification",
+            ),
+        ] {
+            match read(text) {
+                Err(DeliveryError::BadRequest(why)) => assert_eq!(why, want, "{text:?}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        let long = format!("!notify\nuser: alice\n{}", "x".repeat(2000));
+        assert!(matches!(
+            read(long.as_bytes()),
+            Err(DeliveryError::BadRequest(_))
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! The delivery service, `twofactor deliver`: one connection, one request,
 //! one run of `[delivery] command`, one answer line.
 
+use std::fmt;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
@@ -15,7 +16,9 @@ use nix::unistd::geteuid;
 use zeroize::Zeroizing;
 
 use super::DeliveryError;
-use super::protocol::{self, Request};
+use super::notice::{self, Notice};
+use super::protocol::{self, Incoming, Request};
+use crate::config::Config;
 use crate::store;
 
 /// How long the command may run.
@@ -23,31 +26,105 @@ pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the service looks whether the command has finished.
 const POLL: Duration = Duration::from_millis(10);
 
+/// What the delivery service needs from the configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Setup {
+    /// `[delivery] command`.
+    pub delivery: Option<PathBuf>,
+    /// `[notify] command`.
+    pub notify: Option<PathBuf>,
+    /// The host name notices name (`Config::issuer_name`).
+    pub host: String,
+}
+
+impl Setup {
+    /// The service's part of `config`.
+    pub fn from_config(config: &Config) -> Setup {
+        Setup {
+            delivery: config.delivery.command.clone(),
+            notify: config.notify.command.clone(),
+            host: config.issuer_name(),
+        }
+    }
+}
+
+/// What the service did for one connection.
+#[derive(Debug)]
+pub enum Served {
+    /// A code was sent.
+    Code(Request),
+    /// A notice was handed to `[notify] command`, which succeeded.
+    Notice(Notice),
+}
+
+impl fmt::Display for Served {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Served::Code(request) => write!(f, "code for {} sent", request.user.as_str()),
+            Served::Notice(notice) => write!(
+                f,
+                "{} notified of {}",
+                notice.user.as_str(),
+                notice.event.word()
+            ),
+        }
+    }
+}
+
 /// The delivery service's whole job for one connection: read a request
-/// from `input`, run `command` (`[delivery] command`, or why it is not
-/// known) for it, and write the answer line to `output`. Returns what
+/// from `input` and, with `setup` (or why it is not known), either run
+/// `[delivery] command` for a code and then write the answer line to
+/// `output`, or, for a notification, answer `ok` once the request is read
+/// and checked and only then run `[notify] command`: the login that sent it
+/// is already decided and need not wait for a mail server. Returns what
 /// happened, for the service's own log.
 pub fn serve(
-    command: Result<Option<PathBuf>, DeliveryError>,
+    setup: Result<Setup, DeliveryError>,
     input: &mut impl Read,
     output: &mut impl Write,
-) -> Result<Request, DeliveryError> {
-    let result = command.and_then(|command| {
-        let request = protocol::read_request(input)?;
-        let command =
-            command.ok_or_else(|| DeliveryError::Config("no [delivery] command is set".into()))?;
-        run(
-            &command,
-            request.user.as_str(),
-            &request.target,
-            &request.code,
-        )?;
-        Ok(request)
-    });
-    let answer = protocol::answer_line(&result);
+) -> Result<Served, DeliveryError> {
+    let read = setup.and_then(|setup| Ok((protocol::read_incoming(input)?, setup)));
+    let (incoming, setup) = match read {
+        Ok(read) => read,
+        Err(e) => return answered(output, Err(e)),
+    };
+    match incoming {
+        Incoming::Code(request) => {
+            let sent = setup
+                .delivery
+                .ok_or_else(|| DeliveryError::Config("no [delivery] command is set".into()))
+                .and_then(|command| {
+                    run(
+                        &command,
+                        request.user.as_str(),
+                        &request.target,
+                        &request.code,
+                    )
+                })
+                .map(|()| Served::Code(request));
+            answered(output, sent)
+        }
+        Incoming::Notice(notice) => {
+            let Some(command) = setup.notify else {
+                let unset = DeliveryError::Config("no [notify] command is set".into());
+                return answered(output, Err(unset));
+            };
+            answered(output, Ok(()))?;
+            notice::notify(&command, &notice, &setup.host)?;
+            Ok(Served::Notice(notice))
+        }
+    }
+}
+
+/// Writes the answer line for `result` to `output`, and returns `result`.
+fn answered<T>(
+    output: &mut impl Write,
+    result: Result<T, DeliveryError>,
+) -> Result<T, DeliveryError> {
+    let line = protocol::answer_line(&result);
     // The module may have given up; its answer is then nobody's business.
     let _ = output
-        .write_all(answer.as_bytes())
+        .write_all(line.as_bytes())
         .and_then(|()| output.flush());
     result
 }
@@ -71,30 +148,42 @@ pub fn check_peer(connection: impl AsFd) -> Result<(), DeliveryError> {
 /// The PATH the command gets, and the only variable in its environment.
 const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Runs `command USER TARGET` with `code` on standard input, in the
-/// delivery service: in `/` (never a user's directory), with only `PATH` in
-/// the environment, /dev/null as stdout (the service's stdout is the
-/// connection to the module) and the service's stderr (the journal under
-/// systemd) as stderr. std resets the signal mask and SIGPIPE's disposition
-/// in the child. The command is checked like every file the module trusts
-/// (`check_executable`) and killed after [`TIMEOUT`].
-///
-/// The code goes into the pipe *before* the command starts: it fits in the
-/// pipe buffer, and while we hold the read end no write can fail, so a
-/// command that exits without reading cannot make us meet EPIPE.
+/// Runs `command USER TARGET` with `code` on standard input
+/// ([`run_command`]).
 fn run(command: &Path, user: &str, target: &str, code: &str) -> Result<(), DeliveryError> {
+    let mut line = Zeroizing::new(String::with_capacity(code.len() + 1));
+    line.push_str(code);
+    line.push('\n');
+    run_command(command, [user, target], line.as_bytes())
+}
+
+/// Runs `command ARG1 ARG2` with `input` on standard input — the delivery
+/// command and the notify command alike: in `/` (never a user's
+/// directory), with only `PATH` in the environment, /dev/null as stdout
+/// (the service's stdout is the connection to the module) and the
+/// caller's stderr (the journal under systemd) as stderr. std resets the
+/// signal mask and SIGPIPE's disposition in the child. The command is
+/// checked like every file the module trusts (`check_executable`) and
+/// killed after [`TIMEOUT`].
+///
+/// The input goes into the pipe *before* the command starts: it fits in
+/// the pipe buffer (at most [`protocol::MAX_MESSAGE`]-sized messages), and
+/// while we hold the read end no write can fail, so a command that exits
+/// without reading cannot make us meet EPIPE.
+pub(super) fn run_command(
+    command: &Path,
+    args: [&str; 2],
+    input: &[u8],
+) -> Result<(), DeliveryError> {
     store::check_executable(command).map_err(DeliveryError::Unsafe)?;
     let spawn_error = |e: std::io::Error| DeliveryError::Spawn(e.to_string());
     let (reader, writer) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| spawn_error(e.into()))?;
     let mut writer = std::fs::File::from(writer);
-    let mut line = Zeroizing::new(String::with_capacity(code.len() + 1));
-    line.push_str(code);
-    line.push('\n');
-    writer.write_all(line.as_bytes()).map_err(spawn_error)?;
+    writer.write_all(input).map_err(spawn_error)?;
     drop(writer);
     let mut child = Command::new(command)
-        .args([user, target])
+        .args(args)
         .env_clear()
         .env("PATH", PATH)
         .current_dir("/")
@@ -143,7 +232,11 @@ mod tests {
     fn serve_answers_one_line() {
         let serve_text = |command: Option<&str>, text: &[u8]| {
             let mut out = Vec::new();
-            let result = serve(Ok(command.map(PathBuf::from)), &mut &text[..], &mut out);
+            let setup = Setup {
+                delivery: command.map(PathBuf::from),
+                ..Setup::default()
+            };
+            let result = serve(Ok(setup), &mut &text[..], &mut out);
             (result.is_ok(), String::from_utf8(out).unwrap())
         };
         let good = b"alice\n+1\n123456\n";
@@ -322,5 +415,62 @@ mod tests {
             Err(DeliveryError::Failed(status)) => assert_eq!(status, "signal: 15 (SIGTERM)"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A notification is answered `ok` once read and checked — the answer
+    /// is written before the command runs — and then `[notify] command`
+    /// runs as `COMMAND USER EVENT` with the message on stdin; with no
+    /// `[notify] command` the service answers an error.
+    #[test]
+    fn a_notification_is_answered_then_handed_to_the_notify_command() {
+        let dir = crate::store::testdir::scratch("deliver-notify");
+        let out = dir.join("out");
+        let script = dir.join("tell.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n{{ echo \"argc=$# 1=$1 2=$2\"; cat; }} > {}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let request =
+            b"!notify\nuser: alice\nevent: backup-code-used\ntime: 1907000000\ncodes_left: 9\n\n";
+        /// Fails the test if the command ran before the answer was written.
+        struct Answer<'a>(&'a Path, Vec<u8>);
+        impl Write for Answer<'_> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                assert!(!self.0.exists(), "the command ran before the answer");
+                self.1.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let setup = Setup {
+            delivery: None,
+            notify: Some(script.clone()),
+            host: "box".into(),
+        };
+        let mut answer = Answer(&out, Vec::new());
+        let served = serve(Ok(setup), &mut &request[..], &mut answer).unwrap();
+        assert_eq!(answer.1, b"ok\n");
+        assert_eq!(served.to_string(), "alice notified of backup-code-used");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "argc=2 1=alice 2=backup-code-used\nuser: alice\nevent: backup-code-used\n\
+             time: 2030-06-06T18:13:20Z\nhost: box\ncodes_left: 9\n\n\
+             A backup code was used to log in as alice on box; 9 left. \
+             If this was not you, tell your administrator at once.\n"
+        );
+        let mut out = Vec::new();
+        let unset = serve(Ok(Setup::default()), &mut &request[..], &mut out);
+        assert!(matches!(unset, Err(DeliveryError::Config(_))), "{unset:?}");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "error: configuration: no [notify] command is set\n"
+        );
     }
 }

@@ -100,6 +100,12 @@ pub(super) fn enroll_at_login(
         files.write_state(&state)?;
         files.write_record(&record)?;
     }
+    super::notice::tell(
+        config,
+        files.user(),
+        crate::delivery::Event::Enrolled,
+        clock,
+    );
     let intro = "Two-factor authentication is set up. Your backup codes (each works once; keep them safe, they are not shown again):";
     let mut message = Zeroizing::new(String::with_capacity(intro.len() + codes.len() * 24));
     message.push_str(intro);

@@ -13,6 +13,7 @@ mod by_message;
 mod conversation;
 mod enroll;
 pub mod input;
+mod notice;
 mod outcome;
 
 use crate::config::{Config, Unenrolled};
@@ -227,7 +228,11 @@ pub fn authenticate_from(
                 prompt = NEXT_PROMPT;
                 drift = Some(check);
             }
-            verdict => return Ok(tell(conv, &login.record, verdict)),
+            verdict => {
+                // Stored already; told before the user hears the outcome.
+                notice::tell_of(config, &user, &login.record, &verdict, clock);
+                return Ok(tell(conv, &login.record, verdict));
+            }
         }
     }
 }

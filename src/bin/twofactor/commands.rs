@@ -4,8 +4,8 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use pam_twofactor::admin::{Admin, AdminError, audit};
-use pam_twofactor::delivery::{self, DeliveryError};
+use pam_twofactor::admin::{Admin, AdminError, audit, notify};
+use pam_twofactor::delivery::{self, DeliveryError, Event};
 use pam_twofactor::host::timefmt;
 use pam_twofactor::records::username::escape;
 use serde_json::json;
@@ -110,6 +110,7 @@ pub(crate) fn run_user_command(
             let changed = admin.unlock(&user)?;
             if changed {
                 audit::record(&format!("unlocked {user} (failures and lock cleared)"));
+                notify::user_event(&admin.config, &user, Event::Unlocked);
             }
             let text = if changed {
                 format!("{user}: failures cleared and unlocked")
@@ -124,6 +125,7 @@ pub(crate) fn run_user_command(
             audit::record(&format!(
                 "made new backup codes for {user} (the old ones no longer work)"
             ));
+            notify::user_event(&admin.config, &user, Event::BackupCodesRegenerated);
             if json {
                 let list: Vec<String> = codes.iter().map(|c| c.grouped().to_string()).collect();
                 print_json(json!({"user": user, "backup_codes": list, "changed": true}));
@@ -144,6 +146,7 @@ pub(crate) fn run_user_command(
                         "disabled {} (secret and state removed)",
                         escape(&user)
                     ));
+                    notify::user_event(&admin.config, &user, Event::Disabled);
                     format!("{user}: enrollment removed")
                 }
                 // Found under the user's lock; nothing was touched.
@@ -175,6 +178,13 @@ pub(crate) fn run_user_command(
         Command::RemoveDevice { user, label, json } => {
             admin.remove_device(&user, &label)?;
             audit::record(&format!("removed device {label} of {user}"));
+            notify::user_event(
+                &admin.config,
+                &user,
+                Event::DeviceRemoved {
+                    device: label.clone(),
+                },
+            );
             let text = format!("{user}: device {label} removed");
             print_change(json, &user, true, json!({"label": label}), &text);
             Ok(0)
@@ -220,14 +230,14 @@ pub(crate) fn run_user_command(
 /// goes to stderr (the journal under systemd). Exit status 1 on failure.
 pub(crate) fn run_deliver(config: Option<&Path>) -> u8 {
     let stdin = std::io::stdin();
-    let command = delivery::check_peer(stdin.as_fd()).and_then(|()| {
+    let setup = delivery::check_peer(stdin.as_fd()).and_then(|()| {
         Admin::open(config)
-            .map(|admin| admin.config.delivery.command)
+            .map(|admin| delivery::Setup::from_config(&admin.config))
             .map_err(|e| DeliveryError::Config(e.to_string()))
     });
-    match delivery::serve(command, &mut stdin.lock(), &mut std::io::stdout().lock()) {
-        Ok(request) => {
-            eprintln!("twofactor deliver: code for {} sent", request.user.as_str());
+    match delivery::serve(setup, &mut stdin.lock(), &mut std::io::stdout().lock()) {
+        Ok(served) => {
+            eprintln!("twofactor deliver: {served}");
             0
         }
         Err(e) => {

@@ -4,7 +4,8 @@ use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions, Existing, audit};
+use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions, Existing, audit, notify};
+use pam_twofactor::delivery::Event;
 use pam_twofactor::records::username::escape;
 use serde_json::json;
 use zeroize::Zeroize;
@@ -39,6 +40,7 @@ pub(crate) fn run_import(
                 imported.user,
                 escape(&file.to_string_lossy())
             ));
+            notify::user_event(&admin.config, &imported.user, Event::Enrolled);
             delete_file = Some(file);
             (vec![imported], Vec::new())
         }
@@ -51,6 +53,7 @@ pub(crate) fn run_import(
                     i.user,
                     escape(&file.to_string_lossy())
                 ));
+                notify::user_event(&admin.config, &i.user, Event::Enrolled);
             }
             (imported, skipped)
         }
@@ -171,6 +174,17 @@ pub(crate) fn run_enroll(admin: &Admin, command: Command, now: u64) -> Result<u8
     } else {
         format!("enrolled {} (device {})", e.user, e.label)
     });
+    notify::user_event(
+        &admin.config,
+        e.user.as_str(),
+        if opts.add {
+            Event::DeviceAdded {
+                device: e.label.clone(),
+            }
+        } else {
+            Event::Enrolled
+        },
+    );
     let codes: Vec<String> = e
         .backup_codes
         .iter()
