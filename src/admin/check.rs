@@ -29,14 +29,12 @@ impl Admin {
         let Some(command) = &delivery.command else {
             return Vec::new();
         };
-        let mut problems = Vec::new();
-        if let Err(e) = store::check_executable(command) {
-            let (path, problem) = split_path(&e);
-            problems.push(Problem {
-                path,
-                problem: format!("{problem} ([delivery] command: no code by message can be sent)"),
-            });
-        }
+        let mut problems: Vec<Problem> = command_problem(
+            command,
+            "[delivery] command: no code by message can be sent",
+        )
+        .into_iter()
+        .collect();
         let socket = delivery.socket();
         match delivery::check_socket(socket) {
             Ok(()) => {}
@@ -65,14 +63,10 @@ impl Admin {
         let Some(command) = &self.config.notify.command else {
             return Vec::new();
         };
-        let mut problems = Vec::new();
-        if let Err(e) = store::check_executable(command) {
-            let (path, problem) = split_path(&e);
-            problems.push(Problem {
-                path,
-                problem: format!("{problem} ([notify] command: users are not told of changes)"),
-            });
-        }
+        let mut problems: Vec<Problem> =
+            command_problem(command, "[notify] command: users are not told of changes")
+                .into_iter()
+                .collect();
         if self.config.delivery.command.is_none() {
             let socket = self.config.delivery.socket();
             if let Err(e) = delivery::check_socket(socket) {
@@ -287,6 +281,18 @@ fn aliases_before_enrolled(passwd: &str, enrolled: &[String]) -> Vec<(String, u3
 }
 
 /// A store error as (path, problem without the path), for `check`'s
+/// The problem with a configured command (`[delivery]`, `[notify]`), if
+/// it fails the checks the service makes before running it; `effect`
+/// says what is lost.
+fn command_problem(command: &std::path::Path, effect: &str) -> Option<Problem> {
+    let e = store::check_executable(command).err()?;
+    let (path, problem) = split_path(&e);
+    Some(Problem {
+        path,
+        problem: format!("{problem} ({effect})"),
+    })
+}
+
 /// `PATH: problem` lines.
 fn split_path(e: &StoreError) -> (PathBuf, String) {
     let text = e.to_string();
