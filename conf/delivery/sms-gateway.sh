@@ -35,7 +35,7 @@ to=$(cfg "to=$2")
 text=$(cfg "text=Your login code for $(hostname): $code")
 # The code goes in the POST body (not the URL), so it is not logged by
 # proxies. --disable (first): no ~/.curlrc.
-curl --disable --silent --show-error --fail --max-time 8 --config - >/dev/null <<EOF
+exec curl --disable --silent --show-error --fail --max-time 8 --config - >/dev/null <<EOF
 url = $url
 header = $header
 data-urlencode = $to

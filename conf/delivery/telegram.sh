@@ -30,7 +30,7 @@ url=$(cfg "https://api.telegram.org/bot$token/sendMessage")
 chat=$(cfg "chat_id=$2")
 text=$(cfg "text=Login code for $1 on $(hostname): $code")
 # --disable (first): no ~/.curlrc.
-curl --disable --silent --show-error --fail --max-time 8 --config - >/dev/null <<EOF
+exec curl --disable --silent --show-error --fail --max-time 8 --config - >/dev/null <<EOF
 url = $url
 data-urlencode = $chat
 data-urlencode = $text
