@@ -43,14 +43,22 @@ impl System {
         self.root.join(path.trim_start_matches('/'))
     }
 
-    /// The text of a system file, or `None` if it cannot be read.
+    /// The text of a system file, or `None` if it cannot be read. Opened
+    /// without blocking and checked on the open fd to be a regular file, so
+    /// a FIFO or device planted at a path never hangs root's `check`
+    /// (symlinks are followed: the system's own files may be links).
     pub fn read(&self, path: &Path) -> Option<String> {
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .ok()?
-            .take(MAX_FILE_BYTES)
-            .read_to_string(&mut text)
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
             .ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut text = String::new();
+        file.take(MAX_FILE_BYTES).read_to_string(&mut text).ok()?;
         Some(text)
     }
 
@@ -332,5 +340,15 @@ mod tests {
             ["admins", "alice"]
         );
         assert_eq!(first_name_of_uid(passwd, 0), Some("root"));
+    }
+
+    /// A FIFO where a system file should be is not read (no hang).
+    #[test]
+    fn a_fifo_is_not_read() {
+        let dir = crate::store::testdir::scratch("pam-stacks-fifo");
+        let fifo = dir.join("passwd");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let system = System { root: dir.clone() };
+        assert_eq!(system.read(&fifo), None);
     }
 }

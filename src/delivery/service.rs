@@ -175,6 +175,11 @@ pub(super) fn run_command(
     args: [&str; 2],
     input: &[u8],
 ) -> Result<(), DeliveryError> {
+    // Written before the command starts: more than a pipe's guaranteed
+    // buffer could block the service forever.
+    if input.len() > protocol::MAX_MESSAGE {
+        return Err(DeliveryError::BadRequest("the message is too long"));
+    }
     store::check_executable(command).map_err(DeliveryError::Unsafe)?;
     let spawn_error = |e: std::io::Error| DeliveryError::Spawn(e.to_string());
     let (reader, writer) =
@@ -223,6 +228,18 @@ fn exit_result(status: ExitStatus) -> Result<(), DeliveryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Input larger than a message is refused before anything runs (it
+    /// is written into the pipe before the command starts).
+    #[test]
+    fn input_longer_than_a_message_is_refused_unrun() {
+        let input = vec![b'x'; protocol::MAX_MESSAGE + 1];
+        let result = run_command(Path::new("/nonexistent/command"), ["u", "e"], &input);
+        assert!(
+            matches!(result, Err(DeliveryError::BadRequest(_))),
+            "{result:?}"
+        );
+    }
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::{UnixListener, UnixStream};
 
