@@ -5,12 +5,12 @@
 
 use crate::config::Config;
 use crate::delivery::{self, Event, Notice};
-use crate::host::clock;
 use crate::host::log::{self, Severity};
 use crate::records::username::{Username, escape};
 
-/// Runs `[notify] command` (if set) for `event` of `user`, now.
-pub fn user_event(config: &Config, user: &str, event: Event) {
+/// Runs `[notify] command` (if set) for `event` of `user` at `now` (the
+/// time the command read once).
+pub fn user_event(config: &Config, user: &str, event: Event, now: u64) {
     let Some(command) = &config.notify.command else {
         return;
     };
@@ -21,7 +21,7 @@ pub fn user_event(config: &Config, user: &str, event: Event) {
     let notice = Notice {
         user: name,
         event,
-        time: clock::now(),
+        time: now,
     };
     if let Err(e) = delivery::notify(command, &notice, &config.issuer_name()) {
         let message = format!("could not notify {}: {e}", escape(&notice.to_string()));

@@ -110,7 +110,7 @@ pub(crate) fn run_user_command(
             let changed = admin.unlock(&user)?;
             if changed {
                 audit::record(&format!("unlocked {user} (failures and lock cleared)"));
-                notify::user_event(&admin.config, &user, Event::Unlocked);
+                notify::user_event(&admin.config, &user, Event::Unlocked, now);
             }
             let text = if changed {
                 format!("{user}: failures cleared and unlocked")
@@ -125,7 +125,7 @@ pub(crate) fn run_user_command(
             audit::record(&format!(
                 "made new backup codes for {user} (the old ones no longer work)"
             ));
-            notify::user_event(&admin.config, &user, Event::BackupCodesRegenerated);
+            notify::user_event(&admin.config, &user, Event::BackupCodesRegenerated, now);
             if json {
                 let list: Vec<String> = codes.iter().map(|c| c.grouped().to_string()).collect();
                 print_json(json!({"user": user, "backup_codes": list, "changed": true}));
@@ -146,7 +146,7 @@ pub(crate) fn run_user_command(
                         "disabled {} (secret and state removed)",
                         escape(&user)
                     ));
-                    notify::user_event(&admin.config, &user, Event::Disabled);
+                    notify::user_event(&admin.config, &user, Event::Disabled, now);
                     format!("{user}: enrollment removed")
                 }
                 // Found under the user's lock; nothing was touched.
@@ -184,6 +184,7 @@ pub(crate) fn run_user_command(
                 Event::DeviceRemoved {
                     device: label.clone(),
                 },
+                now,
             );
             let text = format!("{user}: device {label} removed");
             print_change(json, &user, true, json!({"label": label}), &text);

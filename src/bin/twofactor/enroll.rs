@@ -40,7 +40,7 @@ pub(crate) fn run_import(
                 imported.user,
                 escape(&file.to_string_lossy())
             ));
-            notify::user_event(&admin.config, &imported.user, Event::Enrolled);
+            notify::user_event(&admin.config, &imported.user, Event::Enrolled, now);
             delete_file = Some(file);
             (vec![imported], Vec::new())
         }
@@ -53,7 +53,7 @@ pub(crate) fn run_import(
                     i.user,
                     escape(&file.to_string_lossy())
                 ));
-                notify::user_event(&admin.config, &i.user, Event::Enrolled);
+                notify::user_event(&admin.config, &i.user, Event::Enrolled, now);
             }
             (imported, skipped)
         }
@@ -184,6 +184,7 @@ pub(crate) fn run_enroll(admin: &Admin, command: Command, now: u64) -> Result<u8
         } else {
             Event::Enrolled
         },
+        now,
     );
     let codes: Vec<String> = e
         .backup_codes
