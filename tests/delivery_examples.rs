@@ -160,7 +160,7 @@ impl Bench {
     fn run(&self, script: &Path, target: &str, code: &str, secrets: &[&str]) -> Run {
         let d = self.sb.dir();
         let stderr = fs::File::create(d.join("stderr")).unwrap();
-        let mut child = Command::new(program("unshare"))
+        let child = Command::new(program("unshare"))
             .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
             .arg(
                 "mount --bind \"$1\" /etc/security && mount --bind \"$2\" /var/lib \
@@ -184,11 +184,12 @@ impl Bench {
             .spawn()
             .unwrap();
         let group = child.id();
+        let mut child = Group(child);
         // The script itself (the kernel runs `#!/bin/sh` scripts as
         // `/bin/sh SCRIPT ARGS`), not `sh -c` naming it before the exec.
         let script_text = format!("/bin/sh {} ", script.display());
         let mut run = Run::default();
-        let mut stdin = child.stdin.take();
+        let mut stdin = child.0.stdin.take();
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
             scan(group, secrets, &mut run);
@@ -196,12 +197,10 @@ impl Bench {
                 let mut pipe = stdin.take().unwrap();
                 pipe.write_all(format!("{code}\n").as_bytes()).unwrap();
             }
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = child.0.try_wait().unwrap() {
                 break status;
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
                 panic!("{} did not finish within 30 s: {run:?}", script.display());
             }
             thread::sleep(Duration::from_millis(2));
@@ -483,7 +482,7 @@ fn notify_example() -> PathBuf {
 fn run_notify_example(sb: &Sandbox, event: &str, message: &str, secret: &str) -> Run {
     let d = sb.dir();
     let stderr = fs::File::create(d.join("stderr")).unwrap();
-    let mut child = Command::new(program("unshare"))
+    let child = Command::new(program("unshare"))
         .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
         .arg(
             "mount --bind \"$1\" /etc/security \
@@ -505,7 +504,9 @@ fn run_notify_example(sb: &Sandbox, event: &str, message: &str, secret: &str) ->
         .spawn()
         .unwrap();
     let group = child.id();
+    let mut child = Group(child);
     child
+        .0
         .stdin
         .take()
         .unwrap()
@@ -515,12 +516,10 @@ fn run_notify_example(sb: &Sandbox, event: &str, message: &str, secret: &str) ->
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         scan(group, &[secret], &mut run);
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             panic!("the notify example did not finish within 30 s: {run:?}");
         }
         thread::sleep(Duration::from_millis(2));
@@ -627,4 +626,21 @@ fn every_notify_example_is_tested_here() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, ["sendmail.sh"]);
+}
+
+/// An example's process group (the child leads it), killed whole and
+/// reaped on drop: a test that times out or panics leaves no stand-in curl
+/// or sendmail running.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.0.wait();
+    }
 }
