@@ -581,28 +581,9 @@ fn without_config_a_non_root_caller_is_refused_with_exit_3() {
     ) {
         return;
     }
-    let setpriv = find_program("setpriv").unwrap();
     let sb = sandbox("not-root", "");
-    // A copy in the sandbox (0755 chain) so nobody can run it wherever the
-    // checkout lives.
-    let exe = sb.dir().join("twofactor");
-    fs::copy(cli_path(), &exe).unwrap();
-    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
     for args in [&["status", USER][..], &["unlock", USER], &["check"]] {
-        let out = Command::new(&setpriv)
-            .args([
-                "--reuid=nobody",
-                "--regid=nogroup",
-                "--clear-groups",
-                "--reset-env",
-            ])
-            .arg(&exe)
-            .args(args)
-            .env("LC_ALL", "C")
-            .env_remove("LD_PRELOAD")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = cli_as_nobody(&sb, args);
         let out = CliRun::from(&out).expect(3);
         assert!(out.stderr.contains("root"), "{args:?}: {}", out.stderr);
         assert_eq!(out.stdout, "", "{args:?}");
@@ -1897,11 +1878,7 @@ fn with_config_a_non_root_caller_denied_root_files_exits_3() {
     ) {
         return;
     }
-    let setpriv = find_program("setpriv").unwrap();
     let (sb, _) = enrolled("not-root-config", "");
-    let exe = sb.dir().join("twofactor");
-    fs::copy(cli_path(), &exe).unwrap();
-    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(sb.config_path(), fs::Permissions::from_mode(0o644)).unwrap();
     for args in [
         &["status", USER][..],
@@ -1909,22 +1886,9 @@ fn with_config_a_non_root_caller_denied_root_files_exits_3() {
         &["unlock", USER],
         &["check"],
     ] {
-        let out = Command::new(&setpriv)
-            .args([
-                "--reuid=nobody",
-                "--regid=nogroup",
-                "--clear-groups",
-                "--reset-env",
-            ])
-            .arg(&exe)
-            .arg("--config")
-            .arg(sb.config_path())
-            .args(args)
-            .env("LC_ALL", "C")
-            .env_remove("LD_PRELOAD")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let mut with_config = vec!["--config", sb.config_path().to_str().unwrap()];
+        with_config.extend_from_slice(args);
+        let out = cli_as_nobody(&sb, &with_config);
         let out = CliRun::from(&out).expect(3);
         assert!(
             out.stderr.contains("must run as root"),
@@ -2312,4 +2276,30 @@ fn admin_changes_are_logged_with_who_acted_and_no_secret() {
     for secret in &secrets {
         assert!(!all.contains(secret.as_str()), "{secret} logged:\n{all}");
     }
+}
+
+/// Runs a copy of `twofactor` (in the sandbox's 0755 chain, so nobody can
+/// run it wherever the checkout lives) as nobody with `args`, in C locale
+/// (set after `--reset-env`, which clears the environment).
+fn cli_as_nobody(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    let exe = sb.dir().join("twofactor");
+    if !exe.exists() {
+        fs::copy(cli_path(), &exe).unwrap();
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Command::new(find_program("setpriv").unwrap())
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--reset-env",
+            "env",
+            "LC_ALL=C",
+        ])
+        .arg(&exe)
+        .args(args)
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
