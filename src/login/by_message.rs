@@ -88,8 +88,14 @@ pub(super) fn send_code(
     let hash = hash_digits_in_slot(files.dir(), &code, record)?;
     let valid_seconds = config.delivery.valid_seconds;
     let counted = update_state(files, clock, login, |state, now| {
+        // Decided again as the state is under the lock: a parallel login
+        // may have locked the account since the look above.
+        if let Some(verdict) = policy::refusal(state, now, policy) {
+            return (Err(SendFailure::Refused(verdict)), state.clone());
+        }
         let mut new = state.clone();
-        let counted = policy::count_delivery(&mut new, now, limit);
+        let counted = policy::count_delivery(&mut new, now, limit)
+            .map_err(|until| SendFailure::HourlyLimit { until });
         if counted.is_ok() {
             new.delivered = Some(Delivered {
                 hash,
@@ -100,7 +106,7 @@ pub(super) fn send_code(
     })?;
     match counted {
         Err(RecordChanged) => return Ok(Err(SendFailure::RecordChanged)),
-        Ok(Err(until)) => return Ok(Err(SendFailure::HourlyLimit { until })),
+        Ok(Err(failure)) => return Ok(Err(failure)),
         Ok(Ok(())) => {}
     }
     Ok(delivery::request(

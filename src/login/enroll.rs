@@ -77,7 +77,13 @@ pub(super) fn enroll_at_login(
         },
         None => return Ok(Outcome::Deny(DenyReason::EnrollmentNotConfirmed)),
     };
-    let (backup, codes) = backup::new_backup_set(config.backup_codes, now).ok_or(AuthError::Kdf)?;
+    // Up to `count` argon2 hashes: in the host's argon2 slots like every
+    // other hash a login runs, so password holders of unenrolled accounts
+    // cannot start unbounded memory-hard work at once.
+    let (backup, codes) = {
+        let _slot = files.dir().lock_any(&super::answer::KDF_SLOTS)?;
+        backup::new_backup_set(config.backup_codes, now).ok_or(AuthError::Kdf)?
+    };
     let record = SecretRecord {
         created: now,
         devices: vec![Device {
