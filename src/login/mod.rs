@@ -256,7 +256,7 @@ fn tell(conv: &mut dyn Conversation, record: &SecretRecord, verdict: Verdict) ->
     match verdict {
         Verdict::AllowTotp { device } => Outcome::Allow(Method::Totp { device }),
         Verdict::AllowDrift { device, offset } => {
-            let offset_seconds = offset * i64::from(period_of(record, &device));
+            let offset_seconds = offset.saturating_mul(i64::from(period_of(record, &device)));
             Outcome::Allow(Method::Drift {
                 device,
                 offset_seconds,

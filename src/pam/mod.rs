@@ -126,8 +126,9 @@ impl Conversation for PamConversation<'_> {
     }
 }
 
-/// The single mapping from the core's answer to a PAM code. Only an
-/// admin's explicit `unenrolled = "skip"` yields PAM_IGNORE.
+/// The single mapping from the core's answer to a PAM code. Only a skip an
+/// admin wrote down yields PAM_IGNORE: `unenrolled = "skip"`, `[exempt]`
+/// groups and networks, `[grace]`.
 pub fn pam_code(result: &Result<Outcome, AuthError>) -> PamResultCode {
     match result {
         Ok(Outcome::Allow(_)) => PamResultCode::PAM_SUCCESS,

@@ -393,7 +393,9 @@ fn evaluate(
         }
         if let Some(i) = backup::find_unused(hash, &record.backup.hashes, &state.used_backup_codes)
         {
-            return Ok(Success::Backup(record.backup.hashes[i]));
+            if let Some(used) = record.backup.hashes.get(i) {
+                return Ok(Success::Backup(*used));
+            }
         }
     }
     if let (Some(code), Failure::WrongCode) = (attempt.code, failure) {
