@@ -14,6 +14,7 @@
 //!   atomic durable replacement: the only code that touches files;
 //! - `admin`: the `twofactor` command's second door over the same core;
 //! - `delivery`: codes by message (the module's client, the service);
+//! - `fleet`: fleet mode's protocol between the module and the agent;
 //! - `config`: `/etc/security/twofactor.toml`;
 //! - `host`: the clock, syslog, the user database, how times are shown.
 //!
@@ -30,6 +31,8 @@ pub mod admin;
 pub mod config;
 #[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod delivery;
+#[cfg_attr(not(test), forbid(unsafe_code))]
+pub mod fleet;
 #[cfg_attr(not(test), forbid(unsafe_code))]
 pub mod host;
 #[cfg_attr(not(test), forbid(unsafe_code))]

@@ -93,12 +93,41 @@ pub struct Config {
     pub grace_seconds: u64,
     pub delivery: Delivery,
     pub notify: Notify,
+    /// `[fleet]`: enrollments and decisions in PostgreSQL through the local
+    /// agent; `None` = the file store in `state_dir`.
+    pub fleet: Option<Fleet>,
+}
+
+/// `[fleet]` (docs/fleet.md). The module uses only `agent_socket` and
+/// `deadline_seconds`; the agent and the admin CLI connect to `database`
+/// with the files named here. No secret is ever in this file: the
+/// connection string may not hold a password (the agent refuses one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fleet {
+    /// A libpq-style `key=value` connection string without a password,
+    /// e.g. `host=db.example.org dbname=twofactor user=tf_web1 sslmode=require`.
+    pub database: String,
+    /// CA certificate(s) that the server's certificate must chain to.
+    pub sslrootcert: Option<PathBuf>,
+    /// Client certificate and key (certificate authentication).
+    pub sslcert: Option<PathBuf>,
+    pub sslkey: Option<PathBuf>,
+    /// A root-only file holding only the role's password.
+    pub password_file: Option<PathBuf>,
+    /// Where the agent listens.
+    pub agent_socket: PathBuf,
+    /// How long one request may take, end to end: less than sshd's
+    /// LoginGraceTime (120 s by default), so a stuck database denies the
+    /// login rather than hanging it.
+    pub deadline_seconds: u64,
 }
 
 /// Where records live unless `state_dir` says otherwise.
 const DEFAULT_STATE_DIR: &str = "/var/lib/twofactor";
 /// Where pam-twofactor-deliver.socket listens (debian/).
 pub const DEFAULT_DELIVERY_SOCKET: &str = "/run/pam-twofactor/deliver.sock";
+/// Where pam-twofactor-agent.socket listens (debian/).
+pub const DEFAULT_AGENT_SOCKET: &str = "/run/pam-twofactor/agent.sock";
 
 impl Default for Config {
     fn default() -> Config {
@@ -136,6 +165,7 @@ impl Config {
                 max_per_hour: 5,
             },
             notify: Notify::default(),
+            fleet: None,
         }
     }
 }
@@ -180,6 +210,8 @@ pub enum Invalid {
     Network(String),
     /// A path that must be absolute is not.
     NotAbsolute { key: &'static str },
+    /// `[fleet]` without a `database`, or one with a control character.
+    FleetDatabase,
 }
 
 impl Invalid {
@@ -194,6 +226,7 @@ impl Invalid {
             Invalid::Issuer => "issuer",
             Invalid::Algorithm(_) => "totp.algorithm",
             Invalid::Network(_) => "exempt.networks",
+            Invalid::FleetDatabase => "fleet.database",
         }
     }
 }
@@ -224,6 +257,9 @@ impl fmt::Display for Invalid {
                 write!(f, "{net:?} is not an address or CIDR network")
             }
             Invalid::NotAbsolute { .. } => f.write_str("must be an absolute path"),
+            Invalid::FleetDatabase => f.write_str(
+                "must be a connection string such as \"host=db.example.org dbname=twofactor user=tf_web1 sslmode=verify-full\" (a [fleet] section means fleet mode)",
+            ),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::net::Cidr;
-use super::{Config, DEFAULT_DELIVERY_SOCKET, Invalid, Unenrolled};
+use super::{Config, DEFAULT_AGENT_SOCKET, DEFAULT_DELIVERY_SOCKET, Fleet, Invalid, Unenrolled};
 use crate::otp::{self, Algorithm};
 
 #[derive(Deserialize, Default)]
@@ -25,6 +25,19 @@ pub(super) struct RawConfig {
     grace: Option<RawGrace>,
     delivery: Option<RawDelivery>,
     notify: Option<RawNotify>,
+    fleet: Option<RawFleet>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    database: Option<String>,
+    sslrootcert: Option<String>,
+    sslcert: Option<String>,
+    sslkey: Option<String>,
+    password_file: Option<String>,
+    agent_socket: Option<String>,
+    deadline_seconds: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -130,6 +143,39 @@ fn absolute(key: &'static str, path: &str) -> Result<PathBuf, Invalid> {
     }
 }
 
+/// An optional absolute path.
+fn optional_path(key: &'static str, path: Option<String>) -> Result<Option<PathBuf>, Invalid> {
+    path.filter(|p| !p.is_empty())
+        .map(|p| absolute(key, &p))
+        .transpose()
+}
+
+impl RawFleet {
+    /// `[fleet]`: a section present means fleet mode, so `database` is
+    /// required (a host with half a fleet section must not fall back to
+    /// the file store).
+    fn check(self) -> Result<Fleet, Invalid> {
+        let database = self.database.unwrap_or_default();
+        if database.trim().is_empty() || database.chars().any(char::is_control) {
+            return Err(Invalid::FleetDatabase);
+        }
+        let agent_socket = match self.agent_socket.as_deref() {
+            None | Some("") => PathBuf::from(DEFAULT_AGENT_SOCKET),
+            Some(path) => absolute("fleet.agent_socket", path)?,
+        };
+        Ok(Fleet {
+            database,
+            sslrootcert: optional_path("fleet.sslrootcert", self.sslrootcert)?,
+            sslcert: optional_path("fleet.sslcert", self.sslcert)?,
+            sslkey: optional_path("fleet.sslkey", self.sslkey)?,
+            password_file: optional_path("fleet.password_file", self.password_file)?,
+            agent_socket,
+            deadline_seconds: ranged("fleet.deadline_seconds", self.deadline_seconds, 10, 1, 60)?
+                as u64,
+        })
+    }
+}
+
 impl RawConfig {
     /// The checked config, or the first key that is out of its range.
     pub(super) fn check(self) -> Result<Config, Invalid> {
@@ -232,6 +278,7 @@ impl RawConfig {
             None | Some("") => None,
             Some(path) => Some(absolute("notify.command", path)?),
         };
+        config.fleet = self.fleet.map(RawFleet::check).transpose()?;
         Ok(config)
     }
 }
@@ -462,6 +509,45 @@ command = "/usr/local/sbin/tell-user"
         ];
         for (text, want) in cases {
             assert_eq!(invalid(text), want, "{text:?}");
+        }
+    }
+
+    /// `[fleet]` is read and checked; a section without `database` is an
+    /// error, never the file store.
+    #[test]
+    fn fleet_section() {
+        let c = parse(
+            "[fleet]\ndatabase = \"host=db dbname=twofactor user=tf_web1\"\nsslcert = \"/etc/security/tf/host.crt\"\ndeadline_seconds = 8\n",
+        )
+        .unwrap();
+        let fleet = c.fleet.unwrap();
+        assert_eq!(fleet.database, "host=db dbname=twofactor user=tf_web1");
+        assert_eq!(
+            fleet.sslcert,
+            Some(PathBuf::from("/etc/security/tf/host.crt"))
+        );
+        assert_eq!(fleet.sslkey, None);
+        assert_eq!(fleet.agent_socket, PathBuf::from(DEFAULT_AGENT_SOCKET));
+        assert_eq!(fleet.deadline_seconds, 8);
+        assert_eq!(parse("").unwrap().fleet, None);
+        for (text, key) in [
+            ("[fleet]\n", "fleet.database"),
+            ("[fleet]\ndatabase = \" \"\n", "fleet.database"),
+            (
+                "[fleet]\ndatabase = \"x\"\nsslkey = \"key.pem\"\n",
+                "fleet.sslkey",
+            ),
+            (
+                "[fleet]\ndatabase = \"x\"\ndeadline_seconds = 0\n",
+                "fleet.deadline_seconds",
+            ),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Invalid { problem, .. }) => {
+                    assert_eq!(problem.key(), key, "{text}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
         }
     }
 }
