@@ -6,6 +6,8 @@
 mod cli;
 mod commands;
 mod enroll;
+#[allow(dead_code)] // until the agent and the fleet commands use it
+mod fleet;
 mod output;
 
 use std::process::ExitCode;

@@ -1,0 +1,146 @@
+//! One connection to the fleet's database from `[fleet]`: the agent's (a
+//! host role) and the admin commands' (an admin role). Only this binary
+//! links a PostgreSQL client; the PAM module never does.
+
+use std::fmt;
+use std::io::Read;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
+use pam_twofactor::config::Fleet;
+use postgres::config::SslMode;
+use postgres::{Client, Config};
+use postgres_openssl::MakeTlsConnector;
+use zeroize::Zeroizing;
+
+/// The most bytes a password file may have.
+const MAX_PASSWORD_FILE: u64 = 4096;
+
+/// Why no connection was made.
+#[derive(Debug)]
+pub enum DbError {
+    /// `[fleet] database` is not a connection string the client accepts.
+    ConnectionString(String),
+    /// `[fleet] database` holds a password (it belongs in `password_file`).
+    PasswordInConfig,
+    /// A file named in `[fleet]` could not be used.
+    File { key: &'static str, error: String },
+    /// TLS could not be set up from those files.
+    Tls(String),
+    /// The database could not be reached, or refused the credentials.
+    Connect(postgres::Error),
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbError::ConnectionString(e) => write!(f, "[fleet] database: {e}"),
+            DbError::PasswordInConfig => f.write_str(
+                "[fleet] database holds a password: put it in a root-only file named by [fleet] password_file, or use a client certificate",
+            ),
+            DbError::File { key, error } => write!(f, "[fleet] {key}: {error}"),
+            DbError::Tls(e) => write!(f, "[fleet] TLS set-up: {e}"),
+            DbError::Connect(e) => write!(f, "cannot connect to the fleet database: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// The client configuration from `fleet`, with `timeout` for connecting.
+pub fn config(fleet: &Fleet, timeout: Duration) -> Result<Config, DbError> {
+    let mut config =
+        Config::from_str(&fleet.database).map_err(|e| DbError::ConnectionString(e.to_string()))?;
+    if config.get_password().is_some() {
+        return Err(DbError::PasswordInConfig);
+    }
+    if let Some(path) = &fleet.password_file {
+        let password = read_password(path).map_err(|error| DbError::File {
+            key: "password_file",
+            error,
+        })?;
+        config.password(password.as_bytes());
+    }
+    config.connect_timeout(timeout);
+    // A dead peer (a primary that vanished) is noticed without waiting for
+    // the kernel's two hours.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
+    config.application_name("pam-twofactor");
+    Ok(config)
+}
+
+/// Connects as `fleet` says, TLS unless `sslmode=disable` (with TLS the
+/// server's certificate and name are always verified, against
+/// `sslrootcert` or the system's CAs).
+pub fn connect(fleet: &Fleet, timeout: Duration) -> Result<Client, DbError> {
+    let config = config(fleet, timeout)?;
+    if config.get_ssl_mode() == SslMode::Disable {
+        return config.connect(postgres::NoTls).map_err(DbError::Connect);
+    }
+    config.connect(tls(fleet)?).map_err(DbError::Connect)
+}
+
+/// The OpenSSL connector from `sslrootcert`, `sslcert` and `sslkey`.
+fn tls(fleet: &Fleet) -> Result<MakeTlsConnector, DbError> {
+    let tls = |e: openssl::error::ErrorStack| DbError::Tls(e.to_string());
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(tls)?;
+    if let Some(ca) = &fleet.sslrootcert {
+        builder
+            .set_ca_file(ca)
+            .map_err(|e| file_error("sslrootcert", ca, e))?;
+    }
+    match (&fleet.sslcert, &fleet.sslkey) {
+        (Some(cert), Some(key)) => {
+            builder
+                .set_certificate_chain_file(cert)
+                .map_err(|e| file_error("sslcert", cert, e))?;
+            builder
+                .set_private_key_file(key, SslFiletype::PEM)
+                .map_err(|e| file_error("sslkey", key, e))?;
+            builder
+                .check_private_key()
+                .map_err(|e| file_error("sslkey", key, e))?;
+        }
+        (None, None) => {}
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(DbError::Tls(
+                "sslcert and sslkey go together: set both or neither".into(),
+            ));
+        }
+    }
+    Ok(MakeTlsConnector::new(builder.build()))
+}
+
+fn file_error(key: &'static str, path: &Path, e: openssl::error::ErrorStack) -> DbError {
+    DbError::File {
+        key,
+        error: format!("{}: {e}", path.display()),
+    }
+}
+
+/// The password from a root-only file (its first line).
+fn read_password(path: &Path) -> Result<Zeroizing<String>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.mode() & 0o077 != 0 || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(format!(
+            "{}: must be owned by the user running twofactor and readable by nobody else (chmod 0600)",
+            path.display()
+        ));
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.take(MAX_PASSWORD_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(format!("{}: is empty", path.display()));
+    }
+    Ok(Zeroizing::new(line.to_string()))
+}

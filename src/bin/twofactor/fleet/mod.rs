@@ -1,0 +1,4 @@
+//! Fleet mode in the `twofactor` binary: the agent (`twofactor agent`) and
+//! the `fleet` commands, the only code that talks to PostgreSQL.
+
+pub mod db;
