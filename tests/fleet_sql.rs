@@ -1517,3 +1517,249 @@ fn require_sync_standby_refuses_without_a_standby() {
     );
     assert_eq!(code, "TF001");
 }
+
+fn text(db: &mut postgres::Client, sql: &str) -> String {
+    db.query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {}", error_text(&e)))
+        .get(0)
+}
+
+fn yes(db: &mut postgres::Client, sql: &str) -> bool {
+    db.query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {}", error_text(&e)))
+        .get(0)
+}
+
+/// The admin functions, as an admin's role: enrollment modes and the
+/// generation, listing (failures and lock as `failures_at`/`lock_at`),
+/// devices, backup sets, unlock, import (only the safe way), policy keys.
+#[test]
+fn admin_functions_change_enrollments_the_safe_way() {
+    let Some(pg) = cluster("admin_functions_change_enrollments_the_safe_way") else {
+        return;
+    };
+    let mut su = pg.client(DB, "postgres");
+    let mut admin = login_as(&pg, "admin1", "twofactor_admin");
+    let enroll_sql = |user: &str, label: &str, mode: &str| {
+        format!(
+            "SELECT twofactor.admin_enroll('{user}', '{label}', '\\x3132333435363738393031323334353637383930', \
+             'SHA1', 6, 30, '{mode}', NULL, 16, '\\x5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a', 64, 1, 1, \
+             ARRAY['\\x{}'::bytea, '\\x{}'::bytea])",
+            "01".repeat(32),
+            "02".repeat(32)
+        )
+    };
+    assert_eq!(
+        text(&mut admin, &enroll_sql("alice", "phone", "add")),
+        "not_enrolled"
+    );
+    assert_eq!(
+        text(&mut admin, &enroll_sql("alice", "phone", "new")),
+        "enrolled"
+    );
+    let g1 = generation(&mut su, "alice");
+    assert_eq!(
+        text(&mut admin, &enroll_sql("alice", "phone", "new")),
+        "exists"
+    );
+    assert_eq!(
+        text(&mut admin, &enroll_sql("alice", "phone", "add")),
+        "label_exists"
+    );
+    assert_eq!(
+        text(&mut admin, &enroll_sql("alice", "tablet", "add")),
+        "enrolled"
+    );
+    let g2 = generation(&mut su, "alice");
+    assert!(g2 > g1, "adding a device bumps the generation");
+
+    // Listing at the database's time: an expired lock shows no failures.
+    su.batch_execute("UPDATE twofactor.users SET failures = 5, locked_until = 1000")
+        .expect("an expired lock");
+    let row = admin
+        .query_one("SELECT * FROM twofactor.admin_users()", &[])
+        .expect("admin_users");
+    assert_eq!(row.get::<_, Vec<String>>("devices"), ["phone", "tablet"]);
+    assert_eq!(row.get::<_, i32>("failures"), 0);
+    assert_eq!(row.get::<_, Option<i64>>("locked_until"), None);
+    assert_eq!(row.get::<_, i32>("backup_left"), 2);
+    su.batch_execute("UPDATE twofactor.users SET locked_until = 99999999999")
+        .expect("a running lock");
+    let row = admin
+        .query_one("SELECT * FROM twofactor.admin_users()", &[])
+        .expect("admin_users");
+    assert_eq!(row.get::<_, i32>("failures"), 5);
+    assert_eq!(
+        row.get::<_, Option<i64>>("locked_until"),
+        Some(99_999_999_999)
+    );
+    assert!(yes(&mut admin, "SELECT twofactor.admin_unlock('alice')"));
+    assert!(!yes(&mut admin, "SELECT twofactor.admin_unlock('nobody')"));
+    let (failures, locked): (i32, Option<i64>) = {
+        let r = su
+            .query_one("SELECT failures, locked_until FROM twofactor.users", &[])
+            .expect("state");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((failures, locked), (0, None));
+    assert_eq!(
+        generation(&mut su, "alice"),
+        g2,
+        "unlocking changes no enrollment"
+    );
+
+    // Import: steps only forward, used codes stay used, failures never down.
+    su.batch_execute(
+        "UPDATE twofactor.devices SET last_accepted_step = 100 WHERE label = 'phone'; \
+         UPDATE twofactor.users SET failures = 2",
+    )
+    .expect("state");
+    assert!(yes(
+        &mut admin,
+        &format!(
+            "SELECT twofactor.admin_import_state('alice', 1, NULL, 500, ARRAY['\\x{}'::bytea], \
+             ARRAY['phone', 'tablet'], ARRAY[50, 70]::bigint[], ARRAY[0, 3]::bigint[])",
+            "01".repeat(32)
+        )
+    ));
+    let steps: Vec<(String, Option<i64>, i64)> = su
+        .query(
+            "SELECT label, last_accepted_step, drift_steps FROM twofactor.devices ORDER BY label",
+            &[],
+        )
+        .expect("devices")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("phone".into(), Some(100), 0),
+            ("tablet".into(), Some(70), 3)
+        ]
+    );
+    let r = su
+        .query_one(
+            "SELECT failures, last_success, \
+             (SELECT count(*) FROM twofactor.backup_codes WHERE used_at IS NOT NULL) \
+             FROM twofactor.users",
+            &[],
+        )
+        .expect("state");
+    assert_eq!(
+        (
+            r.get::<_, i32>(0),
+            r.get::<_, Option<i64>>(1),
+            r.get::<_, i64>(2)
+        ),
+        (2, Some(500), 1)
+    );
+    let (code, _) = refused(
+        &mut admin,
+        "SELECT twofactor.admin_import_state('alice', 0, NULL, NULL, NULL, ARRAY['nope'], \
+         ARRAY[1]::bigint[], ARRAY[0]::bigint[])",
+    );
+    assert_eq!(code, "22023", "an unknown device is refused");
+
+    // A new backup set: the old used codes go with the old set.
+    assert!(yes(
+        &mut admin,
+        &format!(
+            "SELECT twofactor.admin_set_backup('alice', 16, '\\x{}', 64, 1, 1, ARRAY['\\x{}'::bytea])",
+            "00".repeat(16),
+            "03".repeat(32)
+        )
+    ));
+    let g3 = generation(&mut su, "alice");
+    assert!(g3 > g2);
+    let row = admin
+        .query_one("SELECT * FROM twofactor.admin_users()", &[])
+        .expect("admin_users");
+    assert_eq!(row.get::<_, i32>("backup_left"), 1);
+
+    // Devices: never the last one.
+    assert_eq!(
+        text(
+            &mut admin,
+            "SELECT twofactor.admin_remove_device('alice', 'nope')"
+        ),
+        "no_such_device"
+    );
+    assert_eq!(
+        text(
+            &mut admin,
+            "SELECT twofactor.admin_remove_device('alice', 'phone')"
+        ),
+        "removed"
+    );
+    assert_eq!(
+        text(
+            &mut admin,
+            "SELECT twofactor.admin_remove_device('alice', 'tablet')"
+        ),
+        "last_device"
+    );
+    assert_eq!(
+        text(
+            &mut admin,
+            "SELECT twofactor.admin_remove_device('bob', 'tablet')"
+        ),
+        "not_enrolled"
+    );
+
+    // force: a fresh enrollment, all state gone, a new generation.
+    su.batch_execute("UPDATE twofactor.users SET failures = 3")
+        .expect("state");
+    assert_eq!(
+        text(&mut admin, &enroll_sql("alice", "phone", "force")),
+        "enrolled"
+    );
+    let row = admin
+        .query_one("SELECT * FROM twofactor.admin_users()", &[])
+        .expect("admin_users");
+    assert_eq!(row.get::<_, Vec<String>>("devices"), ["phone"]);
+    assert_eq!(row.get::<_, i32>("failures"), 0);
+    assert!(generation(&mut su, "alice") > g3);
+
+    // Policy: known keys only, in range, never null.
+    admin
+        .batch_execute(
+            r#"SELECT twofactor.admin_set_policy('{"max_failures": 3, "enroll_at_login": true}')"#,
+        )
+        .expect("set policy");
+    let (max_failures, enroll_at_login): (i32, bool) = {
+        let r = su
+            .query_one(
+                "SELECT max_failures, enroll_at_login FROM twofactor.policy",
+                &[],
+            )
+            .expect("policy");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((max_failures, enroll_at_login), (3, true));
+    for (json, want) in [
+        (r#"{"max_falures": 3}"#, "22023"),
+        (r#"{"window": null}"#, "22023"),
+        (r#"{"window": 11}"#, "23514"),
+        (r#"{"totp_algorithm": "MD5"}"#, "23514"),
+        ("[]", "22023"),
+    ] {
+        let (code, message) = refused(
+            &mut admin,
+            &format!("SELECT twofactor.admin_set_policy('{json}')"),
+        );
+        assert_eq!(code, want, "{json}: {message}");
+    }
+
+    assert!(yes(&mut admin, "SELECT twofactor.admin_disable('alice')"));
+    assert!(!yes(&mut admin, "SELECT twofactor.admin_disable('alice')"));
+    let left: i64 = su
+        .query_one(
+            "SELECT (SELECT count(*) FROM twofactor.devices) + \
+             (SELECT count(*) FROM twofactor.backup_codes) + (SELECT count(*) FROM twofactor.grace)",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0, "disable removes every row of the user");
+}
