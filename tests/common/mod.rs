@@ -68,6 +68,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod live;
+pub mod pg;
 
 use std::ffi::OsString;
 use std::fmt;
