@@ -10,10 +10,13 @@ CARGO ?= cargo
 # imports, nss_wrapper for aliases, systemd for systemd-socket-activate:
 # the delivery service as the packaged socket unit starts it; nothing is
 # started at install; zbarimg to decode the enrollment QR code drawn as a
-# terminal shows it).
-DEPS := libpam0g-dev pamtester libpam-wrapper oathtool faketime
+# terminal shows it; PostgreSQL 15 with pgcrypto for the fleet tests, each
+# of which starts a throwaway cluster of its own; libssl-dev because the
+# twofactor binary talks TLS to the fleet's database).
+DEPS := libpam0g-dev pamtester libpam-wrapper oathtool faketime libssl-dev pkg-config
 TEST_DEPS := $(DEPS) openssh-server openssh-client sudo curl \
-        libpam-google-authenticator libnss-wrapper systemd zbar-tools
+        libpam-google-authenticator libnss-wrapper systemd zbar-tools \
+        postgresql-15
 
 .PHONY: all build release deps test lint demo deb deb-test bench bench-smoke \
         fuzz fuzz-smoke clean

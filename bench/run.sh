@@ -53,7 +53,7 @@ if [[ $INNER -eq 0 ]]; then
   START=$(date +%s)
   [[ $(id -u) -eq 0 ]] || fail "run as root (state under /var/lib, mount namespace for /dev/log)"
 
-  PKGS=(libpam0g-dev pamtester libpam-wrapper oathtool faketime libpam-google-authenticator binutils
+  PKGS=(libpam0g-dev libssl-dev pkg-config pamtester libpam-wrapper oathtool faketime libpam-google-authenticator binutils
         libpam-oath valgrind strace gcc libc6-dev util-linux coreutils)
   missing=()
   for p in "${PKGS[@]}"; do

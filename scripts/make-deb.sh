@@ -21,7 +21,7 @@ log() { printf 'make-deb: %s\n' "$*"; }
 
 # --- build dependencies ---------------------------------------------------
 # build-essential: dpkg-checkbuilddeps requires it (and rustc links with cc).
-deps=(build-essential debhelper dpkg-dev libpam0g-dev)
+deps=(build-essential debhelper dpkg-dev libpam0g-dev libssl-dev pkg-config)
 [[ "${LINTIAN:-1}" == 0 ]] || deps+=(lintian)
 missing=()
 for pkg in "${deps[@]}"; do
