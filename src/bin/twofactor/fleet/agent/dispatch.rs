@@ -102,7 +102,10 @@ impl Limits {
             deadline,
             max_workers: 16,
             max_idle: 4,
-            check_idle_after: Duration::from_secs(15),
+            // The sync client notices a closed connection only when it
+            // is used: a server restart would fail the next call on each
+            // idle client. One round trip first is cheap next to a login.
+            check_idle_after: Duration::from_secs(1),
         }
     }
 }
@@ -206,7 +209,12 @@ impl<C: Connector> Dispatcher<C> {
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         match receiver.recv_timeout(remaining) {
-            Ok(reply) => reply,
+            Ok(reply) => {
+                if let Reply::Unavailable { detail, .. } = &reply {
+                    log::outcome(op, &user, detail);
+                }
+                reply
+            }
             Err(RecvTimeoutError::Timeout) => {
                 let detail = format!(
                     "no answer from the database within the deadline ({} s); the call is left to finish, never cancelled",

@@ -68,11 +68,15 @@ impl Connector for PgConnector {
     }
 }
 
-/// A WARNING with SQLSTATE 57014 (query_canceled) during a call is
-/// PostgreSQL's "canceling wait for synchronous replication … has already
-/// committed locally, but might not have been replicated to the standby".
+/// PostgreSQL's "canceling wait for synchronous replication due to user
+/// request … has already committed locally, but might not have been
+/// replicated to the standby" is a WARNING with the generic SQLSTATE 01000
+/// (syncrep.c gives it no code; its text depends on lc_messages). The host
+/// functions raise no warnings, so a WARNING 01000 (or 57014, should a
+/// later release give it that code) during a call marks its commit
+/// unconfirmed: the answer is not used.
 fn is_cancelled_sync_wait(code: &SqlState, severity: &str) -> bool {
-    *code == SqlState::QUERY_CANCELED && severity == "WARNING"
+    severity == "WARNING" && (*code == SqlState::WARNING || *code == SqlState::QUERY_CANCELED)
 }
 
 /// One connection and its prepared statements.
@@ -272,6 +276,7 @@ fn to_reply(call: &Call, row: &Row) -> Result<Reply, BackendError> {
             until: get(row, "until")?,
         })),
         Call::EnrollFirst(_) => Ok(Reply::Enroll {
+            // The function returns a bare `text`: its one column.
             verdict: word(row, 0, EnrollVerdict::parse)?,
         }),
     }
@@ -341,7 +346,7 @@ fn word<T>(
 ) -> Result<T, BackendError> {
     let text: Option<String> = get(row, column)?;
     let text = text.unwrap_or_default();
-    parse(&text).ok_or_else(|| unknown_word(&column.to_string(), &text))
+    parse(&text).ok_or_else(|| unknown_word("verdict", &text))
 }
 
 fn unknown_word(column: &str, word: &str) -> BackendError {
@@ -365,13 +370,17 @@ fn unsigned(value: Option<i32>, column: &str) -> Result<Option<u32>, BackendErro
 mod tests {
     use super::*;
 
-    /// Only a WARNING 57014 (the cancelled wait for the standby) marks a
-    /// commit unconfirmed; other notices do not.
+    /// A WARNING 01000 or 57014 (the cancelled wait for the standby) marks a
+    /// commit unconfirmed; a NOTICE or another code does not.
     #[test]
     fn only_a_cancelled_sync_wait_marks_the_commit_unconfirmed() {
+        assert!(is_cancelled_sync_wait(&SqlState::WARNING, "WARNING"));
         assert!(is_cancelled_sync_wait(&SqlState::QUERY_CANCELED, "WARNING"));
-        assert!(!is_cancelled_sync_wait(&SqlState::QUERY_CANCELED, "NOTICE"));
-        assert!(!is_cancelled_sync_wait(&SqlState::WARNING, "WARNING"));
+        assert!(!is_cancelled_sync_wait(&SqlState::WARNING, "NOTICE"));
+        assert!(!is_cancelled_sync_wait(
+            &SqlState::SUCCESSFUL_COMPLETION,
+            "WARNING"
+        ));
     }
 
     /// The custom SQLSTATE is a valid one (five characters, class TF).
