@@ -31,7 +31,15 @@ const EXIT_CONFIG: u8 = 6;
 
 /// Runs the agent until it is stopped; returns only on a set-up error.
 pub fn run(config_path: Option<&Path>) -> u8 {
-    match start(config_path) {
+    let admin = match Admin::open(config_path) {
+        Ok(admin) => admin,
+        Err(e) => {
+            log::line(&e.to_string());
+            // As every command: 3 not root, 6 the configuration.
+            return u8::try_from(e.exit_code()).unwrap_or(EXIT_CONFIG);
+        }
+    };
+    match start(admin) {
         Ok(()) => 0,
         Err(e) => {
             log::line(&e);
@@ -40,9 +48,8 @@ pub fn run(config_path: Option<&Path>) -> u8 {
     }
 }
 
-fn start(config_path: Option<&Path>) -> Result<(), String> {
+fn start(admin: Admin) -> Result<(), String> {
     process::ignore_sigpipe()?;
-    let admin = Admin::open(config_path).map_err(|e| e.to_string())?;
     let shown = admin.config_path.display();
     let fleet = admin.config.fleet.ok_or_else(|| {
         format!("{shown} has no [fleet] section: the agent serves fleet mode only (see twofactor.toml(5), [fleet])")
