@@ -246,8 +246,12 @@ fn text(key: &str, raw: String) -> Result<String, BadRequest> {
     Ok(raw)
 }
 
+/// An optional text; empty is absent (PAM_RHOST is often set to "" for a
+/// local login, which must not make the request bad).
 fn optional_text(key: &str, raw: Option<String>) -> Result<Option<String>, BadRequest> {
-    raw.map(|raw| text(key, raw)).transpose()
+    raw.filter(|raw| !raw.is_empty())
+        .map(|raw| text(key, raw))
+        .transpose()
 }
 
 fn is_digits(text: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {
@@ -348,6 +352,19 @@ mod tests {
             !debug.contains("01234567") && !debug.contains("JBSWY3DP"),
             "{debug}"
         );
+    }
+
+    /// An empty remote host (a local login) is no remote host, not an error.
+    #[test]
+    fn empty_rhost_is_none() {
+        let request = Request::Begin {
+            user: "bob".into(),
+            rhost: Some(String::new()),
+        };
+        assert!(matches!(
+            Call::from_request(request),
+            Ok(Call::Begin { rhost: None, .. })
+        ));
     }
 
     /// Garbage in any field is a bad request that does not echo the value.
