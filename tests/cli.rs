@@ -2024,6 +2024,7 @@ const HELP: &[(&str, &[&str])] = &[
     ("disable", &["<USER>", "--if-enrolled", "--json"]),
     ("check", &["--json"]),
     ("deliver", &[]),
+    ("agent", &[]),
 ];
 
 /// `--help` of every command names each of its options and arguments with

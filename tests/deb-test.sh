@@ -135,6 +135,8 @@ inner() {
   check_stat /usr/share/man/man5/twofactor.toml.5.gz "644 root:root regular file"
   check_stat /lib/systemd/system/pam-twofactor-deliver.socket "644 root:root regular file"
   check_stat /lib/systemd/system/pam-twofactor-deliver@.service "644 root:root regular file"
+  check_stat /lib/systemd/system/pam-twofactor-agent.socket "644 root:root regular file"
+  check_stat /lib/systemd/system/pam-twofactor-agent.service "644 root:root regular file"
   check_stat /usr/share/bash-completion/completions/twofactor "644 root:root regular file"
   check_stat /usr/share/zsh/vendor-completions/_twofactor "644 root:root regular file"
   check_stat /usr/share/fish/vendor_completions.d/twofactor.fish "644 root:root regular file"
@@ -147,6 +149,8 @@ inner() {
   # Enabled at install (no systemd runs in this root, so nothing started).
   in_root test -L /etc/systemd/system/sockets.target.wants/pam-twofactor-deliver.socket ||
     fail "pam-twofactor-deliver.socket is not enabled"
+  in_root test -L /etc/systemd/system/sockets.target.wants/pam-twofactor-agent.socket ||
+    fail "pam-twofactor-agent.socket is not enabled"
   for f in sshd-password-then-code sshd-key-then-code sudo; do
     check_stat "/usr/share/doc/libpam-twofactor/examples/pam.d/$f" "644 root:root regular file"
   done

@@ -194,6 +194,12 @@ twofactor disable alice --if-enrolled --json")]
     #[command(after_help = "Example (really sends the code):\n  \
 printf 'alice\\n+15555550100\\n123456\\n' | twofactor deliver")]
     Deliver,
+    /// The fleet agent: answer the PAM module's requests over [fleet]
+    /// agent_socket by calling the fleet's database, each within [fleet]
+    /// deadline_seconds (started by pam-twofactor-agent.socket; runs until
+    /// stopped).
+    #[command(after_help = "Example (by hand, in the foreground):\n  twofactor agent")]
+    Agent,
     /// Validate the config and every file in the state directory.
     #[command(after_help = "Example:\n  twofactor check")]
     Check {
@@ -230,7 +236,7 @@ impl Command {
             | Command::BackupCodes { json, .. }
             | Command::Disable { json, .. }
             | Command::Check { json, .. } => *json,
-            Command::Deliver | Command::Completions { .. } => false,
+            Command::Deliver | Command::Agent | Command::Completions { .. } => false,
         }
     }
 }

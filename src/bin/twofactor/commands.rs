@@ -223,7 +223,9 @@ pub(crate) fn run_user_command(
             json,
             now,
         ),
-        Command::Check { .. } | Command::Deliver | Command::Completions { .. } => Ok(1),
+        Command::Check { .. } | Command::Deliver | Command::Agent | Command::Completions { .. } => {
+            Ok(1)
+        }
     }
 }
 

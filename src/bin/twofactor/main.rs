@@ -6,7 +6,6 @@
 mod cli;
 mod commands;
 mod enroll;
-#[allow(dead_code)] // until the agent and the fleet commands use it
 mod fleet;
 mod output;
 
@@ -113,6 +112,7 @@ fn run(cli: Cli) -> Result<u8, AdminError> {
             Ok(u8::from(!problems.is_empty()))
         }
         Command::Deliver => Ok(run_deliver(config)),
+        Command::Agent => Ok(fleet::agent::run(config)),
         command => {
             let admin = Admin::open(config)?;
             run_user_command(&admin, command, now)

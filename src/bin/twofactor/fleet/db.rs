@@ -75,8 +75,14 @@ pub fn config(fleet: &Fleet, timeout: Duration) -> Result<Config, DbError> {
 /// Connects as `fleet` says, TLS unless `sslmode=disable` (with TLS the
 /// server's certificate and name are always verified, against
 /// `sslrootcert` or the system's CAs).
+#[allow(dead_code)] // for the fleet commands; the agent uses connect_with
 pub fn connect(fleet: &Fleet, timeout: Duration) -> Result<Client, DbError> {
-    let config = config(fleet, timeout)?;
+    connect_with(fleet, &config(fleet, timeout)?)
+}
+
+/// Connects with `config` (from [`config`], with the caller's additions
+/// such as a notice callback), TLS set up from `fleet` as [`connect`] does.
+pub fn connect_with(fleet: &Fleet, config: &Config) -> Result<Client, DbError> {
     if config.get_ssl_mode() == SslMode::Disable {
         return config.connect(postgres::NoTls).map_err(DbError::Connect);
     }
