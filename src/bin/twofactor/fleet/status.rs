@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use pam_twofactor::admin::{Admin, AdminError, Problem};
 use pam_twofactor::config::Fleet;
-use pam_twofactor::delivery::{self, DeliveryError};
+use pam_twofactor::store::{self, StoreError};
 use serde_json::json;
 
 use super::migrate::newest;
@@ -290,16 +290,22 @@ fn socket_problem(fleet: &Fleet) -> Option<Problem> {
             problem,
         })
     };
-    match delivery::check_socket(path) {
+    match store::check_socket(path) {
         Ok(()) => {}
-        Err(DeliveryError::Unreachable(_)) => {
+        Err(StoreError::Io {
+            errno: nix::errno::Errno::ENOENT,
+            ..
+        }) => {
             return problem(
                 "no agent listens here: every login is denied (systemctl enable --now pam-twofactor-agent.socket)".into(),
             );
         }
         Err(e) => {
+            let text = e.to_string();
+            let prefix = format!("{}: ", path.display());
+            let what = text.strip_prefix(&prefix).unwrap_or(&text);
             return problem(format!(
-                "{e} ([fleet] agent_socket: the module will not use it)"
+                "{what} ([fleet] agent_socket: the module does not use a socket others could replace)"
             ));
         }
     }
