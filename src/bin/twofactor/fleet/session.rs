@@ -42,7 +42,7 @@ pub fn sql_error(what: &str, e: &postgres::Error) -> AdminError {
         SqlState::UNDEFINED_FUNCTION
         | SqlState::UNDEFINED_TABLE
         | SqlState::INVALID_SCHEMA_NAME => {
-            " (the fleet schema is missing or older than this twofactor: run twofactor fleet init)"
+            " (is the fleet schema there, and as new as this twofactor? twofactor fleet status shows its version; twofactor fleet init creates or updates it)"
         }
         _ => "",
     };

@@ -64,6 +64,34 @@ fn record_version(tx: &mut Transaction, version: i32) -> Result<(), AdminError> 
     Ok(())
 }
 
+/// Statement logging (`log_statement = all`, `log_min_duration_statement`)
+/// writes bind parameters, which here are seeds (`admin_enroll`) and typed
+/// codes (`attempt`): this database's sessions log none. A superuser's
+/// setting; `false` when this role may not make it (nothing else changes).
+fn keep_parameters_out_of_logs(tx: &mut Transaction) -> Result<bool, AdminError> {
+    let mut savepoint = tx.transaction().map_err(failed("begin a savepoint"))?;
+    let set = savepoint.batch_execute(
+        "DO $$ BEGIN
+           EXECUTE format('ALTER DATABASE %I SET log_parameter_max_length = 0', current_database());
+           EXECUTE format('ALTER DATABASE %I SET log_parameter_max_length_on_error = 0', current_database());
+         END $$",
+    );
+    match set {
+        Ok(()) => savepoint
+            .commit()
+            .map_err(failed("release the savepoint"))?,
+        Err(_) => {
+            savepoint
+                .rollback()
+                .map_err(failed("roll back the savepoint"))?;
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+const LOGS_WARNING: &str = "this role may not set log_parameter_max_length = 0 for the database: with statement logging on, the server would log seeds and codes; as a superuser run ALTER DATABASE <name> SET log_parameter_max_length = 0";
+
 /// `twofactor fleet init`: applies every migration above the database's
 /// schema version in one transaction under an advisory lock; on first
 /// creation, sets the fleet policy from this config.
@@ -86,6 +114,11 @@ pub fn run_init(admin: &Admin, require_sync_standby: bool, json: bool) -> Result
             .map_err(|e| sql_error(&format!("apply sql/{}", m.name), &e))?;
         record_version(&mut tx, m.version)?;
     }
+    let logs_kept_clean = if applied.is_empty() {
+        None
+    } else {
+        Some(keep_parameters_out_of_logs(&mut tx)?)
+    };
     let created = before == 0;
     let policy = created.then(|| policy_json(&admin.config, Some(require_sync_standby)));
     if let Some(policy) = &policy {
@@ -108,6 +141,9 @@ pub fn run_init(admin: &Admin, require_sync_standby: bool, json: bool) -> Result
     if created && !require_sync_standby {
         eprintln!("twofactor: {NO_SYNC_WARNING}");
         warnings.push(NO_SYNC_WARNING);
+    }
+    if logs_kept_clean == Some(false) {
+        warnings.push(LOGS_WARNING);
     }
     if !created && !require_sync_standby {
         warnings.push(
@@ -140,6 +176,9 @@ pub fn run_init(admin: &Admin, require_sync_standby: bool, json: bool) -> Result
                 "fleet policy: set from {} (require_sync_standby = {require_sync_standby})",
                 admin.config_path.display()
             );
+        }
+        if logs_kept_clean == Some(false) {
+            println!("WARNING: {LOGS_WARNING}");
         }
         if !created && !require_sync_standby {
             println!(

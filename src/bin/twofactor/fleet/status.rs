@@ -168,6 +168,16 @@ pub fn run_status(admin: &Admin, json: bool) -> Result<u8, AdminError> {
             )],
         ),
     };
+    // The session's value: the database's setting (fleet init's) applies.
+    let logged: Option<String> = client
+        .query_one("SELECT current_setting('log_parameter_max_length')", &[])
+        .and_then(|row| row.try_get(0))
+        .ok();
+    if logged.as_deref().is_some_and(|v| v != "0") {
+        found.push(
+            "statement logging would write bind parameters (seeds, typed codes) to the server's log: ALTER DATABASE <name> SET log_parameter_max_length = 0 (fleet init does this as a superuser)".into(),
+        );
+    }
     if !role.host && !role.admin && !role.superuser {
         found.push(format!(
             "role {} is neither a member of {ADMIN_GROUP} nor of {HOST_GROUP}: the admin commands will be refused (GRANT {ADMIN_GROUP} TO {})",
