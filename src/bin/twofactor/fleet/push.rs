@@ -156,6 +156,25 @@ pub fn push(
     Ok(report)
 }
 
+/// The `--json` object of a push: one entry per user, in order.
+pub fn report_json(report: &[(String, Pushed)], state_dir: &str) -> serde_json::Value {
+    let users: Vec<_> = report
+        .iter()
+        .map(|(user, p)| match p {
+            Pushed::Moved {
+                devices,
+                backup_left,
+            } => json!({"user": user, "result": "pushed", "devices": devices, "backup_codes_remaining": backup_left}),
+            Pushed::Skipped(why) => json!({"user": user, "result": "skipped", "reason": why}),
+            Pushed::Failed(why) => json!({"user": user, "result": "failed", "error": why}),
+        })
+        .collect();
+    let moved = report
+        .iter()
+        .any(|(_, p)| matches!(p, Pushed::Moved { .. }));
+    json!({"users": users, "state_dir": state_dir, "changed": moved})
+}
+
 /// `twofactor fleet push`: exit 0 when nothing failed, 1 otherwise.
 pub fn run_push(
     fleet: &mut FleetAdmin,
@@ -174,15 +193,7 @@ pub fn run_push(
         .iter()
         .any(|(_, p)| matches!(p, Pushed::Moved { .. }));
     if json {
-        let users: Vec<_> = report
-            .iter()
-            .map(|(user, p)| match p {
-                Pushed::Moved { devices, backup_left } => json!({"user": user, "result": "pushed", "devices": devices, "backup_codes_remaining": backup_left}),
-                Pushed::Skipped(why) => json!({"user": user, "result": "skipped", "reason": why}),
-                Pushed::Failed(why) => json!({"user": user, "result": "failed", "error": why}),
-            })
-            .collect();
-        print_json(json!({"users": users, "state_dir": state_dir, "changed": moved}));
+        print_json(report_json(&report, &state_dir));
     } else {
         if report.is_empty() {
             println!("no user is enrolled in {state_dir}; nothing to push");
@@ -248,5 +259,36 @@ mod tests {
         assert_eq!(labels, ["phone", "tablet"]);
         assert_eq!(steps, [None, Some(55_000_000)]);
         assert_eq!(drifts, [-2, 0]);
+    }
+
+    /// Each user is one entry saying what became of it; "changed" only
+    /// when someone was pushed.
+    #[test]
+    fn the_json_report_has_one_entry_per_user() {
+        let report = vec![
+            (
+                "alice".to_string(),
+                Pushed::Moved {
+                    devices: 2,
+                    backup_left: 9,
+                },
+            ),
+            ("bob".to_string(), Pushed::Skipped("already".into())),
+            ("carol".to_string(), Pushed::Failed("down".into())),
+        ];
+        assert_eq!(
+            report_json(&report, "/var/lib/twofactor"),
+            json!({
+                "users": [
+                    {"user": "alice", "result": "pushed", "devices": 2, "backup_codes_remaining": 9},
+                    {"user": "bob", "result": "skipped", "reason": "already"},
+                    {"user": "carol", "result": "failed", "error": "down"},
+                ],
+                "state_dir": "/var/lib/twofactor",
+                "changed": true,
+            })
+        );
+        let none = report_json(&report[1..], "/x");
+        assert_eq!(none["changed"], json!(false));
     }
 }
