@@ -231,6 +231,11 @@ impl FleetAdmin {
             params: checked.params,
             created: now,
         };
+        // A cheap look first, so that `--if-missing` on an enrolled user
+        // makes no backup codes; admin_enroll decides under its lock.
+        if !opts.add && !opts.force && self.is_enrolled(&checked.user)? {
+            return Err(AdminError::AlreadyEnrolled(checked.user.to_string()));
+        }
         let (mode, backup) = if opts.add {
             ("add", None)
         } else {
