@@ -7,6 +7,7 @@ use crate::otp::backup::BackupCode;
 use crate::policy;
 use crate::records::user::UserFiles;
 use crate::records::username::Username;
+use crate::records::{SecretRecord, State};
 
 /// What `status` reports.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,6 +67,35 @@ impl Admin {
             });
         }
         Ok(listed)
+    }
+
+    /// Every enrolled user's name (a `<user>.secret` in the state
+    /// directory), sorted, for `twofactor fleet push`.
+    pub fn enrolled_users(&self) -> Result<Vec<Username>, AdminError> {
+        let dir = self.dir()?;
+        // `entries` is sorted.
+        Ok(dir
+            .entries()?
+            .iter()
+            .filter_map(|name| name.strip_suffix(".secret"))
+            .filter_map(|stem| Username::parse(stem).ok())
+            .collect())
+    }
+
+    /// A user's secret record and state as they are under the user's lock
+    /// (`None`: not enrolled), for `twofactor fleet push`.
+    pub fn read_enrollment(
+        &self,
+        user: &Username,
+    ) -> Result<Option<(SecretRecord, State)>, AdminError> {
+        let dir = self.dir()?;
+        let files = UserFiles::new(&dir, user);
+        let _lock = files.lock()?;
+        let Some(record) = files.read_record()? else {
+            return Ok(None);
+        };
+        let state = files.read_state()?;
+        Ok(Some((record, state)))
     }
 
     /// Reports enrollment, parameters, backup codes left and lock state.

@@ -25,6 +25,15 @@ pub struct EnrollOptions {
     pub deliver_to: Option<String>,
 }
 
+/// An enrollment's inputs, checked, with its secret: what
+/// [`Admin::check_enrollment`] hands to a store.
+pub struct CheckedEnrollment {
+    pub user: Username,
+    pub label: String,
+    pub params: TotpParams,
+    pub secret: SecretKey,
+}
+
 /// What `enroll` made, to show once.
 pub struct Enrollment {
     pub user: Username,
@@ -64,14 +73,15 @@ impl Admin {
         Ok(params)
     }
 
-    /// Enrolls `raw_user`: new secret (or `--secret`), new backup codes; or
-    /// with `--add`, one more device beside the existing ones.
-    pub fn enroll(
+    /// The checks and choices of an enrollment, before any store is
+    /// touched: the user, the parameters, the label, the delivery target
+    /// and the secret (`--secret-file`, or 160 random bits). The file
+    /// store below and the fleet (`admin_enroll`) both start here.
+    pub fn check_enrollment(
         &self,
         raw_user: &str,
         opts: &EnrollOptions,
-        now: u64,
-    ) -> Result<Enrollment, AdminError> {
+    ) -> Result<CheckedEnrollment, AdminError> {
         let user = existing_user(raw_user)?;
         let params = self.params(opts)?;
         let label = opts.label.clone().unwrap_or_else(|| DEFAULT_DEVICE.into());
@@ -92,16 +102,54 @@ impl Admin {
                     .to_vec(),
             ),
         };
-        let device = Device {
-            label: label.clone(),
-            secret: secret.clone(),
+        Ok(CheckedEnrollment {
+            user,
+            label,
             params,
+            secret,
+        })
+    }
+
+    /// What to show once of a stored enrollment: the otpauth URI with
+    /// this config's issuer, and the backup codes made for it.
+    pub fn enrollment(&self, checked: CheckedEnrollment, codes: Vec<BackupCode>) -> Enrollment {
+        let CheckedEnrollment {
+            user,
+            label,
+            params,
+            secret,
+        } = checked;
+        let uri = otpauth_uri(&self.config.issuer_name(), user.as_str(), &secret, params);
+        Enrollment {
+            user,
+            label,
+            params,
+            secret,
+            uri,
+            backup_codes: codes,
+        }
+    }
+
+    /// Enrolls `raw_user`: new secret (or `--secret`), new backup codes; or
+    /// with `--add`, one more device beside the existing ones.
+    pub fn enroll(
+        &self,
+        raw_user: &str,
+        opts: &EnrollOptions,
+        now: u64,
+    ) -> Result<Enrollment, AdminError> {
+        let checked = self.check_enrollment(raw_user, opts)?;
+        let user = &checked.user;
+        let device = Device {
+            label: checked.label.clone(),
+            secret: checked.secret.clone(),
+            params: checked.params,
             created: now,
         };
         let dir = self.dir()?;
         let _lock = dir.lock(&user.lock_file())?;
         let codes = if opts.add {
-            let Some(mut record) = UserFiles::new(&dir, &user).read_record()? else {
+            let Some(mut record) = UserFiles::new(&dir, user).read_record()? else {
                 return Err(AdminError::NotEnrolled(user.to_string()));
             };
             if record.devices.iter().any(|d| d.label == device.label) {
@@ -116,15 +164,15 @@ impl Admin {
             // A new secret under this label: nothing learned about a device
             // once removed under the same label may carry over (its used step
             // would refuse good codes, its clock offset would shift them).
-            Self::forget_device(&dir, &user, &device.label)?;
+            Self::forget_device(&dir, user, &device.label)?;
             record.devices.push(device);
             if opts.deliver_to.is_some() {
                 record.deliver_to.clone_from(&opts.deliver_to);
             }
-            UserFiles::new(&dir, &user).write_record(&record)?;
+            UserFiles::new(&dir, user).write_record(&record)?;
             Vec::new()
         } else {
-            if !opts.force && UserFiles::new(&dir, &user).record_exists()? {
+            if !opts.force && UserFiles::new(&dir, user).record_exists()? {
                 return Err(AdminError::AlreadyEnrolled(user.to_string()));
             }
             let (backup, codes) = crate::otp::backup::new_backup_set(self.config.backup_codes, now)
@@ -137,18 +185,10 @@ impl Admin {
             };
             // State first: a fresh start for the new secret (no stale lock or
             // replay step), then the record that makes the user enrolled.
-            UserFiles::new(&dir, &user).write_state(&State::default())?;
-            UserFiles::new(&dir, &user).write_record(&record)?;
+            UserFiles::new(&dir, user).write_state(&State::default())?;
+            UserFiles::new(&dir, user).write_record(&record)?;
             codes
         };
-        let uri = otpauth_uri(&self.config.issuer_name(), user.as_str(), &secret, params);
-        Ok(Enrollment {
-            user,
-            label,
-            params,
-            secret,
-            uri,
-            backup_codes: codes,
-        })
+        Ok(self.enrollment(checked, codes))
     }
 }

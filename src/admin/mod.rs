@@ -57,6 +57,10 @@ pub enum AdminError {
     BadOption(String),
     /// The OS random generator or the KDF failed.
     Crypto,
+    /// Fleet mode: the database could not be reached, refused a
+    /// statement, or answered something this build does not expect (the
+    /// message names which and what to do).
+    Database(String),
 }
 
 impl AdminError {
@@ -70,7 +74,8 @@ impl AdminError {
             AdminError::Config(_)
             | AdminError::NoConfig(_)
             | AdminError::Store(_)
-            | AdminError::Record { .. } => 6,
+            | AdminError::Record { .. }
+            | AdminError::Database(_) => 6,
             AdminError::BadSecret(_) | AdminError::BadOption(_) => 7,
             AdminError::Crypto => 1,
         }
@@ -115,6 +120,7 @@ impl fmt::Display for AdminError {
             AdminError::BadSecret(e) => write!(f, "--secret-file: {e}"),
             AdminError::BadOption(m) => f.write_str(m),
             AdminError::Crypto => f.write_str("the OS random generator or argon2 failed"),
+            AdminError::Database(m) => f.write_str(m),
         }
     }
 }
@@ -274,8 +280,8 @@ pub fn check_target_shape(target: &str) -> Result<(), String> {
 }
 
 /// A delivery target (`set-delivery`, `enroll --deliver-to`) of a known
-/// shape, that the record can hold.
-fn check_target(target: &str) -> Result<(), AdminError> {
+/// shape, that the record can hold (also what the fleet store checks).
+pub fn check_target(target: &str) -> Result<(), AdminError> {
     check_target_shape(target)
         .and_then(|()| {
             if records::valid_target(target) {
@@ -289,8 +295,9 @@ fn check_target(target: &str) -> Result<(), AdminError> {
         })
 }
 
-/// A valid name that exists in the passwd database.
-fn existing_user(raw: &str) -> Result<Username, AdminError> {
+/// A valid name that exists in the passwd database (also what the fleet
+/// store checks).
+pub fn existing_user(raw: &str) -> Result<Username, AdminError> {
     let user = Username::parse(raw).map_err(|e| AdminError::BadUser(raw.into(), e))?;
     match nix::unistd::User::from_name(user.as_str()) {
         Ok(Some(_)) => Ok(user),
@@ -301,7 +308,7 @@ fn existing_user(raw: &str) -> Result<Username, AdminError> {
 pub use crate::otp::uri::{grouped_secret, otpauth_uri, qr_text};
 pub use account::{Listed, Status};
 pub use check::Problem;
-pub use enroll::{EnrollOptions, Enrollment};
+pub use enroll::{CheckedEnrollment, EnrollOptions, Enrollment};
 pub use import::{Existing, ImportReport, Imported};
 pub use input_files::{
     ImportText, MAX_IMPORT_BYTES, MAX_SECRET_INPUT, read_import_file, read_secret_file,
@@ -351,6 +358,7 @@ mod tests {
         assert_eq!(AdminError::AlreadyEnrolled("x".into()).exit_code(), 5);
         assert_eq!(AdminError::BadSecret(SecretError::NotBase32).exit_code(), 7);
         assert_eq!(AdminError::NoConfig("/x".into()).exit_code(), 6);
+        assert_eq!(AdminError::Database("x".into()).exit_code(), 6);
         let denied = StoreError::Io {
             path: "/x".into(),
             op: "open",

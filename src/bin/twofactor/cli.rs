@@ -211,6 +211,17 @@ printf 'alice\\n+15555550100\\n123456\\n' | twofactor deliver")]
         #[arg(long, hide = true, value_name = "DIR", default_value = "/")]
         root: PathBuf,
     },
+    // --- fleet mode (twofactor fleet …) ---
+    /// Fleet mode: set up the database, add and remove hosts, check it,
+    /// and move this host's enrollments into it (needs [fleet]).
+    #[command(after_help = "Examples:\n  twofactor fleet init\n  \
+twofactor fleet add-host web1 --password-file /root/web1.password\n  \
+twofactor fleet status\n  twofactor fleet push")]
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+    // --- end of fleet mode ---
     /// Print a shell completion script (bash, zsh or fish) on stdout; the
     /// Debian package installs them.
     #[command(hide = true, after_help = "Example:\n  twofactor completions bash")]
@@ -236,7 +247,105 @@ impl Command {
             | Command::BackupCodes { json, .. }
             | Command::Disable { json, .. }
             | Command::Check { json, .. } => *json,
+            Command::Fleet { command } => command.json(),
             Command::Deliver | Command::Agent | Command::Completions { .. } => false,
+        }
+    }
+}
+
+/// `twofactor fleet …`: run with a config whose `[fleet]` names the
+/// database and a role that may do the command (the database
+/// administrator's for `init`, `set-policy`, `add-host` and
+/// `remove-host`; an admin role for `push`).
+#[derive(Subcommand)]
+pub(crate) enum FleetCommand {
+    /// Create or update the fleet's schema, functions and roles from the
+    /// SQL files built in (idempotent); on creation, set the fleet policy
+    /// from this config.
+    #[command(after_help = "Example:\n  twofactor fleet init")]
+    Init {
+        /// Let logins be decided while no synchronous standby confirms
+        /// commits (a failover can then lose used codes and locks): for a
+        /// test fleet only. Prints a warning.
+        #[arg(long)]
+        no_require_sync_standby: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy this config's rules (window, lockout, rate limit, drift,
+    /// grace, backup codes, delivery, enrollment at login, TOTP
+    /// parameters) into the fleet's policy.
+    #[command(after_help = "Examples:\n  twofactor fleet set-policy\n  \
+twofactor fleet set-policy --require-sync-standby yes")]
+    SetPolicy {
+        /// Whether every attempt is refused while no synchronous standby
+        /// confirms commits (the default yes; no prints a warning).
+        #[arg(long, value_name = "yes|no", value_parser = ["yes", "no"])]
+        require_sync_standby: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create host NAME's login role tf_host_NAME (a member of
+    /// twofactor_host): by client certificate, or with --password-file.
+    #[command(after_help = "Examples:\n  twofactor fleet add-host web1\n  \
+twofactor fleet add-host web2 --password-file /root/web2.password")]
+    AddHost {
+        /// A short host name: 1 to 40 of a-z, 0-9 and '-'.
+        name: String,
+        /// Make a random password for the role and write it to FILE, a new
+        /// file (mode 0600), to copy to the host ([fleet] password_file);
+        /// the server only ever sees its SCRAM verifier.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut host NAME off: end its sessions and drop its role at once.
+    #[command(after_help = "Example:\n  twofactor fleet remove-host web1")]
+    RemoveHost {
+        /// The host's name, as given to add-host.
+        name: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the database's health: reachable, schema version, synchronous
+    /// standby, this role, and whether hosts could read seeds (exit 1
+    /// with warnings).
+    #[command(after_help = "Example:\n  twofactor fleet status --json")]
+    Status {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move this host's file enrollments (devices, backup codes, used
+    /// codes, failures and lock) into the fleet; the files stay.
+    #[command(after_help = "Examples:\n  twofactor fleet push\n  twofactor fleet push alice bob")]
+    Push {
+        /// The users to push (default: every user enrolled on this host).
+        users: Vec<String>,
+        /// Replace a user's fleet enrollment (otherwise it is skipped).
+        #[arg(long)]
+        force: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl FleetCommand {
+    /// Whether the command was asked for JSON.
+    pub(crate) fn json(&self) -> bool {
+        match self {
+            FleetCommand::Init { json, .. }
+            | FleetCommand::SetPolicy { json, .. }
+            | FleetCommand::AddHost { json, .. }
+            | FleetCommand::RemoveHost { json, .. }
+            | FleetCommand::Status { json }
+            | FleetCommand::Push { json, .. } => *json,
         }
     }
 }

@@ -5,6 +5,8 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use pam_twofactor::admin::{Admin, AdminError, audit, notify};
+
+use crate::fleet::store::Store;
 use pam_twofactor::delivery::{self, DeliveryError, Event};
 use pam_twofactor::host::timefmt;
 use pam_twofactor::records::username::escape;
@@ -14,7 +16,7 @@ use crate::cli::Command;
 use crate::enroll::{run_enroll, run_import};
 use crate::output::{device_line, devices_json, lock_text, print_change, print_codes, print_json};
 
-fn run_list(admin: &Admin, json: bool, now: u64) -> Result<u8, AdminError> {
+fn run_list(admin: &mut Store, json: bool, now: u64) -> Result<u8, AdminError> {
     let listed = admin.list(now)?;
     if json {
         let users: Vec<_> = listed
@@ -56,7 +58,7 @@ fn run_list(admin: &Admin, json: bool, now: u64) -> Result<u8, AdminError> {
     Ok(0)
 }
 
-fn run_status(admin: &Admin, user: &str, json: bool, now: u64) -> Result<u8, AdminError> {
+fn run_status(admin: &mut Store, user: &str, json: bool, now: u64) -> Result<u8, AdminError> {
     let s = admin.status(user, now)?;
     if json {
         print_json(json!({
@@ -98,7 +100,7 @@ fn run_status(admin: &Admin, user: &str, json: bool, now: u64) -> Result<u8, Adm
 }
 
 pub(crate) fn run_user_command(
-    admin: &Admin,
+    admin: &mut Store,
     command: Command,
     now: u64,
 ) -> Result<u8, AdminError> {
@@ -110,7 +112,7 @@ pub(crate) fn run_user_command(
             let changed = admin.unlock(&user)?;
             if changed {
                 audit::record(&format!("unlocked {user} (failures and lock cleared)"));
-                notify::user_event(&admin.config, &user, Event::Unlocked, now);
+                notify::user_event(admin.config(), &user, Event::Unlocked, now);
             }
             let text = if changed {
                 format!("{user}: failures cleared and unlocked")
@@ -125,7 +127,7 @@ pub(crate) fn run_user_command(
             audit::record(&format!(
                 "made new backup codes for {user} (the old ones no longer work)"
             ));
-            notify::user_event(&admin.config, &user, Event::BackupCodesRegenerated, now);
+            notify::user_event(admin.config(), &user, Event::BackupCodesRegenerated, now);
             if json {
                 let list: Vec<String> = codes.iter().map(|c| c.grouped().to_string()).collect();
                 print_json(json!({"user": user, "backup_codes": list, "changed": true}));
@@ -146,7 +148,7 @@ pub(crate) fn run_user_command(
                         "disabled {} (secret and state removed)",
                         escape(&user)
                     ));
-                    notify::user_event(&admin.config, &user, Event::Disabled, now);
+                    notify::user_event(admin.config(), &user, Event::Disabled, now);
                     format!("{user}: enrollment removed")
                 }
                 // Found under the user's lock; nothing was touched.
@@ -179,7 +181,7 @@ pub(crate) fn run_user_command(
             admin.remove_device(&user, &label)?;
             audit::record(&format!("removed device {label} of {user}"));
             notify::user_event(
-                &admin.config,
+                admin.config(),
                 &user,
                 Event::DeviceRemoved {
                     device: label.clone(),
@@ -215,7 +217,7 @@ pub(crate) fn run_user_command(
             force,
             json,
         } => run_import(
-            admin,
+            admin.files_for_import()?,
             user,
             google_authenticator,
             oath_usersfile,
@@ -223,9 +225,11 @@ pub(crate) fn run_user_command(
             json,
             now,
         ),
-        Command::Check { .. } | Command::Deliver | Command::Agent | Command::Completions { .. } => {
-            Ok(1)
-        }
+        Command::Check { .. }
+        | Command::Deliver
+        | Command::Agent
+        | Command::Fleet { .. }
+        | Command::Completions { .. } => Ok(1),
     }
 }
 

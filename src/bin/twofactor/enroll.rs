@@ -11,6 +11,7 @@ use serde_json::json;
 use zeroize::Zeroize;
 
 use crate::cli::Command;
+use crate::fleet::store::Store;
 use crate::output::{print_codes, print_json};
 
 pub(crate) fn run_import(
@@ -106,7 +107,7 @@ pub(crate) fn run_import(
     Ok(u8::from(imported.is_empty() && !skipped.is_empty()))
 }
 
-pub(crate) fn run_enroll(admin: &Admin, command: Command, now: u64) -> Result<u8, AdminError> {
+pub(crate) fn run_enroll(admin: &mut Store, command: Command, now: u64) -> Result<u8, AdminError> {
     let Command::Enroll {
         user,
         secret_file,
@@ -175,7 +176,7 @@ pub(crate) fn run_enroll(admin: &Admin, command: Command, now: u64) -> Result<u8
         format!("enrolled {} (device {})", e.user, e.label)
     });
     notify::user_event(
-        &admin.config,
+        admin.config(),
         e.user.as_str(),
         if opts.add {
             Event::DeviceAdded {

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use cli::{Cli, Command};
 use commands::{run_deliver, run_user_command};
+use fleet::store::Store;
 use output::{print_json, print_json_error};
 
 fn main() -> ExitCode {
@@ -94,7 +95,13 @@ fn run(cli: Cli) -> Result<u8, AdminError> {
     }
     match cli.command {
         Command::Check { json, root } => {
-            let problems = Admin::check(config, &root)?;
+            let mut problems = Admin::check(config, &root)?;
+            // With [fleet]: the agent's socket and the database as this
+            // host's role sees it (a config that does not load was
+            // reported above).
+            if let Ok(admin) = Admin::open(config) {
+                problems.extend(fleet::status::check_problems(&admin));
+            }
             if json {
                 let list: Vec<_> = problems
                     .iter()
@@ -113,9 +120,10 @@ fn run(cli: Cli) -> Result<u8, AdminError> {
         }
         Command::Deliver => Ok(run_deliver(config)),
         Command::Agent => Ok(fleet::agent::run(config)),
+        Command::Fleet { command } => fleet::run(Admin::open(config)?, command),
         command => {
-            let admin = Admin::open(config)?;
-            run_user_command(&admin, command, now)
+            let mut store = Store::open(Admin::open(config)?)?;
+            run_user_command(&mut store, command, now)
         }
     }
 }

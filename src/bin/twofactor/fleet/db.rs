@@ -42,7 +42,12 @@ impl fmt::Display for DbError {
             ),
             DbError::File { key, error } => write!(f, "[fleet] {key}: {error}"),
             DbError::Tls(e) => write!(f, "[fleet] TLS set-up: {e}"),
-            DbError::Connect(e) => write!(f, "cannot connect to the fleet database: {e}"),
+            // postgres::Error's own text is only "db error" for the
+            // server's refusals: show the server's message.
+            DbError::Connect(e) => match e.as_db_error() {
+                Some(db) => write!(f, "cannot connect to the fleet database: {}", db.message()),
+                None => write!(f, "cannot connect to the fleet database: {e}"),
+            },
         }
     }
 }
