@@ -19,6 +19,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, send, socket,
 };
+use zeroize::Zeroizing;
 
 use super::protocol::{self, MAX_MESSAGE, Reply, Request};
 use crate::config::Fleet;
@@ -114,8 +115,10 @@ pub(crate) fn ask_within(
     request: &Request,
     timeout: Duration,
 ) -> Result<Reply, ClientError> {
-    let text =
-        protocol::encode(request).map_err(|e| ClientError::Request { why: e.to_string() })?;
+    // Wiped on drop: a request may hold a code or a new secret.
+    let text = Zeroizing::new(
+        protocol::encode(request).map_err(|e| ClientError::Request { why: e.to_string() })?,
+    );
     let started = Instant::now();
     let reply = exchange(path, text.as_bytes(), started, timeout)?;
     let reply = std::str::from_utf8(&reply).map_err(|_| ClientError::Garbage {
