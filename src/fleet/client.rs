@@ -140,6 +140,7 @@ fn exchange(
     timeout: Duration,
 ) -> Result<Vec<u8>, ClientError> {
     let socket_path = || path.to_path_buf();
+    let euid = nix::unistd::geteuid().as_raw();
     store::check_socket(path).map_err(|e| match e {
         StoreError::Io {
             errno: Errno::ENOENT,
@@ -147,6 +148,14 @@ fn exchange(
         } => ClientError::NotRunning {
             socket: socket_path(),
             errno: Errno::ENOENT,
+        },
+        // A root-only directory on the way refuses a non-root caller.
+        StoreError::Io {
+            errno: Errno::EACCES | Errno::EPERM,
+            ..
+        } if euid != 0 => ClientError::NotRoot {
+            socket: socket_path(),
+            uid: euid,
         },
         e => ClientError::Unsafe {
             socket: socket_path(),
@@ -199,13 +208,12 @@ fn exchange(
                 });
             }
             Err(errno @ (Errno::EACCES | Errno::EPERM)) => {
-                let uid = nix::unistd::geteuid().as_raw();
-                return Err(if uid == 0 {
+                return Err(if euid == 0 {
                     lost(errno)
                 } else {
                     ClientError::NotRoot {
                         socket: socket_path(),
-                        uid,
+                        uid: euid,
                     }
                 });
             }

@@ -867,3 +867,49 @@ fn replies_that_do_not_fit_deny() {
         fake.join().unwrap();
     }
 }
+
+/// A login's events are handed to the delivery service for `[notify]` as
+/// in the file flow; a learned drift is in seconds of the period the
+/// agent names for the device.
+#[test]
+fn a_login_s_events_are_told() {
+    let (mut config, dir) = setup("fleet-notify");
+    let deliver_socket = dir.join("deliver.sock");
+    config.notify.command = Some(PathBuf::from("/nonexistent/notify"));
+    config.delivery.socket = Some(deliver_socket.clone());
+    let service = delivery_service(&deliver_socket, 2);
+    let fake = agent(
+        &socket(&config),
+        vec![
+            Says::Reply(Reply::Begin(begin_reply(true))),
+            Says::Reply(Reply::Attempt(AttemptReply {
+                remaining: Some(9),
+                ..attempt_reply(AttemptVerdict::AllowBackup)
+            })),
+            Says::Reply(Reply::Begin(begin_reply(true))),
+            Says::Reply(Reply::Attempt(AttemptReply {
+                device: Some("phone".into()),
+                drift_offset: Some(-2),
+                period: Some(60),
+                ..attempt_reply(AttemptVerdict::AllowDrift)
+            })),
+        ],
+    );
+    for answer in ["1234567890123456", "123456"] {
+        let mut script = Script::new(&[Some(answer)]);
+        let outcome = login(&config, &mut script).unwrap();
+        assert!(matches!(outcome, Outcome::Allow(_)), "{outcome:?}");
+    }
+    assert_eq!(
+        service.join().unwrap(),
+        [
+            format!(
+                "!notify\nuser: {USER}\nevent: backup-code-used\ntime: {NOW}\ncodes_left: 9\n\n"
+            ),
+            format!(
+                "!notify\nuser: {USER}\nevent: drift-learned\ntime: {NOW}\ndevice: phone\noffset_seconds: -120\n\n"
+            ),
+        ]
+    );
+    assert_eq!(fake.join().unwrap().len(), 4);
+}
