@@ -225,8 +225,6 @@ pub fn authenticate_from(
         };
         match verdict {
             Verdict::DriftSuspected(check) if drift.is_none() => {
-                // Says nothing of how far off: the matched step is spent and
-                // counted, and the size of the offset would only help a guesser.
                 conv.show_info(DRIFT_INFO);
                 prompt = NEXT_PROMPT;
                 drift = Some(check);
