@@ -12,6 +12,7 @@ mod answer;
 mod by_message;
 mod conversation;
 mod enroll;
+mod fleet;
 pub mod input;
 mod notice;
 mod outcome;
@@ -32,7 +33,7 @@ pub use conversation::{
     ConvError, Conversation, NEXT_PROMPT, NOT_ROOT_MESSAGE, PROMPT, SENT_PROMPT,
 };
 use input::Answer;
-pub use outcome::{AuthError, DenyReason, Method, Outcome, SkipReason};
+pub use outcome::{AuthError, DenyReason, FleetUnavailable, Method, Outcome, SkipReason};
 
 /// The secret record is no longer the one the prompt was shown for.
 struct RecordChanged;
@@ -123,6 +124,10 @@ pub fn authenticate_from(
     if let Some(group) = accounts::first_shared_group(user.as_str(), &config.exempt_groups) {
         return Ok(Outcome::Skip(SkipReason::ExemptGroup(group)));
     }
+    if let Some(fleet) = &config.fleet {
+        // Exemptions stay host-local; everything else is the fleet's.
+        return fleet::authenticate(config, fleet, user, rhost, conv, clock);
+    }
     let dir = TrustedDir::open(&config.state_dir, crate::store::Dir::Private)
         .map_err(|e| state_dir_error(conv, e, nix::unistd::geteuid().as_raw()))?;
     let (user, login) = match UserFiles::new(&dir, &user).read_record_kept()? {
@@ -171,7 +176,7 @@ pub fn authenticate_from(
                     continue;
                 }
                 Err(by_message::SendFailure::Refused(verdict)) => {
-                    return Ok(tell(conv, &login.record, verdict));
+                    return Ok(tell(conv, verdict, DEFAULT_PERIOD));
                 }
                 Err(by_message::SendFailure::RecordChanged) => return Ok(record_changed(conv)),
                 Err(message) => {
@@ -220,22 +225,25 @@ pub fn authenticate_from(
         };
         match verdict {
             Verdict::DriftSuspected(check) if drift.is_none() => {
-                // Says nothing of how far off: the matched step is spent and
-                // counted, and the size of the offset would only help a guesser.
-                conv.show_info(
-                    "The clock of your device seems to be off. Wait for the next code and enter it.",
-                );
+                conv.show_info(DRIFT_INFO);
                 prompt = NEXT_PROMPT;
                 drift = Some(check);
             }
             verdict => {
+                let period = period_of_verdict(&login.record, &verdict);
                 // Stored already; told before the user hears the outcome.
-                notice::tell_of(config, &user, &login.record, &verdict, clock);
-                return Ok(tell(conv, &login.record, verdict));
+                notice::tell_of(config, &user, &verdict, period, clock);
+                return Ok(tell(conv, verdict, period));
             }
         }
     }
 }
+
+/// Told when a code matched outside the window. Says nothing of how far
+/// off: the matched step is spent and counted, and the size of the offset
+/// would only help a guesser.
+const DRIFT_INFO: &str =
+    "The clock of your device seems to be off. Wait for the next code and enter it.";
 
 /// Tells the user their second factor changed under the open prompt.
 fn record_changed(conv: &mut dyn Conversation) -> Outcome {
@@ -243,20 +251,31 @@ fn record_changed(conv: &mut dyn Conversation) -> Outcome {
     Outcome::Deny(DenyReason::RecordChanged)
 }
 
-fn period_of(record: &SecretRecord, device: &str) -> u32 {
+/// The period assumed where a verdict names no device.
+const DEFAULT_PERIOD: u32 = 30;
+
+/// The period of the device a verdict names (for a learned drift's offset
+/// in seconds), from the record the verdict was decided against.
+fn period_of_verdict(record: &SecretRecord, verdict: &Verdict) -> u32 {
+    let Verdict::AllowDrift { device, .. } = verdict else {
+        return DEFAULT_PERIOD;
+    };
     record
         .devices
         .iter()
-        .find(|d| d.label == device)
-        .map_or(30, |d| d.params.period)
+        .find(|d| &d.label == device)
+        .map_or(DEFAULT_PERIOD, |d| d.params.period)
 }
 
-/// Turns the verdict into the outcome, telling the user what they need.
-fn tell(conv: &mut dyn Conversation, record: &SecretRecord, verdict: Verdict) -> Outcome {
+/// Turns the verdict into the outcome, telling the user what they need;
+/// `period` is that of the device an `AllowDrift` names (its offset is
+/// logged in seconds). Shared by the file and the fleet flows, so both
+/// say the same.
+fn tell(conv: &mut dyn Conversation, verdict: Verdict, period: u32) -> Outcome {
     match verdict {
         Verdict::AllowTotp { device } => Outcome::Allow(Method::Totp { device }),
         Verdict::AllowDrift { device, offset } => {
-            let offset_seconds = offset.saturating_mul(i64::from(period_of(record, &device)));
+            let offset_seconds = offset.saturating_mul(i64::from(period));
             Outcome::Allow(Method::Drift {
                 device,
                 offset_seconds,

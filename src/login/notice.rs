@@ -10,11 +10,11 @@ use crate::delivery::{self, Event, Notice};
 use crate::host::clock::Clock;
 use crate::host::log::{self, Severity};
 use crate::policy::Verdict;
-use crate::records::SecretRecord;
 use crate::records::username::Username;
 
-/// The event `verdict` (already stored) is for the user, if any.
-pub(super) fn event_of(record: &SecretRecord, verdict: &Verdict) -> Option<Event> {
+/// The event `verdict` (already stored) is for the user, if any; `period`
+/// is that of the device an `AllowDrift` names.
+pub(super) fn event_of(verdict: &Verdict, period: u32) -> Option<Event> {
     match verdict {
         Verdict::AllowBackup { remaining } => Some(Event::BackupCodeUsed {
             codes_left: u32::try_from(*remaining).unwrap_or(u32::MAX),
@@ -25,7 +25,7 @@ pub(super) fn event_of(record: &SecretRecord, verdict: &Verdict) -> Option<Event
         } => Some(Event::Locked { until: *until }),
         Verdict::AllowDrift { device, offset } => Some(Event::DriftLearned {
             device: device.clone(),
-            offset_seconds: offset.saturating_mul(i64::from(super::period_of(record, device))),
+            offset_seconds: offset.saturating_mul(i64::from(period)),
         }),
         _ => None,
     }
@@ -36,11 +36,11 @@ pub(super) fn event_of(record: &SecretRecord, verdict: &Verdict) -> Option<Event
 pub(super) fn tell_of(
     config: &Config,
     user: &Username,
-    record: &SecretRecord,
     verdict: &Verdict,
+    period: u32,
     clock: &dyn Clock,
 ) {
-    if let Some(event) = event_of(record, verdict) {
+    if let Some(event) = event_of(verdict, period) {
         tell(config, user, event, clock);
     }
 }

@@ -5,10 +5,13 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::ConvError;
+use crate::fleet::client::ClientError;
+use crate::fleet::protocol::Unavailable;
 use crate::host::timefmt;
 use crate::policy::Failure;
 use crate::records::RecordError;
 use crate::records::user::FilesError;
+use crate::records::username::escape;
 use crate::store::StoreError;
 
 /// How a successful login proved itself.
@@ -68,6 +71,61 @@ pub enum DenyReason {
     /// `backup-codes`, `enroll --force`, `remove-device`, `disable`, …):
     /// nothing was decided against the old one.
     RecordChanged,
+    /// Fleet mode: the agent could not be asked or could not decide.
+    /// Nothing but the agent's allow lets anyone in (fail closed).
+    FleetUnavailable(FleetUnavailable),
+}
+
+/// Why fleet mode could not decide a login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FleetUnavailable {
+    /// The agent answered that it could not decide; `detail` is its word
+    /// for the log (never shown to the user).
+    Agent { reason: Unavailable, detail: String },
+    /// The agent could not be asked, or its reply was not understood.
+    Client(ClientError),
+}
+
+impl FleetUnavailable {
+    /// What the user is told.
+    pub fn to_user(&self) -> &'static str {
+        match self {
+            FleetUnavailable::Agent { reason, .. } => reason.to_user(),
+            FleetUnavailable::Client(ClientError::NotRoot { .. }) => super::NOT_ROOT_MESSAGE,
+            FleetUnavailable::Client(_) => Unavailable::DatabaseDown.to_user(),
+        }
+    }
+}
+
+impl fmt::Display for FleetUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (reason, detail) = match self {
+            FleetUnavailable::Client(e) => return write!(f, "{e}"),
+            FleetUnavailable::Agent { reason, detail } => (reason, escape(detail)),
+        };
+        match reason {
+            Unavailable::DatabaseDown => write!(
+                f,
+                "the fleet agent cannot reach the database ({detail}); check the database, the network and the host's credentials (twofactor check; journalctl -u pam-twofactor-agent)"
+            ),
+            Unavailable::Timeout => write!(
+                f,
+                "the database did not answer within [fleet] deadline_seconds ({detail}); a commit waiting for a missing synchronous standby looks like this (twofactor fleet status)"
+            ),
+            Unavailable::NotSynchronous => write!(
+                f,
+                "the fleet requires a synchronous standby and writes are not protected by one ({detail}); attach a standby (twofactor fleet status)"
+            ),
+            Unavailable::Refused => write!(
+                f,
+                "the database refused the host's request ({detail}); check the host role's rights and the schema version (twofactor check)"
+            ),
+            Unavailable::BadRequest => write!(
+                f,
+                "the fleet agent could not read the module's request ({detail}); do the module and the agent come from the same version?"
+            ),
+        }
+    }
 }
 
 /// The core's answer, in its own words; the PAM door maps it to a code.
@@ -218,6 +276,7 @@ impl Outcome {
                     "denied: the enrollment changed while the prompt was open (nothing decided)"
                         .into()
                 }
+                DenyReason::FleetUnavailable(why) => format!("denied: fleet: {why}"),
             },
         }
     }

@@ -23,16 +23,16 @@ fn read_state(
 /// runs what a test scheduled before an answer (the clock moving, an
 /// admin acting while the prompt is open), panics if asked more often
 /// than scripted, and checks on drop that every answer was used.
-struct Script {
+pub(super) struct Script {
     answers: VecDeque<Option<String>>,
     before: VecDeque<Option<Box<dyn FnOnce()>>>,
-    prompts: Vec<String>,
-    infos: Vec<String>,
-    errors: Vec<String>,
+    pub(super) prompts: Vec<String>,
+    pub(super) infos: Vec<String>,
+    pub(super) errors: Vec<String>,
 }
 
 impl Script {
-    fn new(answers: &[Option<&str>]) -> Script {
+    pub(super) fn new(answers: &[Option<&str>]) -> Script {
         Script {
             answers: answers.iter().map(|a| a.map(str::to_string)).collect(),
             before: VecDeque::new(),
@@ -44,7 +44,7 @@ impl Script {
 
     /// Runs `action` just before the next unscheduled answer is given
     /// (the first call for the first answer, and so on).
-    fn before_answer(mut self, action: impl FnOnce() + 'static) -> Script {
+    pub(super) fn before_answer(mut self, action: impl FnOnce() + 'static) -> Script {
         self.before.push_back(Some(Box::new(action)));
         self
     }

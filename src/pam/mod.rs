@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use crate::config::{self, Config};
 use crate::host::clock;
 use crate::host::log::{self, Severity};
-use crate::login::{self, AuthError, ConvError, Conversation, Outcome};
+use crate::login::{self, AuthError, ConvError, Conversation, DenyReason, Outcome};
 use crate::records::username::escape;
 
 /// The module type the entry points dispatch to.
@@ -128,11 +128,13 @@ impl Conversation for PamConversation<'_> {
 
 /// The single mapping from the core's answer to a PAM code. Only a skip an
 /// admin wrote down yields PAM_IGNORE: `unenrolled = "skip"`, `[exempt]`
-/// groups and networks, `[grace]`.
+/// groups and networks, `[grace]`. A fleet that cannot decide is
+/// PAM_AUTHINFO_UNAVAIL, like a state directory that cannot be read.
 pub fn pam_code(result: &Result<Outcome, AuthError>) -> PamResultCode {
     match result {
         Ok(Outcome::Allow(_)) => PamResultCode::PAM_SUCCESS,
         Ok(Outcome::Skip(_)) => PamResultCode::PAM_IGNORE,
+        Ok(Outcome::Deny(DenyReason::FleetUnavailable(_))) => PamResultCode::PAM_AUTHINFO_UNAVAIL,
         Ok(Outcome::Deny(_)) => PamResultCode::PAM_AUTH_ERR,
         Err(AuthError::Conversation) => PamResultCode::PAM_CONV_ERR,
         Err(AuthError::Store(_) | AuthError::Record { .. } | AuthError::CallerNotRoot { .. }) => {
@@ -212,6 +214,8 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr], flags: PamFlag) -> PamResu
     match &result {
         Ok(outcome) => {
             let severity = match outcome {
+                // The admin must act: the agent or the database is down.
+                Outcome::Deny(DenyReason::FleetUnavailable(_)) => Severity::Error,
                 Outcome::Deny(_) => Severity::Warning,
                 Outcome::Allow(_) | Outcome::Skip(_) => Severity::Info,
             };
@@ -331,6 +335,27 @@ mod tests {
             (
                 Ok(Outcome::Deny(DenyReason::RateLimited { until: 1 })),
                 PamResultCode::PAM_AUTH_ERR,
+            ),
+            (
+                Ok(Outcome::Deny(DenyReason::RecordChanged)),
+                PamResultCode::PAM_AUTH_ERR,
+            ),
+            (
+                Ok(Outcome::Deny(DenyReason::FleetUnavailable(
+                    crate::login::FleetUnavailable::Agent {
+                        reason: crate::fleet::protocol::Unavailable::Timeout,
+                        detail: "x".into(),
+                    },
+                ))),
+                PamResultCode::PAM_AUTHINFO_UNAVAIL,
+            ),
+            (
+                Ok(Outcome::Deny(DenyReason::FleetUnavailable(
+                    crate::login::FleetUnavailable::Client(
+                        crate::fleet::client::ClientError::Garbage { why: "x".into() },
+                    ),
+                ))),
+                PamResultCode::PAM_AUTHINFO_UNAVAIL,
             ),
             (Err(AuthError::Conversation), PamResultCode::PAM_CONV_ERR),
             (
