@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use pam_twofactor::fleet::protocol::{Reply, Unavailable};
@@ -87,7 +87,10 @@ pub trait Connector: Send + Sync + 'static {
 pub struct Limits {
     /// `[fleet] deadline_seconds`: from accepting a connection to its reply.
     pub deadline: Duration,
-    /// Calls running at once, late ones included.
+    /// Calls running at once, late ones included: the most connections
+    /// this host opens to the database. A call beyond it waits for a place
+    /// until its deadline (a burst of logins on one host queues; a dead
+    /// database cannot pile up threads).
     pub max_workers: usize,
     /// Idle clients kept for the next calls.
     pub max_idle: usize,
@@ -101,7 +104,9 @@ impl Limits {
         Limits {
             deadline,
             max_workers: 16,
-            max_idle: 4,
+            // Kept open between bursts: a new connection costs a TLS
+            // handshake and SCRAM's 4096 hash rounds.
+            max_idle: 8,
             // The sync client notices a closed connection only when it
             // is used: a server restart would fail the next call on each
             // idle client. One round trip first is cheap next to a login.
@@ -122,6 +127,8 @@ pub struct Dispatcher<C: Connector> {
     limits: Limits,
     idle: Mutex<Vec<Idle<C::Backend>>>,
     workers: Mutex<usize>,
+    /// Signalled when a worker's place frees up.
+    freed: Condvar,
 }
 
 /// Gives a worker's place back when the worker ends, however it ends.
@@ -135,6 +142,7 @@ impl<C: Connector> Drop for WorkerSlot<C> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *workers = workers.saturating_sub(1);
+        self.0.freed.notify_one();
     }
 }
 
@@ -145,6 +153,7 @@ impl<C: Connector> Dispatcher<C> {
             limits,
             idle: Mutex::new(Vec::new()),
             workers: Mutex::new(0),
+            freed: Condvar::new(),
         })
     }
 
@@ -170,9 +179,9 @@ impl<C: Connector> Dispatcher<C> {
     /// Runs `call` and returns its reply, or `Unavailable` if there is
     /// none by `deadline`.
     pub fn dispatch(self: &Arc<Self>, call: Call, deadline: Instant) -> Reply {
-        let Some(slot) = self.take_worker_slot() else {
+        let Some(slot) = self.take_worker_slot(deadline) else {
             let detail = format!(
-                "{} calls are already waiting for the database",
+                "{} calls were running or waiting for the database until the deadline",
                 self.limits.max_workers
             );
             log::outcome(call.op(), call.user(), &detail);
@@ -231,10 +240,16 @@ impl<C: Connector> Dispatcher<C> {
         }
     }
 
-    fn take_worker_slot(self: &Arc<Self>) -> Option<WorkerSlot<C>> {
+    /// A worker's place, waiting for one until `deadline`.
+    fn take_worker_slot(self: &Arc<Self>, deadline: Instant) -> Option<WorkerSlot<C>> {
         let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
-        if *workers >= self.limits.max_workers {
-            return None;
+        while *workers >= self.limits.max_workers {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            workers = self
+                .freed
+                .wait_timeout(workers, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         *workers += 1;
         Some(WorkerSlot(Arc::clone(self)))
@@ -455,10 +470,11 @@ pub mod tests {
         assert_eq!(dispatcher.idle(), 1, "the late call's client is pooled");
     }
 
-    /// Beyond the cap of outstanding workers the answer is Timeout at once,
-    /// and the cap frees up once they finish.
+    /// Beyond the cap of outstanding workers a call waits for a place: it
+    /// gets Timeout at its deadline if none frees up, and runs as soon as
+    /// one does.
     #[test]
-    fn worker_cap_answers_at_once_when_full() {
+    fn worker_cap_queues_until_the_deadline() {
         let fake = Fake::new(Behaviour::Answer(Duration::from_millis(700)));
         let dispatcher = Dispatcher::new(fake, limits(100));
         for _ in 0..2 {
@@ -466,13 +482,23 @@ pub mod tests {
             assert_eq!(reason(&reply), Some(Unavailable::Timeout));
         }
         assert_eq!(dispatcher.workers(), 2);
+        // Full for the next 600 ms: a call with 200 ms gets Timeout at its
+        // deadline, not at once and not later.
+        let start = Instant::now();
+        let reply = dispatcher.dispatch(begin(), start + Duration::from_millis(200));
+        assert_eq!(reason(&reply), Some(Unavailable::Timeout));
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(190), "{waited:?}");
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+        // A call with time to spare waits for a place and is answered.
         let start = Instant::now();
         let reply = dispatcher.dispatch(begin(), start + Duration::from_secs(5));
-        assert_eq!(reason(&reply), Some(Unavailable::Timeout));
-        assert!(start.elapsed() < Duration::from_millis(50), "not at once");
-        wait_for("the workers to end", || dispatcher.workers() == 0);
-        let reply = dispatcher.dispatch(begin(), Instant::now() + Duration::from_secs(5));
         assert_eq!(reply, allow());
+        assert!(
+            start.elapsed() >= Duration::from_millis(300),
+            "did not wait"
+        );
+        wait_for("the workers to end", || dispatcher.workers() == 0);
     }
 
     /// No connection: DatabaseDown, and nothing is pooled.
