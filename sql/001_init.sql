@@ -405,7 +405,7 @@ RETURNS TABLE (enrolled boolean, generation bigint, grace boolean, refusal text,
                refusal_until bigint, deliver_to text, backup_digits int, backup_salt bytea,
                backup_m_cost int, backup_t_cost int, backup_p_cost int,
                enroll_at_login boolean, totp_algorithm text, totp_digits int,
-               totp_period int, backup_codes int, now bigint)
+               totp_period int, backup_codes int, now bigint, delivered_pending boolean)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, twofactor, pg_temp
 AS $$
@@ -432,6 +432,9 @@ BEGIN
         backup_m_cost := u.backup_m_cost;
         backup_t_cost := u.backup_t_cost;
         backup_p_cost := u.backup_p_cost;
+        -- A code sent by message waits to be typed: only then must the host
+        -- hash a TOTP-length answer (argon2) to compare it.
+        delivered_pending := u.delivered_hash IS NOT NULL AND now < u.delivered_expires;
         SELECT * INTO r FROM twofactor._refusal(u.rate_window_start, u.rate_window_attempts,
                                                 u.locked_until, now, pol.max_attempts,
                                                 pol.per_seconds);
@@ -445,6 +448,7 @@ BEGIN
                             AND g.at <= now AND now - g.at < pol.grace_seconds);
     ELSE
         grace := false;
+        delivered_pending := false;
     END IF;
     RETURN NEXT;
 END
@@ -455,7 +459,7 @@ RETURNS TABLE (enrolled boolean, generation bigint, grace boolean, refusal text,
                refusal_until bigint, deliver_to text, backup_digits int, backup_salt bytea,
                backup_m_cost int, backup_t_cost int, backup_p_cost int,
                enroll_at_login boolean, totp_algorithm text, totp_digits int,
-               totp_period int, backup_codes int, now bigint)
+               totp_period int, backup_codes int, now bigint, delivered_pending boolean)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, twofactor, pg_temp
 AS $$ SELECT * FROM twofactor.begin_login_at(p_user, p_rhost, NULL) $$;

@@ -64,6 +64,7 @@ fn begin_reply() -> BeginReply {
         totp_period: 30,
         backup_codes: 10,
         now: T0_UNIX as i64,
+        delivered_pending: false,
     }
 }
 

@@ -133,6 +133,9 @@ pub struct BeginReply {
     pub backup_codes: u32,
     /// The database's clock.
     pub now: i64,
+    /// A code sent by message is waiting to be typed (only then is a
+    /// TOTP-length answer worth an argon2 hash).
+    pub delivered_pending: bool,
 }
 
 /// What the host needs to hash an answer like the set's codes.
@@ -405,6 +408,7 @@ mod tests {
                 totp_period: 30,
                 backup_codes: 10,
                 now: 1_799_999_000,
+                delivered_pending: false,
             }),
             Reply::Attempt(AttemptReply {
                 verdict: AttemptVerdict::AllowBackup,

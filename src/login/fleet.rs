@@ -359,7 +359,10 @@ impl Login<'_> {
                     }
                 }
             }
-            let reply = self.attempt(begun, &answer, drift.as_ref(), delivery_on)?;
+            let pending = delivery_on
+                && begun.reply.deliver_to.is_some()
+                && (begun.reply.delivered_pending || delivered_now);
+            let reply = self.attempt(begun, &answer, drift.as_ref(), pending)?;
             if matches!(
                 reply.verdict,
                 AttemptVerdict::RecordChanged | AttemptVerdict::NotEnrolled
@@ -390,20 +393,19 @@ impl Login<'_> {
     /// or a code sent by message (delivery is on for the user) is hashed
     /// first — unless `Begin`'s cheap look still refuses the attempt: then
     /// it goes with `hash_deferred`, and is hashed only if the database
-    /// answers `retry_with_hash` (the lock ended meanwhile). The database
-    /// does not say whether a sent code is pending, so a user who can get
-    /// codes by message pays one argon2 hash per TOTP-length answer.
+    /// answers `retry_with_hash` (the lock ended meanwhile). A TOTP-length
+    /// answer is hashed only while a sent code is waiting: `Begin` said so,
+    /// or this login sent one (`pending`).
     fn attempt(
         &mut self,
         begun: &Begun,
         answer: &Answer,
         drift: Option<&DriftEcho>,
-        delivery_on: bool,
+        pending: bool,
     ) -> Step<AttemptReply> {
         let backup_length =
             matches!(answer, Answer::Digits(d) if d.len() == usize::from(begun.kdf.digits));
-        let could_be_delivered =
-            delivery_on && begun.reply.deliver_to.is_some() && answer.totp().is_some();
+        let could_be_delivered = pending && answer.totp().is_some();
         let mut hash = if !backup_length && !could_be_delivered {
             AnswerHash::NotNeeded
         } else if begun.refused_now().is_some() {

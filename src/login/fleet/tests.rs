@@ -144,6 +144,7 @@ fn begin_reply(enrolled: bool) -> BeginReply {
         totp_period: 30,
         backup_codes: 2,
         now: NOW as i64,
+        delivered_pending: false,
     }
 }
 
@@ -655,6 +656,40 @@ fn a_code_by_message_is_recorded_then_sent() {
             Request::Attempt(attempt(Some("654321"), Some(hash_of("654321")), false)),
         ]
     );
+}
+
+/// For a user who can get codes by message, a TOTP-length answer is hashed
+/// (argon2) only while a sent code waits to be typed: not when `Begin`
+/// says none is pending, and when it says one is.
+#[test]
+fn a_totp_answer_is_hashed_only_while_a_sent_code_waits() {
+    for pending in [false, true] {
+        let (mut config, _dir) = setup(&format!("fleet-pending-{pending}"));
+        config.delivery.command = Some(PathBuf::from("/nonexistent/deliver"));
+        config.delivery.socket = Some(PathBuf::from("/nonexistent/deliver.sock"));
+        let fake = agent(
+            &socket(&config),
+            vec![
+                Says::Reply(Reply::Begin(BeginReply {
+                    deliver_to: Some("+15555550100".into()),
+                    delivered_pending: pending,
+                    ..begin_reply(true)
+                })),
+                Says::Reply(Reply::Attempt(attempt_reply(AttemptVerdict::WrongCode))),
+            ],
+        );
+        let mut script = Script::new(&[Some("654321")]);
+        login(&config, &mut script).unwrap();
+        let hash = pending.then(|| hash_of("654321"));
+        assert_eq!(
+            fake.join().unwrap(),
+            vec![
+                begin(),
+                Request::Attempt(attempt(Some("654321"), hash, false))
+            ],
+            "pending: {pending}"
+        );
+    }
 }
 
 /// A full hour sends nothing and says until when, as the file flow does.

@@ -320,6 +320,7 @@ fn begin_reply(row: &Row) -> Result<BeginReply, BackendError> {
         totp_period: narrow(required::<i32>(row, "totp_period")?, "totp_period")?,
         backup_codes: narrow(required::<i32>(row, "backup_codes")?, "backup_codes")?,
         now: required(row, "now")?,
+        delivered_pending: get(row, "delivered_pending")?.unwrap_or(false),
     })
 }
 
