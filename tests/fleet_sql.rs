@@ -1164,10 +1164,21 @@ fn record_delivery_as_by_message() {
     let generation = generation(&mut su, "alice");
     assert_ne!(generation, old);
 
+    let pending = |db: &mut postgres::Client, now: i64| -> bool {
+        db.query_one(
+            "SELECT delivered_pending FROM twofactor.begin_login_at('alice', NULL, $1)",
+            &[&now],
+        )
+        .unwrap_or_else(|e| panic!("begin_login_at: {}", error_text(&e)))
+        .get(0)
+    };
+    assert!(!pending(&mut su, t), "nothing sent yet");
     assert_eq!(
         delivery(&mut su, generation, &h, t),
         ("stored".into(), Some(t + 300), None)
     );
+    assert!(pending(&mut su, t + 299));
+    assert!(!pending(&mut su, t + 300), "expired");
     // The delivered code is a hash match (with a TOTP-length answer that
     // is no TOTP code), accepted once.
     let attempt = |db: &mut postgres::Client, now: i64| -> String {
