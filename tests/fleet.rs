@@ -1001,3 +1001,51 @@ fn push_moves_file_enrollments_with_their_state() {
     let next = host.login("daemon", &[&code_at(SECRET, t + 30)]);
     assert!(next.succeeded(), "{next}");
 }
+
+/// `twofactor import` with `[fleet]`: a google-authenticator file goes
+/// straight into the fleet (seed, scratch codes as backup codes); its code
+/// and a scratch code log in on a host, and the user is told to delete the
+/// file. A second import without `--force` leaves the enrollment alone.
+#[test]
+fn import_goes_into_the_fleet() {
+    if !root("import_goes_into_the_fleet") {
+        return;
+    }
+    let f = fleet("import", 1, "", "");
+    let ga = f.admin.dir().join("google_authenticator");
+    write_private(
+        &ga,
+        &format!("{SECRET}\n\" TOTP_AUTH\n12345678\n87654321\n"),
+    );
+    let path = ga.to_str().unwrap();
+    let v = cli(
+        &f.admin,
+        &["import", "daemon", "--google-authenticator", path, "--json"],
+    )
+    .expect(0)
+    .json();
+    assert_eq!(v["imported"][0]["user"], "daemon", "{v}");
+    assert_eq!(v["delete_file"], path, "{v}");
+    let list = cli(&f.admin, &["list", "--json"]).expect(0).json();
+    assert_eq!(list["users"][0]["user"], "daemon", "{list}");
+
+    let host = &f.hosts[0];
+    let t = early_in_step(12);
+    let out = host.login("daemon", &[&code_at(SECRET, t)]);
+    assert!(out.succeeded(), "{out}");
+    let out = host.login("daemon", &["87654321"]);
+    assert!(out.succeeded(), "{out}");
+    assert_eq!(
+        out.info_lines(),
+        ["Backup code accepted. 1 backup code left."]
+    );
+
+    let again = run_cli(
+        &f.admin,
+        &["import", "daemon", "--google-authenticator", path],
+    );
+    assert_eq!(again.status.code(), Some(5), "{again:?}");
+    // Still the same enrollment: the used scratch code stays used.
+    let out = host.login("daemon", &["87654321"]);
+    assert_eq!(out.pam_error(), Some(pam_err::AUTH_ERR), "{out}");
+}

@@ -309,7 +309,7 @@ pub use crate::otp::uri::{grouped_secret, otpauth_uri, qr_text};
 pub use account::{Listed, Status};
 pub use check::Problem;
 pub use enroll::{CheckedEnrollment, EnrollOptions, Enrollment};
-pub use import::{Existing, ImportReport, Imported};
+pub use import::{Existing, ImportReport, ImportStore, Imported};
 pub use input_files::{
     ImportText, MAX_IMPORT_BYTES, MAX_SECRET_INPUT, read_import_file, read_secret_file,
 };

@@ -31,6 +31,13 @@ pub enum Existing {
 /// Users imported, and lines skipped with why.
 pub type ImportReport = (Vec<Imported>, Vec<(usize, String)>);
 
+/// Where an import puts a user's record (and a fresh state): this host's
+/// files, or the fleet (the `twofactor` binary's fleet store). With
+/// [`Existing::Keep`] it must refuse an enrolled user with
+/// [`AdminError::AlreadyEnrolled`].
+pub type ImportStore<'a> =
+    dyn FnMut(&Username, &SecretRecord, Existing) -> Result<(), AdminError> + 'a;
+
 /// What `import` did for one user.
 #[derive(Debug)]
 pub struct Imported {
@@ -42,13 +49,28 @@ pub struct Imported {
 }
 
 impl Admin {
-    /// Imports a `~/.google_authenticator` file for `raw_user`.
+    /// Imports a `~/.google_authenticator` file for `raw_user` into this
+    /// host's files.
     pub fn import_google_authenticator(
         &self,
         raw_user: &str,
         text: &str,
         existing: Existing,
         now: u64,
+    ) -> Result<Imported, AdminError> {
+        self.import_google_authenticator_into(raw_user, text, existing, now, &mut |u, r, e| {
+            self.store_import(u, r, e)
+        })
+    }
+
+    /// [`Admin::import_google_authenticator`] into `store`.
+    pub fn import_google_authenticator_into(
+        &self,
+        raw_user: &str,
+        text: &str,
+        existing: Existing,
+        now: u64,
+        store: &mut ImportStore,
     ) -> Result<Imported, AdminError> {
         let user = existing_user(raw_user)?;
         let ga = parse_google_authenticator(text)
@@ -79,7 +101,7 @@ impl Admin {
             },
             deliver_to: None,
         };
-        self.store_import(&user, &record, existing)?;
+        store(&user, &record, existing)?;
         Ok(Imported {
             user: user.to_string(),
             backup_codes: ga.scratch_codes,
@@ -87,13 +109,26 @@ impl Admin {
         })
     }
 
-    /// Imports every TOTP line of a pam_oath users file; returns the users
-    /// imported and the lines skipped (line, why).
+    /// Imports every TOTP line of a pam_oath users file into this host's
+    /// files; returns the users imported and the lines skipped (line, why).
     pub fn import_oath_usersfile(
         &self,
         text: &str,
         existing: Existing,
         now: u64,
+    ) -> Result<ImportReport, AdminError> {
+        self.import_oath_usersfile_into(text, existing, now, &mut |u, r, e| {
+            self.store_import(u, r, e)
+        })
+    }
+
+    /// [`Admin::import_oath_usersfile`] into `store`.
+    pub fn import_oath_usersfile_into(
+        &self,
+        text: &str,
+        existing: Existing,
+        now: u64,
+        store: &mut ImportStore,
     ) -> Result<ImportReport, AdminError> {
         let file = parse_oath_usersfile(text);
         let mut skipped = file.skipped;
@@ -119,7 +154,7 @@ impl Admin {
                 backup,
                 deliver_to: None,
             };
-            match self.store_import(&user, &record, existing) {
+            match store(&user, &record, existing) {
                 Ok(()) => imported.push(Imported {
                     user: user.to_string(),
                     backup_codes: codes.iter().map(|c| c.grouped().to_string()).collect(),

@@ -217,7 +217,7 @@ pub(crate) fn run_user_command(
             force,
             json,
         } => run_import(
-            admin.files_for_import()?,
+            admin,
             user,
             google_authenticator,
             oath_usersfile,

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use pam_twofactor::admin::{self, Admin, AdminError, EnrollOptions, Existing, audit, notify};
+use pam_twofactor::admin::{self, AdminError, EnrollOptions, Existing, audit, notify};
 use pam_twofactor::delivery::Event;
 use pam_twofactor::records::username::escape;
 use serde_json::json;
@@ -15,7 +15,7 @@ use crate::fleet::store::Store;
 use crate::output::{print_codes, print_json};
 
 pub(crate) fn run_import(
-    admin: &Admin,
+    store: &mut Store,
     user: Option<String>,
     google_authenticator: Option<PathBuf>,
     oath_usersfile: Option<PathBuf>,
@@ -35,26 +35,26 @@ pub(crate) fn run_import(
         (Some(user), Some(file), None) => {
             let text = admin::read_import_file(&file)?;
             let imported =
-                admin.import_google_authenticator(&user, text.as_str(), existing, now)?;
+                store.import_google_authenticator(&user, text.as_str(), existing, now)?;
             audit::record(&format!(
                 "enrolled {} from the google-authenticator file {}",
                 imported.user,
                 escape(&file.to_string_lossy())
             ));
-            notify::user_event(&admin.config, &imported.user, Event::Enrolled, now);
+            notify::user_event(store.config(), &imported.user, Event::Enrolled, now);
             delete_file = Some(file);
             (vec![imported], Vec::new())
         }
         (None, None, Some(file)) => {
             let text = admin::read_import_file(&file)?;
-            let (imported, skipped) = admin.import_oath_usersfile(text.as_str(), existing, now)?;
+            let (imported, skipped) = store.import_oath_usersfile(text.as_str(), existing, now)?;
             for i in &imported {
                 audit::record(&format!(
                     "enrolled {} from the pam_oath users file {}",
                     i.user,
                     escape(&file.to_string_lossy())
                 ));
-                notify::user_event(&admin.config, &i.user, Event::Enrolled, now);
+                notify::user_event(store.config(), &i.user, Event::Enrolled, now);
             }
             (imported, skipped)
         }

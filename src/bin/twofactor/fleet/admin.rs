@@ -191,6 +191,11 @@ impl FleetAdmin {
         &mut self.client
     }
 
+    /// The file store's admin (config, parsers) and the client at once.
+    pub fn parts(&mut self) -> (&Admin, &mut Client) {
+        (&self.admin, &mut self.client)
+    }
+
     /// `admin_users()`'s row of `user`, if enrolled.
     fn user(&mut self, user: &Username) -> Result<Option<UserRow>, AdminError> {
         let row = self

@@ -49,7 +49,11 @@ pub fn state_arrays(
     (labels, steps, drifts)
 }
 
-fn push_one(
+/// One user's record and state into the fleet, in one transaction (also
+/// `import` with `[fleet]`, with a fresh state); with `replace` an
+/// enrollment in the fleet is replaced, else it is
+/// [`AdminError::AlreadyEnrolled`].
+pub fn push_one(
     client: &mut postgres::Client,
     user: &Username,
     record: &SecretRecord,

@@ -4,12 +4,15 @@
 //! (text and `--json`) is the same.
 
 use pam_twofactor::admin::{
-    Admin, AdminError, DeviceInfo, EnrollOptions, Enrollment, Listed, Status,
+    Admin, AdminError, DeviceInfo, EnrollOptions, Enrollment, Existing, ImportReport, Imported,
+    Listed, Status,
 };
 use pam_twofactor::config::Config;
 use pam_twofactor::otp::backup::BackupCode;
+use pam_twofactor::records::State;
 
 use super::admin::FleetAdmin;
+use super::push::push_one;
 
 /// The admin commands' store.
 pub enum Store {
@@ -112,15 +115,41 @@ impl Store {
         }
     }
 
-    /// The file store's admin for `import`, which writes only files: with
-    /// `[fleet]` it is refused, naming the way that works.
-    pub fn files_for_import(&self) -> Result<&Admin, AdminError> {
+    /// `import USER --google-authenticator FILE`: into the files, or with
+    /// `[fleet]` into the fleet with a fresh state (one transaction).
+    pub fn import_google_authenticator(
+        &mut self,
+        user: &str,
+        text: &str,
+        existing: Existing,
+        now: u64,
+    ) -> Result<Imported, AdminError> {
         match self {
-            Store::Files(admin) => Ok(admin),
-            Store::Fleet(_) => Err(AdminError::Usage(
-                "import writes this host's files, not the fleet: import with a config that has the same state_dir and no [fleet] section (twofactor --config FILE import ...), then move the users into the fleet with: twofactor fleet push USER"
-                    .into(),
-            )),
+            Store::Files(a) => a.import_google_authenticator(user, text, existing, now),
+            Store::Fleet(f) => {
+                let (admin, client) = f.parts();
+                admin.import_google_authenticator_into(user, text, existing, now, &mut |u, r, e| {
+                    push_one(client, u, r, &State::default(), e == Existing::Replace)
+                })
+            }
+        }
+    }
+
+    /// `import --oath-usersfile FILE`, into the files or the fleet.
+    pub fn import_oath_usersfile(
+        &mut self,
+        text: &str,
+        existing: Existing,
+        now: u64,
+    ) -> Result<ImportReport, AdminError> {
+        match self {
+            Store::Files(a) => a.import_oath_usersfile(text, existing, now),
+            Store::Fleet(f) => {
+                let (admin, client) = f.parts();
+                admin.import_oath_usersfile_into(text, existing, now, &mut |u, r, e| {
+                    push_one(client, u, r, &State::default(), e == Existing::Replace)
+                })
+            }
         }
     }
 }
