@@ -93,7 +93,11 @@ impl Agent {
             if let Some(status) = agent.child.try_wait().unwrap() {
                 panic!("agent exited ({status}): {}", agent.log());
             }
-            assert!(Instant::now() < deadline, "no agent socket: {}", agent.log());
+            assert!(
+                Instant::now() < deadline,
+                "no agent socket: {}",
+                agent.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         agent
@@ -288,23 +292,6 @@ impl Fleet {
         .get(0)
     }
 
-    /// A code the database has not seen used, with its step: the current
-    /// step's (at least `margin` seconds left in it), or the next one's
-    /// (window 1) if the current step is used already.
-    fn fresh_code(&self, margin: u64) -> (String, i64) {
-        loop {
-            let t = early_in_step(margin);
-            let s = (t / 30) as i64;
-            match self.last_step() {
-                Some(last) if last > s => {
-                    std::thread::sleep(Duration::from_secs(30 - t % 30));
-                }
-                Some(last) if last == s => return (code_at(t + 30), s + 1),
-                _ => return (code_at(t), s),
-            }
-        }
-    }
-
     fn locked_until(&self) -> Option<i64> {
         self.row("SELECT locked_until FROM twofactor.users WHERE name = $1")
             .get(0)
@@ -353,14 +340,21 @@ fn denied(run: &SshRun) -> bool {
 /// fresh code; the code just used on host 1 is a replay on host 2 in the
 /// same step; then one code sent 20 times at once over the three hosts
 /// logs in exactly once, the database holding its step and 19 failures.
+///
+/// `[totp] window = 2` in the fleet policy: the four fresh codes this
+/// needs (steps s-2 to s+1) are all inside the window of one step s, so
+/// nothing waits for the clock; only the first two logins must fall in
+/// step s (`early_in_step`).
 #[test]
 fn three_hosts_one_enrollment_a_code_once_fleet_wide_even_in_parallel() {
     if !can_run("three_hosts_one_enrollment_a_code_once_fleet_wide_even_in_parallel") {
         return;
     }
     let started = Instant::now();
-    let policy = "[lockout]\nmax_failures = 100\n[rate_limit]\nmax_attempts = 100\n";
+    let policy =
+        "[totp]\nwindow = 2\n[lockout]\nmax_failures = 100\n[rate_limit]\nmax_attempts = 100\n";
     let f = fleet("fh-once", policy);
+    eprintln!("fleet_hosts fh-once set up: {:?}", started.elapsed());
     f.enroll();
     // Nothing of the enrollment is on any host.
     for host in &f.hosts {
@@ -369,13 +363,14 @@ fn three_hosts_one_enrollment_a_code_once_fleet_wide_even_in_parallel() {
 
     let t = early_in_step(12);
     let s = (t / 30) as i64;
-    let first = f.hosts[0].ssh(&code_at(t));
+    let first = f.hosts[0].ssh(&code_at(t - 60));
     assert!(first.logged_in(), "{first}");
     let address = f.net.address(0);
     assert!(
-        first
-            .sshd_log
-            .contains(&format!("Accepted keyboard-interactive/pam for {USER} from {}", f.net.bridge_address())),
+        first.sshd_log.contains(&format!(
+            "Accepted keyboard-interactive/pam for {USER} from {}",
+            f.net.bridge_address()
+        )),
         "{first}"
     );
     assert_eq!(
@@ -385,27 +380,32 @@ fn three_hosts_one_enrollment_a_code_once_fleet_wide_even_in_parallel() {
             format!("({USER}@{address}) Verification code: ")
         ]
     );
-    assert_eq!(f.last_step(), Some(s));
+    assert_eq!(f.last_step(), Some(s - 2));
 
     // Host 1's code on host 2, same step: a replay.
-    let replay = f.hosts[1].ssh(&code_at(t));
+    let replay = f.hosts[1].ssh(&code_at(t - 60));
     assert!(denied(&replay), "{replay}");
     assert_eq!(replay.prompts.len(), 2, "{replay}");
     assert_eq!(f.failures(), 1);
-    // The next step's code (window 1) on host 2, the one after on host 3
-    // (once the database's step has moved on).
-    let second = f.hosts[1].ssh(&code_at(t + 30));
+    assert!(now() / 30 == t / 30, "the replay left step {s}: too slow");
+    // Fresh codes on hosts 2 and 3.
+    let second = f.hosts[1].ssh(&code_at(t - 30));
     assert!(second.logged_in(), "{second}");
-    assert_eq!(f.last_step(), Some(s + 1));
+    assert_eq!(f.last_step(), Some(s - 1));
     assert_eq!(f.failures(), 0);
-    let (code, _) = f.fresh_code(12);
-    let third = f.hosts[2].ssh(&code);
+    let third = f.hosts[2].ssh(&code_at(t));
     assert!(third.logged_in(), "{third}");
+    assert_eq!(f.last_step(), Some(s));
 
     // One fresh code, 20 logins at once over the three hosts.
-    let (code, expected_step) = f.fresh_code(20);
+    // Step s+1: inside the window until step s+3 begins.
+    let (code, expected_step) = (code_at(t + 30), s + 1);
     let logins: Vec<_> = (0..20)
-        .map(|i| f.hosts[i % HOSTS].sys.prepare_ssh(USER, Some(PASSWORD), Some(&code)))
+        .map(|i| {
+            f.hosts[i % HOSTS]
+                .sys
+                .prepare_ssh(USER, Some(PASSWORD), Some(&code))
+        })
         .collect();
     let threads: Vec<_> = logins
         .into_iter()
@@ -426,12 +426,20 @@ fn three_hosts_one_enrollment_a_code_once_fleet_wide_even_in_parallel() {
     let accepted: usize = f
         .hosts
         .iter()
-        .map(|h| h.sys.sshd_log().matches("Accepted keyboard-interactive/pam").count())
+        .map(|h| {
+            h.sys
+                .sshd_log()
+                .matches("Accepted keyboard-interactive/pam")
+                .count()
+        })
         .sum();
     // The three single logins plus the one of the twenty.
     assert_eq!(accepted, 4);
     for host in &f.hosts {
-        assert!(!host.agent.log().contains(&code), "a code in the agent's log");
+        assert!(
+            !host.agent.log().contains(&code),
+            "a code in the agent's log"
+        );
     }
     eprintln!("fleet_hosts once: {:?}", started.elapsed());
 }
@@ -447,8 +455,11 @@ fn failures_over_three_hosts_lock_everywhere_and_unlock_on_host_3_clears_it() {
     }
     let started = Instant::now();
     let f = fleet("fh-lock", "[lockout]\nmax_failures = 3\n");
+    eprintln!("fleet_hosts fh-lock set up: {:?}", started.elapsed());
     f.enroll();
-    let t = early_in_step(15);
+    // `right` stays inside the window (1) until the step after next: no
+    // wait for the clock.
+    let t = now();
     let right = code_at(t);
     let wrong = wrong_code(t);
     for (i, host) in f.hosts.iter().enumerate() {
@@ -500,15 +511,18 @@ fn a_host_cut_off_denies_within_the_deadline_and_the_others_go_on() {
     let started = Instant::now();
     let policy = "[lockout]\nmax_failures = 100\n[rate_limit]\nmax_attempts = 100\n";
     let f = fleet("fh-cut", policy);
+    eprintln!("fleet_hosts fh-cut set up: {:?}", started.elapsed());
     let backup = f.enroll();
     let cut = &f.hosts[2];
     cut.sys.ssh_from_inside(true);
     let bound = Duration::from_secs(DEADLINE + 4);
     let unavailable = |run: &SshRun| {
-        denied(run) && (run.run.stderr.contains(CANNOT_REACH) || run.run.stderr.contains(NOT_WRITING))
+        denied(run)
+            && (run.run.stderr.contains(CANNOT_REACH) || run.run.stderr.contains(NOT_WRITING))
     };
 
-    let t = early_in_step(15);
+    // code(t) is used at once; code(t + 30) stays in the window for 60 s.
+    let t = now();
     let out = cut.ssh(&code_at(t));
     assert!(out.logged_in(), "{out}");
 
@@ -519,6 +533,10 @@ fn a_host_cut_off_denies_within_the_deadline_and_the_others_go_on() {
     let took = began.elapsed();
     assert!(unavailable(&out), "{out}");
     assert!(took < bound, "{took:?}\n{out}");
+    eprintln!(
+        "fleet_hosts cut before the login: ssh took {took:?}: {:?}",
+        out.run.stderr
+    );
     // The others go on meanwhile.
     let out = f.hosts[0].ssh(&code_at(t + 30));
     assert!(out.logged_in(), "{out}");
@@ -542,6 +560,10 @@ fn a_host_cut_off_denies_within_the_deadline_and_the_others_go_on() {
     assert!(shown.is_some());
     assert!(unavailable(&out), "{out}");
     assert!(took < bound, "{took:?}\n{out}");
+    eprintln!(
+        "fleet_hosts cut at the code prompt: denied {took:?} after the code: {:?}",
+        out.run.stderr
+    );
     let out = f.hosts[1].ssh(&backup[4]);
     assert!(out.logged_in(), "{out}");
     f.net.link_up(2);

@@ -201,7 +201,13 @@ impl Net {
         let net = Net { n, hosts, lock };
         let bridge = bridge_name(n);
         ip_ok(&["link", "add", &bridge, "type", "bridge"]);
-        ip_ok(&["addr", "add", &format!("{}/24", net.bridge_address()), "dev", &bridge]);
+        ip_ok(&[
+            "addr",
+            "add",
+            &format!("{}/24", net.bridge_address()),
+            "dev",
+            &bridge,
+        ]);
         ip_ok(&["link", "set", &bridge, "up"]);
         for i in 0..hosts {
             let ns = netns_name(n, i);
@@ -218,7 +224,13 @@ impl Net {
                 ip_ok(&all);
             };
             inside(&["link", "set", "lo", "up"]);
-            inside(&["addr", "add", &format!("{}/24", net.address(i)), "dev", "eth0"]);
+            inside(&[
+                "addr",
+                "add",
+                &format!("{}/24", net.address(i)),
+                "dev",
+                "eth0",
+            ]);
             inside(&["link", "set", "eth0", "up"]);
         }
         net

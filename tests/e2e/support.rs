@@ -903,13 +903,7 @@ exit 1
                 SshdConfig::Test(methods) => {
                     write_mode(
                         &config,
-                        &sshd_config_on(
-                            &self.address(),
-                            port,
-                            &host_key,
-                            self.sb.dir(),
-                            methods,
-                        ),
+                        &sshd_config_on(&self.address(), port, &host_key, self.sb.dir(), methods),
                         0o644,
                     );
                     argv.extend(["-f".to_string(), config.display().to_string()]);
@@ -1165,7 +1159,12 @@ exit 1
 
     /// [`System::ssh`] made ready to run on another thread (many logins
     /// at once): [`PreparedSsh::run`].
-    pub fn prepare_ssh(&self, user: &str, password: Option<&str>, code: Option<&str>) -> PreparedSsh {
+    pub fn prepare_ssh(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        code: Option<&str>,
+    ) -> PreparedSsh {
         let (cmd, answers) = self.ssh_command(user, password, code, None, false);
         PreparedSsh { cmd, answers }
     }
