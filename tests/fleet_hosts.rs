@@ -64,8 +64,8 @@ fn can_run(test: &str) -> bool {
 }
 
 /// A `twofactor agent` started inside a host's network namespace
-/// (`ip netns exec` execs it, so the child's pid is the agent's), stopped
-/// by that PID on drop.
+/// (`ip netns exec` and `setpriv` exec it, so the child's pid is the
+/// agent's), stopped by that PID on drop.
 struct Agent {
     child: Child,
     log: PathBuf,
@@ -74,8 +74,12 @@ struct Agent {
 impl Agent {
     fn start(net: &Net, i: usize, sys: &System) -> Agent {
         let log = sys.sb.dir().join("agent.log");
+        // setpriv execs too: should this test process die without running
+        // Drop, the parent-death signal stops the agent (as sshd).
         let child = net
-            .exec(i, common::cli_path())
+            .exec(i, "setpriv")
+            .args(["--pdeathsig", "TERM", "--"])
+            .arg(common::cli_path())
             .arg("--config")
             .arg(sys.sb.config_path())
             .arg("agent")

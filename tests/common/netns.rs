@@ -13,8 +13,10 @@
 //!   what we made), so parallel tests and test processes never share a
 //!   subnet, and every name (`tf<N>br`, `tf<N>v<i>`, `tf<N>h<i>`: at most
 //!   9 characters, the kernel allows 15) is unique on the machine. A lock
-//!   whose process is gone is taken over, and what that process made is
-//!   deleted first. A subnet that appears in the machine's own routes is
+//!   whose process is gone (a test process killed before its Drop ran:
+//!   sshd and the agents die with it, by their parent-death signal) is
+//!   removed with what that process made, by the next test process's
+//!   first `Net::new`. A subnet that appears in the machine's own routes is
 //!   never used.
 //! * Only the test's own addresses receive traffic: nothing is routed or
 //!   forwarded (no default route in the namespaces, `ip_forward` is not
@@ -142,16 +144,63 @@ fn remove_leftovers(n: u8) {
             let _ = ip(&["netns", "del", name]);
         }
     }
+    // A namespace lives on after `ip netns del` while anything holds it
+    // (a TCP socket of a killed agent retransmitting over a cut link does,
+    // for minutes), and with it the veth: delete our veths by name.
+    let veth = format!("tf{n}v");
+    if let Ok(links) = fs::read_dir("/sys/class/net") {
+        for link in links.flatten() {
+            let name = link.file_name().to_string_lossy().into_owned();
+            if name
+                .strip_prefix(&veth)
+                .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+            {
+                let _ = ip(&["link", "del", &name]);
+            }
+        }
+    }
     let bridge = bridge_name(n);
     if Path::new("/sys/class/net").join(&bridge).exists() {
         let _ = ip(&["link", "del", &bridge]);
     }
 }
 
+/// The pid in a lock file, if it holds one yet.
+fn lock_owner(lock: &Path) -> Option<u32> {
+    fs::read_to_string(lock)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+}
+
+/// Removes every `netns-<n>.lock` of a test process that is gone, and what
+/// that process made (a test process killed before its Drop ran).
+fn remove_stale(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(n) = name
+            .strip_prefix("netns-")
+            .and_then(|r| r.strip_suffix(".lock"))
+            .and_then(|n| n.parse::<u8>().ok())
+        else {
+            continue;
+        };
+        if lock_owner(&entry.path()).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        {
+            remove_leftovers(n);
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Reserves a subnet: the lock file `netns-<n>.lock` made with O_EXCL.
 fn reserve() -> (u8, PathBuf) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    static STALE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let base = super::sandbox_base();
+    STALE.get_or_init(|| remove_stale(&base));
     let start = std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed);
     for k in 0..254u32 {
         let n = ((start + k) % 254 + 1) as u8;
@@ -163,9 +212,7 @@ fn reserve() -> (u8, PathBuf) {
         {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let owner = fs::read_to_string(&lock)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u32>().ok());
+                let owner = lock_owner(&lock);
                 let alive = owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
                 // A lock being written has no pid yet: leave it alone.
                 if owner.is_some() && !alive {
