@@ -320,10 +320,23 @@ impl Net {
     }
 
     /// Connects host `i` again, and waits (at most 5 s) until the bridge
-    /// forwards its packets.
+    /// forwards its packets. The neighbour (ARP) entries between host `i`
+    /// and the bridge are flushed: resolutions that failed or were still
+    /// failing while the link was down would otherwise refuse the first
+    /// new connections ("No route to host") until they time out.
     pub fn link_up(&self, i: usize) {
         let veth = veth_name(self.n, i);
         ip_ok(&["link", "set", &veth, "up"]);
+        let ns = self.netns(i);
+        ip_ok(&["netns", "exec", &ns, "ip", "neigh", "flush", "dev", "eth0"]);
+        ip_ok(&[
+            "neigh",
+            "flush",
+            "dev",
+            &bridge_name(self.n),
+            "to",
+            &self.address(i),
+        ]);
         let sys = Path::new("/sys/class/net").join(&veth);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
