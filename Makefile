@@ -12,11 +12,12 @@ CARGO ?= cargo
 # started at install; zbarimg to decode the enrollment QR code drawn as a
 # terminal shows it; PostgreSQL 15 with pgcrypto for the fleet tests, each
 # of which starts a throwaway cluster of its own; libssl-dev because the
-# twofactor binary talks TLS to the fleet's database).
+# twofactor binary talks TLS to the fleet's database; iproute2's `ip netns`
+# for the fleet's hosts with their own addresses).
 DEPS := libpam0g-dev pamtester libpam-wrapper oathtool faketime libssl-dev pkg-config
 TEST_DEPS := $(DEPS) openssh-server openssh-client sudo curl \
         libpam-google-authenticator libnss-wrapper systemd zbar-tools \
-        postgresql-15
+        postgresql-15 iproute2
 
 .PHONY: all build release deps test lint demo deb deb-test bench bench-smoke \
         fuzz fuzz-smoke clean

@@ -68,6 +68,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod live;
+pub mod netns;
 pub mod pg;
 
 use std::ffi::OsString;
@@ -320,6 +321,9 @@ pub enum Needs {
     /// `/etc/passwd` and friends (TESTING.md, "Bind directories, not
     /// single files").
     EtcOverlay,
+    /// Network namespaces with veth pairs on a bridge (`ip netns`, see
+    /// [`netns`]): simulated hosts with their own addresses.
+    NetworkNamespace,
     /// A program in `PATH`, and the Debian package that ships it.
     Program(&'static str, &'static str),
 }
@@ -362,12 +366,14 @@ pub fn skip_loudly(what: &str, why: &str) {
 fn prerequisite(need: Needs) -> Result<(), String> {
     static NAMESPACE: OnceLock<Result<(), String>> = OnceLock::new();
     static OVERLAY: OnceLock<Result<(), String>> = OnceLock::new();
+    static NETNS: OnceLock<Result<(), String>> = OnceLock::new();
     match need {
         Needs::MountNamespace => NAMESPACE.get_or_init(probe_mount_namespace).clone(),
         Needs::EtcOverlay => {
             NAMESPACE.get_or_init(probe_mount_namespace).clone()?;
             OVERLAY.get_or_init(probe_etc_overlay).clone()
         }
+        Needs::NetworkNamespace => NETNS.get_or_init(netns::probe).clone(),
         Needs::Program(name, package) => find_program(name)
             .map(drop)
             .ok_or_else(|| format!("`{name}` is not in PATH (package {package})")),

@@ -29,9 +29,16 @@
 //!
 //! Every process is bounded by a timeout and killed by PID (its whole
 //! process tree, and for sshd everything left in its mount namespace).
+//!
+//! For the fleet (tests/fleet_hosts.rs) a `System` can be one host of a
+//! small network ([`System::in_network_namespace`]: every command runs as
+//! `ip netns exec NS unshare --mount … ns.sh …`, sshd listens on the host's
+//! address and the ssh client, in the root namespace, connects to it) and
+//! can run on the real clock ([`System::use_real_clock`]: the fleet's
+//! database decides the time).
 #![allow(dead_code)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
@@ -400,6 +407,13 @@ pub struct System {
     pub sb: Sandbox,
     next_uid: AtomicU32,
     next_login: AtomicU32,
+    /// `(network namespace, address)`: see [`System::in_network_namespace`].
+    network: RefCell<Option<(String, String)>>,
+    /// The ssh client runs in that network namespace too: see
+    /// [`System::ssh_from_inside`].
+    ssh_inside: Cell<bool>,
+    /// No libfaketime anywhere: see [`System::use_real_clock`].
+    real_clock: Cell<bool>,
 }
 
 impl System {
@@ -434,6 +448,9 @@ impl System {
             sb,
             next_uid: AtomicU32::new(FIRST_UID),
             next_login: AtomicU32::new(0),
+            network: RefCell::new(None),
+            ssh_inside: Cell::new(false),
+            real_clock: Cell::new(false),
         };
         system.add_nodelay_to_pam_unix();
         system.write_ns_script();
@@ -534,13 +551,62 @@ exit 1
         write_mode(&self.sb.dir().join("askpass"), script, 0o755);
     }
 
+    /// From now on this system is a host with its own address: every
+    /// command of [`System::ns_command`] runs in the network namespace
+    /// `netns` (made by the caller, e.g. `common::netns::Net`) as `ip netns
+    /// exec NETNS unshare --mount …`, in that order (`ip netns exec` enters
+    /// a mount namespace of its own and execs, so the pid stays the
+    /// program's and `ns.sh` mounts in a namespace of that process alone);
+    /// sshd listens on `address` (an address of that namespace) and
+    /// [`System::ssh`] connects to it from the caller's namespace. Call it
+    /// before starting sshd.
+    pub fn in_network_namespace(&self, netns: &str, address: &str) {
+        assert!(self.sshd.borrow().is_none(), "sshd already started");
+        *self.network.borrow_mut() = Some((netns.to_string(), address.to_string()));
+    }
+
+    /// Whether [`System::ssh`] and friends run the ssh client inside this
+    /// host's network namespace (`ip netns exec NETNS ssh …`, no mount
+    /// namespace): a user on the host's side of a cut link, who reaches the
+    /// host's address while the host reaches nothing else.
+    pub fn ssh_from_inside(&self, inside: bool) {
+        assert!(
+            !inside || self.network.borrow().is_some(),
+            "in_network_namespace first"
+        );
+        self.ssh_inside.set(inside);
+    }
+
+    /// From now on nothing runs under libfaketime: sshd and the CLI see
+    /// the real clock (the fleet's database decides the time; codes come
+    /// from oathtool for the moment of the login).
+    pub fn use_real_clock(&self) {
+        self.real_clock.set(true);
+    }
+
+    /// The address sshd listens on and ssh connects to.
+    pub fn address(&self) -> String {
+        self.network
+            .borrow()
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_string(), |(_, a)| a.clone())
+    }
+
     /// A command run as `unshare --mount --propagation private ns.sh argv...`
+    /// (after `ip netns exec NETNS`, see [`System::in_network_namespace`])
     /// with a clean environment (C locale, UTC, a standard PATH).
     pub fn ns_command(&self, argv: &[&str]) -> Command {
         static HOST_NS: OnceLock<String> = OnceLock::new();
         let host_ns = HOST_NS
             .get_or_init(|| mount_namespace(std::process::id()).expect("own mount namespace"));
-        let mut cmd = Command::new(program("unshare"));
+        let mut cmd = match self.network.borrow().as_ref() {
+            Some((netns, _)) => {
+                let mut cmd = Command::new(program("ip"));
+                cmd.args(["netns", "exec", netns]).arg(program("unshare"));
+                cmd
+            }
+            None => Command::new(program("unshare")),
+        };
         cmd.args(["--mount", "--propagation", "private", "/bin/sh"])
             .arg(self.sb.dir().join("ns.sh"))
             .args(argv)
@@ -554,8 +620,12 @@ exit 1
 
     /// [`System::ns_command`] with the clock pinned at `at` through
     /// `LD_PRELOAD` (for programs that are not setuid).
+    /// With [`System::use_real_clock`], the real clock instead.
     pub fn ns_command_at(&self, argv: &[&str], at: &str) -> Command {
         let mut cmd = self.ns_command(argv);
+        if self.real_clock.get() {
+            return cmd;
+        }
         // ns.sh sets LD_PRELOAD from this just before it execs `argv`.
         cmd.env("E2E_PRELOAD", common::libfaketime())
             .env("FAKETIME", at)
@@ -662,8 +732,14 @@ exit 1
     /// `twofactor --config <config> args...` in the namespace (it needs the
     /// test users in passwd), clock at [`T0`].
     pub fn cli(&self, args: &[&str]) -> Run {
+        self.cli_with_config(self.sb.config_path(), args)
+    }
+
+    /// [`System::cli`] with another config file (an admin's `[fleet]`
+    /// role, say).
+    pub fn cli_with_config(&self, config: &Path, args: &[&str]) -> Run {
         let cli = common::cli_path();
-        let config = self.sb.config_path().display().to_string();
+        let config = config.display().to_string();
         let mut argv = vec![cli.to_str().expect("UTF-8 CLI path"), "--config", &config];
         argv.extend_from_slice(args);
         drive(&mut self.ns_command_at(&argv, T0), &[], COMMAND_TIMEOUT)
@@ -827,7 +903,7 @@ exit 1
                 SshdConfig::Test(methods) => {
                     write_mode(
                         &config,
-                        &sshd_config(port, &host_key, self.sb.dir(), methods),
+                        &sshd_config_on(&self.address(), port, &host_key, self.sb.dir(), methods),
                         0o644,
                     );
                     argv.extend(["-f".to_string(), config.display().to_string()]);
@@ -850,7 +926,11 @@ exit 1
                 port,
                 log: log.clone(),
             };
-            let listening = format!("Server listening on 127.0.0.1 port {port}.");
+            let address = match how {
+                SshdConfig::Test(_) => self.address(),
+                SshdConfig::EtcSsh(_) => "127.0.0.1".to_string(),
+            };
+            let listening = format!("Server listening on {address} port {port}.");
             let deadline = Instant::now() + SSHD_START_TIMEOUT;
             loop {
                 let text = fs::read_to_string(&log).unwrap_or_default();
@@ -914,7 +994,8 @@ exit 1
             .unwrap_or_else(|| panic!("no test user {user}"))
     }
 
-    /// `ssh -p PORT user@127.0.0.1 echo e2e-ok`, keyboard-interactive only,
+    /// `ssh -p PORT user@127.0.0.1 echo e2e-ok` (the address of
+    /// [`System::in_network_namespace`] if given), keyboard-interactive only,
     /// through the askpass script answering `password` and `code` (`None`:
     /// not expected; the askpass fails, as a user pressing Ctrl-C).
     pub fn ssh(&self, user: &str, password: Option<&str>, code: Option<&str>) -> SshRun {
@@ -1012,7 +1093,14 @@ exit 1
         if code_later {
             write_mode(&answers.join("code-later"), "", 0o600);
         }
-        let mut cmd = Command::new(program("ssh"));
+        let mut cmd = match self.network.borrow().as_ref() {
+            Some((netns, _)) if self.ssh_inside.get() => {
+                let mut cmd = Command::new(program("ip"));
+                cmd.args(["netns", "exec", netns]).arg(program("ssh"));
+                cmd
+            }
+            _ => Command::new(program("ssh")),
+        };
         cmd.args(["-F", "/dev/null", "-p"])
             .arg(port.to_string())
             .args([
@@ -1049,7 +1137,7 @@ exit 1
                 ]);
             }
         }
-        cmd.arg(format!("{user}@127.0.0.1"))
+        cmd.arg(format!("{user}@{}", self.address()))
             .args(["echo", "e2e-ok"])
             .env_clear()
             .env("PATH", PATH)
@@ -1062,16 +1150,23 @@ exit 1
     }
 
     fn ssh_result(&self, run: Run, answers: &Path) -> SshRun {
-        let prompts = fs::read_to_string(answers.join("prompts"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect();
         SshRun {
             run,
-            prompts,
+            prompts: askpass_prompts(answers),
             sshd_log: self.sshd_log(),
         }
+    }
+
+    /// [`System::ssh`] made ready to run on another thread (many logins
+    /// at once): [`PreparedSsh::run`].
+    pub fn prepare_ssh(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        code: Option<&str>,
+    ) -> PreparedSsh {
+        let (cmd, answers) = self.ssh_command(user, password, code, None, false);
+        PreparedSsh { cmd, answers }
     }
 
     // ---- sudo and su -----------------------------------------------------
@@ -1180,8 +1275,19 @@ fn free_port() -> u16 {
 /// The test `sshd_config` (sshd is started with `-f`, so nothing of the
 /// system's `/etc/ssh/sshd_config` applies).
 pub fn sshd_config(port: u16, host_key: &Path, dir: &Path, methods: &str) -> String {
+    sshd_config_on("127.0.0.1", port, host_key, dir, methods)
+}
+
+/// [`sshd_config`] listening on `address`.
+pub fn sshd_config_on(
+    address: &str,
+    port: u16,
+    host_key: &Path,
+    dir: &Path,
+    methods: &str,
+) -> String {
     format!(
-        "ListenAddress 127.0.0.1\n\
+        "ListenAddress {address}\n\
          Port {port}\n\
          HostKey {}\n\
          PidFile {}\n\
@@ -1286,6 +1392,34 @@ impl Drop for Sshd {
         signal("KILL", &members(!reaped));
         if !reaped {
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// The prompts the askpass of one login was given.
+fn askpass_prompts(answers: &Path) -> Vec<String> {
+    fs::read_to_string(answers.join("prompts"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// An ssh login from [`System::prepare_ssh`].
+pub struct PreparedSsh {
+    cmd: Command,
+    answers: PathBuf,
+}
+
+impl PreparedSsh {
+    /// Runs the login (bounded as [`System::ssh`]); the result's
+    /// `sshd_log` is empty (read the system's when needed).
+    pub fn run(mut self) -> SshRun {
+        let run = drive(&mut self.cmd, &[], COMMAND_TIMEOUT);
+        SshRun {
+            run,
+            prompts: askpass_prompts(&self.answers),
+            sshd_log: String::new(),
         }
     }
 }
