@@ -69,6 +69,7 @@
 
 pub mod live;
 pub mod pg;
+pub mod pg_ha;
 
 use std::ffi::OsString;
 use std::fmt;
