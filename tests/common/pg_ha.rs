@@ -222,6 +222,11 @@ impl PgHa {
             .expect("the primary is not running")
     }
 
+    /// Node `i`'s postmaster PID, if it runs.
+    pub fn node_pid(&self, i: usize) -> Option<u32> {
+        self.nodes.lock().unwrap()[i].child.as_ref().map(Child::id)
+    }
+
     /// Every node's log, for failure messages.
     pub fn logs(&self) -> String {
         let nodes = self.nodes.lock().unwrap();
@@ -425,10 +430,13 @@ impl PgHa {
     pub fn set_sync_names(&self, value: &str) {
         let quoted = value.replace('\'', "''");
         let mut su = self.superuser("postgres");
+        // Two statements: several in one query string are one transaction
+        // block, which ALTER SYSTEM refuses.
         su.batch_execute(&format!(
-            "ALTER SYSTEM SET synchronous_standby_names = '{quoted}'; SELECT pg_reload_conf()"
+            "ALTER SYSTEM SET synchronous_standby_names = '{quoted}'"
         ))
         .unwrap();
+        su.batch_execute("SELECT pg_reload_conf()").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let now: String = self
