@@ -144,7 +144,13 @@ fn fleet_section(ha: &PgHa, role: &str, socket: &Path) -> String {
 /// A fleet of `hosts` hosts on a primary + synchronous standby; its
 /// policy from `policy` (copied by `fleet init`).
 fn ha_fleet(name: &str, hosts: usize, policy: &str) -> Fleet {
-    let ha = PgHa::start(HaOptions::loopback());
+    ha_fleet_with(name, hosts, policy, HaOptions::loopback())
+}
+
+/// [`ha_fleet`] on servers built with `options`.
+fn ha_fleet_with(name: &str, hosts: usize, policy: &str, options: HaOptions) -> Fleet {
+    let sync_standbys = options.standbys;
+    let ha = PgHa::start(options);
     ha.superuser("postgres")
         .batch_execute(&format!("CREATE DATABASE {DB}"))
         .unwrap();
@@ -164,7 +170,7 @@ fn ha_fleet(name: &str, hosts: usize, policy: &str) -> Fleet {
         .get(0);
     assert!(require, "fleet init left require_sync_standby off");
     let status = cli(&dba, &["fleet", "status", "--json"]).expect(0).json();
-    assert_eq!(status["sync_standbys"], 1, "{status}");
+    assert_eq!(status["sync_standbys"], sync_standbys, "{status}");
 
     let admin = Sandbox::new(&format!("{name}-admin"));
     ha.superuser(DB)
@@ -431,11 +437,13 @@ fn root(test: &str) -> bool {
 /// reconnect.
 ///
 /// The promoted server keeps `synchronous_standby_names = 'standby1'`, so
-/// with no standby its commits would all wait. This test attaches a new
-/// standby rather than clearing the setting: the killed node is rebuilt as
+/// with no standby its commits would all wait. The test first clears it
+/// (`ALTER SYSTEM` + reload) and shows that `require_sync_standby` then
+/// refuses attempts at once ("not accepting writes", nothing written:
+/// nothing would protect the next failover); then it names `standby1`
+/// again and attaches a new standby: the killed node rebuilt as
 /// `standby1` of the promoted server (a new base backup, the same port).
-/// Clearing it would leave `require_sync_standby` refusing every attempt
-/// (rightly: nothing would protect the next failover).
+/// Logins work from there.
 #[test]
 fn a_failover_loses_no_used_code_no_backup_code_and_no_failure() {
     if !root("a_failover_loses_no_used_code_no_backup_code_and_no_failure") {
@@ -486,11 +494,28 @@ fn a_failover_loses_no_used_code_no_backup_code_and_no_failure() {
     f.ha.promote_standby("standby1");
     assert_ne!(f.ha.primary_index(), old_primary);
     let promoted = failover.elapsed(); // with the denied login between
-    f.ha.rebuild_as_standby("standby1");
-    let rebuilt = failover.elapsed();
 
     // Everything committed before the kill is on the promoted server.
     assert_eq!(f.state("daemon"), before);
+
+    // The promoted server still names standby1, which is gone. Cleared,
+    // commits would no longer wait for anyone: require_sync_standby then
+    // refuses every attempt at once, before anything is written.
+    f.ha.set_sync_names("");
+    let (out, refused) = timed_login(&f.hosts[0], &log, rhost, "daemon", wrong_for(&code));
+    assert_eq!(out.pam_error(), Some(pam_err::AUTHINFO_UNAVAIL), "{out}");
+    assert!(out.stderr.contains(NOT_WRITING), "{out}");
+    assert!(
+        refused < Duration::from_secs(DEADLINE),
+        "not a timeout: {refused:?}"
+    );
+    log.expect_line(rhost, "the fleet requires a synchronous standby");
+    assert_eq!(f.state("daemon"), before);
+    // What this test does instead: name standby1 again and attach a new
+    // one, the killed node rebuilt (a new base backup, the same port).
+    f.ha.set_sync_names("standby1");
+    f.ha.rebuild_as_standby("standby1");
+    let rebuilt = failover.elapsed();
     // The two-server string skips the first server, a read-only standby
     // now, for the promoted one (target_session_attrs=read-write).
     let mut client = f.ha.tls_client(DB, "tf_admin").unwrap();
@@ -541,9 +566,11 @@ fn a_failover_loses_no_used_code_no_backup_code_and_no_failure() {
         }
     );
     eprintln!(
-        "failover timings: kill to promoted {promoted:?}; kill to new standby synchronous \
-         {rebuilt:?}; first login after it (host 2, new connection) {first_login:?}; \
-         host 1's first (stale pooled clients) {host1_first:?}; whole test {:?}",
+        "failover timings: kill to promoted {promoted:?}; first login on the promoted \
+         server (host 1, stale pooled clients; refused, no standby named) {refused:?}; \
+         kill to new standby synchronous {rebuilt:?}; first login after that (host 2, \
+         new connection) {first_login:?}; host 1's first success {host1_first:?}; \
+         whole test {:?}",
         started.elapsed()
     );
 }
@@ -734,4 +761,45 @@ fn a_compromised_host_cannot_touch_state_and_removing_it_cuts_it_off() {
     let (out, _) = timed_login(&f.hosts[0], &log, rhost, "daemon", &code_at(SECRET, t + 30));
     assert!(out.succeeded(), "{out}");
     assert_eq!(f.state("daemon").failures, 0);
+}
+
+/// The README's advice, held to: with `synchronous_standby_names = 'ANY 1
+/// (standby1, standby2)'` one standby can fail and logins go on (each
+/// commit waits for the other); with both gone, logins are denied within
+/// the deadline; one back, they work again.
+#[test]
+fn with_two_standbys_one_may_fail() {
+    if !root("with_two_standbys_one_may_fail") {
+        return;
+    }
+    let options = HaOptions {
+        standbys: 2,
+        ..HaOptions::loopback()
+    };
+    let f = ha_fleet_with("any1", 1, POLICY, options);
+    let backup = backup_codes(&f.enroll("daemon", SECRET));
+    let t = early_in_step(5);
+    f.ha.stop_standby("standby1");
+    let out = f.hosts[0].login("daemon", &[&code_at(SECRET, t)]);
+    assert!(out.succeeded(), "{out}");
+    assert_eq!(f.state("daemon").last_step, Some((t / 30) as i64));
+
+    f.ha.stop_standby("standby2");
+    let started = Instant::now();
+    let out = f.hosts[0].login("daemon", &[&backup[0]]);
+    let took = started.elapsed();
+    assert_eq!(out.pam_error(), Some(pam_err::AUTHINFO_UNAVAIL), "{out}");
+    assert!(out.stderr.contains(NOT_WRITING), "{out}");
+    assert!(took < Duration::from_secs(DEADLINE + 2), "{took:?}");
+
+    f.ha.start_standby("standby1");
+    let out = f.hosts[0].login("daemon", &[&code_at(SECRET, t + 30)]);
+    assert!(out.succeeded(), "{out}");
+    // The backup code of the denied login was spent when its commit
+    // completed (with standby1 back): it is refused now, another works.
+    let out = f.hosts[0].login("daemon", &[&backup[0]]);
+    assert_eq!(out.pam_error(), Some(pam_err::AUTH_ERR), "{out}");
+    let out = f.hosts[0].login("daemon", &[&backup[1]]);
+    assert!(out.succeeded(), "{out}");
+    assert_eq!(f.state("daemon").backup_used, 2);
 }
