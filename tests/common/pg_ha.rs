@@ -851,12 +851,20 @@ fn is_alive(p: u32) -> bool {
     }
 }
 
-/// A TCP port free on `addr` now (the kernel's choice).
+/// A TCP port free on `addr` now, below Linux's ephemeral range (32768
+/// and up by default), so that no outgoing connection takes it between
+/// this check and the server's bind.
 fn free_port(addr: IpAddr) -> u16 {
-    TcpListener::bind((addr, 0))
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("no free port on {addr}: {e}"))
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919);
+    for _ in 0..200 {
+        let n = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729));
+        let port = 21_000 + u16::try_from(n % 11_000).expect("below 11000");
+        if TcpListener::bind((addr, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port on {addr} in 21000..32000");
 }
 
 fn path_str(path: &Path) -> String {
