@@ -23,7 +23,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -113,8 +113,18 @@ struct Host {
 
 impl Host {
     fn login(&self, user: &str, answers: &[&str]) -> PamOutcome {
+        let _turn = login_turn();
         self.sb.pamtester(SVC, user, answers, "")
     }
+}
+
+/// One login of this file's tests at a time. The harness runs every
+/// pamtester under one machine-wide lock (pam_wrapper is not safe in
+/// parallel) anyway; taking turns here first means a login timed by one
+/// test never includes waiting for another test's slow denial.
+fn login_turn() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The HA database, the DBA's and an admin's `twofactor` configs, hosts.
@@ -411,8 +421,17 @@ fn timed_login(
         "authenticate",
         &Extra::default(),
     );
+    let _turn = login_turn();
     let started = Instant::now();
     let out = Sandbox::run_pamtester(log.log.wrap(cmd), &[answer]);
+    (out, started.elapsed())
+}
+
+/// A login on `host`, timed from when it has its turn ([`login_turn`]).
+fn timed(host: &Host, user: &str, answer: &str) -> (PamOutcome, Duration) {
+    let _turn = login_turn();
+    let started = Instant::now();
+    let out = host.sb.pamtester(SVC, user, &[answer], "");
     (out, started.elapsed())
 }
 
@@ -785,9 +804,7 @@ fn with_two_standbys_one_may_fail() {
     assert_eq!(f.state("daemon").last_step, Some((t / 30) as i64));
 
     f.ha.stop_standby("standby2");
-    let started = Instant::now();
-    let out = f.hosts[0].login("daemon", &[&backup[0]]);
-    let took = started.elapsed();
+    let (out, took) = timed(&f.hosts[0], "daemon", &backup[0]);
     assert_eq!(out.pam_error(), Some(pam_err::AUTHINFO_UNAVAIL), "{out}");
     assert!(out.stderr.contains(NOT_WRITING), "{out}");
     assert!(took < Duration::from_secs(DEADLINE + 2), "{took:?}");
@@ -802,4 +819,67 @@ fn with_two_standbys_one_may_fail() {
     let out = f.hosts[0].login("daemon", &[&backup[1]]);
     assert!(out.succeeded(), "{out}");
     assert_eq!(f.state("daemon").backup_used, 2);
+}
+
+/// A failover whose old primary hangs instead of dying (SIGSTOP to all
+/// its processes: its kernel still accepts connections and nothing
+/// answers — a hung postmaster, or a proxy whose backend is gone). The
+/// standby is promoted and given a standby of its own. The agents must
+/// not wait on the hung server forever: a login may be denied (within the
+/// deadline) while an agent gives up on it, then logins work through both
+/// hosts — host 1 had pooled clients to the hung server, host 2 none.
+/// (Before the agent bounded each server's attempt, the client's
+/// `connect_timeout` covered only the TCP connect: every connect hung in
+/// the TLS handshake with the old primary and no login worked again.)
+#[test]
+fn a_hung_old_primary_is_skipped_after_a_failover() {
+    if !root("a_hung_old_primary_is_skipped_after_a_failover") {
+        return;
+    }
+    let f = ha_fleet("hung", 2, POLICY);
+    let backup = backup_codes(&f.enroll("daemon", SECRET));
+    let t = early_in_step(5);
+    let out = f.hosts[0].login("daemon", &[&code_at(SECRET, t)]);
+    assert!(out.succeeded(), "{out}");
+    let hung = f.ha.freeze_primary();
+    f.ha.promote_standby("standby1");
+    f.ha.add_standby("standby1");
+    let started = Instant::now();
+    let mut next = backup.iter();
+    for (h, host) in f.hosts.iter().enumerate() {
+        let mut denied = 0;
+        loop {
+            let code = next.next().unwrap();
+            let (out, took) = timed(host, "daemon", code);
+            if out.succeeded() {
+                break;
+            }
+            assert_eq!(out.pam_error(), Some(pam_err::AUTHINFO_UNAVAIL), "{out}");
+            assert!(took < Duration::from_secs(DEADLINE + 2), "{took:?}");
+            denied += 1;
+            assert!(
+                denied < 4,
+                "host {} still denies logins {:?} after the failover:\n{out}\n{}",
+                h + 1,
+                started.elapsed(),
+                host.agent.log()
+            );
+        }
+        // From here without waiting for the hung server.
+        let (out, took) = timed(host, "daemon", next.next().unwrap());
+        assert!(out.succeeded(), "{out}");
+        // Less than the share of the deadline one server gets (1.5 s).
+        assert!(
+            took < Duration::from_millis(1400),
+            "host {}: {took:?}\n{}",
+            h + 1,
+            host.agent.log()
+        );
+        eprintln!(
+            "hung old primary: host {} denied {denied} login(s), working {:?} after the promotion",
+            h + 1,
+            started.elapsed()
+        );
+    }
+    f.ha.kill_node(hung);
 }

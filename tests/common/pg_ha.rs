@@ -105,6 +105,8 @@ struct Node {
     /// `application_name` while it is a standby.
     standby_as: Option<String>,
     child: Option<Child>,
+    /// Stopped by [`PgHa::freeze_primary`]: drop kills it at once.
+    frozen: bool,
 }
 
 impl Node {
@@ -319,9 +321,14 @@ impl PgHa {
     /// SIGKILL; returns once all of them are gone (reaped, or zombies
     /// waiting for init), with the PIDs that were killed.
     pub fn kill_primary(&self) -> Vec<u32> {
-        let i = self.primary_index();
+        self.kill_node(self.primary_index())
+    }
+
+    /// [`PgHa::kill_primary`] for node `i` (also one that is frozen).
+    pub fn kill_node(&self, i: usize) -> Vec<u32> {
         let mut nodes = self.nodes.lock().unwrap();
-        let mut child = nodes[i].child.take().expect("the primary is not running");
+        nodes[i].frozen = false;
+        let mut child = nodes[i].child.take().expect("the node is not running");
         let postmaster = child.id();
         let _ = kill(pid(postmaster), Signal::SIGSTOP);
         let mut pids = children_of(postmaster);
@@ -343,6 +350,41 @@ impl PgHa {
             thread::sleep(Duration::from_millis(20));
         }
         pids
+    }
+
+    /// Freezes the primary (SIGSTOP to the postmaster and every process
+    /// of it): its kernel still accepts TCP connections, nothing answers —
+    /// a hung server, or a proxy whose backend is gone. Returns its node
+    /// index; [`PgHa::kill_node`] ends it (drop does too).
+    pub fn freeze_primary(&self) -> usize {
+        let i = self.primary_index();
+        let mut nodes = self.nodes.lock().unwrap();
+        let postmaster = nodes[i].child.as_ref().expect("not running").id();
+        let _ = kill(pid(postmaster), Signal::SIGSTOP);
+        for p in children_of(postmaster) {
+            let _ = kill(pid(p), Signal::SIGSTOP);
+        }
+        nodes[i].frozen = true;
+        i
+    }
+
+    /// A new node (its own port) as a standby named `name` of the current
+    /// primary; waits until it is synchronous. Returns its index.
+    pub fn add_standby(&self, name: &str) -> usize {
+        let i = {
+            let mut nodes = self.nodes.lock().unwrap();
+            let i = nodes.len();
+            drop(nodes);
+            let node = self.new_node(i);
+            nodes = self.nodes.lock().unwrap();
+            nodes.push(node);
+            i
+        };
+        self.base_backup(i, name);
+        self.start_node(i);
+        self.wait_streaming(name);
+        self.wait_sync(name);
+        i
     }
 
     /// Promotes the standby `name` (`SELECT pg_promote()`), and waits until
@@ -473,6 +515,7 @@ impl PgHa {
             port: free_port(self.addr),
             standby_as: (n > 0).then(|| standby_name(n)),
             child: None,
+            frozen: false,
         }
     }
 
@@ -774,8 +817,14 @@ impl Drop for PgHa {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         for node in nodes.iter_mut() {
             if let Some(mut child) = node.child.take() {
-                // Immediate shutdown: these clusters are thrown away.
-                stop(&mut child, Signal::SIGQUIT, Duration::from_secs(5));
+                // Immediate shutdown: these clusters are thrown away. A
+                // frozen one would not act on it: killed at once.
+                let grace = if node.frozen {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(5)
+                };
+                stop(&mut child, Signal::SIGQUIT, grace);
             }
         }
         drop(nodes);
