@@ -12,6 +12,15 @@
 //! ha.rebuild_as_standby("standby1");             // the dead node comes back as its standby
 //! ```
 //!
+//! Also: [`PgHa::stop_standby`] / [`PgHa::start_standby`] (no synchronous
+//! standby, then one back), [`PgHa::set_sync_names`] (`ALTER SYSTEM` +
+//! reload on the primary), [`PgHa::freeze_primary`] (SIGSTOP: a hung
+//! server), [`PgHa::add_standby`], [`PgHa::tls_client`] (a role's
+//! certificate through the two-server string), [`PgHa::superuser`] (the
+//! primary over its Unix socket). [`HaOptions`] takes the address (e.g. a
+//! bridge address of a network-namespace harness), the number of
+//! standbys and `synchronous_standby_names`.
+//!
 //! * Everything lives in one fresh root-owned directory under
 //!   [`super::sandbox_base`] (`pg-ha-PID-N`, removed on drop):
 //!   `ca/` (0700 root: the CA made with the `openssl` CLI, the server's
@@ -371,15 +380,9 @@ impl PgHa {
     /// A new node (its own port) as a standby named `name` of the current
     /// primary; waits until it is synchronous. Returns its index.
     pub fn add_standby(&self, name: &str) -> usize {
-        let i = {
-            let mut nodes = self.nodes.lock().unwrap();
-            let i = nodes.len();
-            drop(nodes);
-            let node = self.new_node(i);
-            nodes = self.nodes.lock().unwrap();
-            nodes.push(node);
-            i
-        };
+        let i = self.nodes.lock().unwrap().len();
+        let node = self.new_node(i);
+        self.nodes.lock().unwrap().push(node);
         self.base_backup(i, name);
         self.start_node(i);
         self.wait_streaming(name);
@@ -525,9 +528,7 @@ impl PgHa {
         let ca = self.dir.join("ca");
         fs::DirBuilder::new().mode(0o700).create(&ca).unwrap();
         fs::set_permissions(&ca, fs::Permissions::from_mode(0o700)).unwrap();
-        let san = match self.addr {
-            IpAddr::V4(_) | IpAddr::V6(_) => format!("IP:{}", self.addr),
-        };
+        let san = format!("IP:{}", self.addr);
         fs::write(
             ca.join("openssl.cnf"),
             format!(
