@@ -65,13 +65,13 @@ impl Connector for PgConnector {
     /// Tries the servers of `[fleet] database` in order, each for at most
     /// its share of `timeout` in all (TCP, TLS, start-up,
     /// `target_session_attrs`), so that the next one is reached within the
-    /// same deadline: the
-    /// client's own `connect_timeout` covers only the TCP connect, so a
-    /// server that accepts and never answers (the old primary hung after a
-    /// failover) would otherwise hold every connect and the promoted one
-    /// would never be tried. An attempt past its time is left to end on its
-    /// own thread (never more than one per server: the server is skipped
-    /// meanwhile); a client it makes late is closed.
+    /// same deadline. The client's own `connect_timeout` covers only the
+    /// TCP connect: a server that accepts and never answers (the old
+    /// primary hung after a failover) would otherwise hold every connect,
+    /// and the promoted one would never be tried. An attempt past its time
+    /// is left to end on its own thread, and its server is skipped while
+    /// it runs (so hung attempts do not pile up: at most the workers that
+    /// tried it at once); a client it makes late is closed.
     fn connect(&self, timeout: Duration) -> Result<PgBackend, BackendError> {
         let down = |e: db::DbError| BackendError::Down(e.to_string());
         let config = db::config(&self.fleet, timeout).map_err(down)?;
