@@ -70,6 +70,7 @@
 pub mod live;
 pub mod netns;
 pub mod pg;
+pub mod pg_ha;
 
 use std::ffi::OsString;
 use std::fmt;

@@ -62,7 +62,7 @@ pub struct Cluster {
 }
 
 /// The `postgres` OS user's uid and gid.
-fn postgres_ids() -> (nix::unistd::Uid, nix::unistd::Gid) {
+pub(crate) fn postgres_ids() -> (nix::unistd::Uid, nix::unistd::Gid) {
     let user = User::from_name("postgres")
         .expect("look up the postgres user")
         .expect("no `postgres` user (package postgresql-15)");
@@ -71,7 +71,7 @@ fn postgres_ids() -> (nix::unistd::Uid, nix::unistd::Gid) {
 
 /// A command run as the `postgres` user, with no supplementary groups
 /// (std drops them when root sets a uid) and a minimal environment.
-fn as_postgres(program: &str) -> Command {
+pub(crate) fn as_postgres(program: &str) -> Command {
     let (uid, gid) = postgres_ids();
     let mut cmd = Command::new(Path::new(BIN).join(program));
     cmd.uid(uid.as_raw())
@@ -85,7 +85,7 @@ fn as_postgres(program: &str) -> Command {
 
 /// A fresh root-owned 0755 directory under the sandbox base (the
 /// `postgres` user must traverse it to reach `data/` and `sock/`).
-fn fresh_dir(name: &str) -> PathBuf {
+pub(crate) fn fresh_dir(name: &str) -> PathBuf {
     static COUNT: AtomicU16 = AtomicU16::new(0);
     static STALE: OnceLock<()> = OnceLock::new();
     STALE.get_or_init(remove_stale);
@@ -119,7 +119,7 @@ fn remove_stale() {
 }
 
 /// A 0700 directory owned by `postgres`.
-fn postgres_dir(path: &Path) {
+pub(crate) fn postgres_dir(path: &Path) {
     fs::DirBuilder::new()
         .mode(0o700)
         .create(path)
@@ -130,7 +130,7 @@ fn postgres_dir(path: &Path) {
 }
 
 /// The data directory `initdb` made once for this test process.
-fn template() -> &'static Path {
+pub(crate) fn template() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
         let dir = fresh_dir("template");

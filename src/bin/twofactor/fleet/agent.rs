@@ -69,7 +69,7 @@ fn start(admin: Admin) -> Result<(), String> {
         "serving {how} for {shown}, deadline {} s",
         fleet.deadline_seconds
     ));
-    let dispatcher = Dispatcher::new(sql::PgConnector { fleet }, Limits::new(deadline));
+    let dispatcher = Dispatcher::new(sql::PgConnector::new(fleet), Limits::new(deadline));
     serve::accept_loop(&listener, &dispatcher);
     Ok(())
 }

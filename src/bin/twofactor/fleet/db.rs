@@ -77,6 +77,80 @@ pub fn config(fleet: &Fleet, timeout: Duration) -> Result<Config, DbError> {
     Ok(config)
 }
 
+/// One configuration per server that `config` names (`host=a,b
+/// port=1,2`), in its order, each with every other setting of `config`
+/// (its notice callback aside: it has no getter). The `postgres` crate
+/// bounds only the TCP connect of each server by `connect_timeout`, not
+/// the TLS handshake and start-up after it: a server whose kernel accepts
+/// connections but that never answers (a hung or stopped postmaster, a
+/// proxy whose backend is gone) would hold the connect, and the servers
+/// after it would never be tried. With one configuration per server the
+/// caller can bound each attempt (the agent: `sql::PgConnector`).
+pub fn per_server(config: &Config) -> Vec<Config> {
+    let hosts = config.get_hosts();
+    let addrs = config.get_hostaddrs();
+    let count = hosts.len().max(addrs.len());
+    if count <= 1 {
+        return vec![config.clone()];
+    }
+    let ports = config.get_ports();
+    (0..count)
+        .map(|i| {
+            let mut one = Config::new();
+            match hosts.get(i) {
+                Some(postgres::config::Host::Tcp(host)) => {
+                    one.host(host);
+                }
+                Some(postgres::config::Host::Unix(path)) => {
+                    one.host_path(path);
+                }
+                None => {}
+            }
+            if let Some(addr) = addrs.get(i) {
+                one.hostaddr(*addr);
+            }
+            if let Some(port) = ports.get(i).or_else(|| ports.first()) {
+                one.port(*port);
+            }
+            if let Some(user) = config.get_user() {
+                one.user(user);
+            }
+            if let Some(password) = config.get_password() {
+                one.password(password);
+            }
+            if let Some(dbname) = config.get_dbname() {
+                one.dbname(dbname);
+            }
+            if let Some(options) = config.get_options() {
+                one.options(options);
+            }
+            if let Some(name) = config.get_application_name() {
+                one.application_name(name);
+            }
+            one.ssl_mode(config.get_ssl_mode())
+                .ssl_negotiation(config.get_ssl_negotiation());
+            if let Some(timeout) = config.get_connect_timeout() {
+                one.connect_timeout(*timeout);
+            }
+            if let Some(timeout) = config.get_tcp_user_timeout() {
+                one.tcp_user_timeout(*timeout);
+            }
+            one.keepalives(config.get_keepalives())
+                .keepalives_idle(config.get_keepalives_idle());
+            if let Some(interval) = config.get_keepalives_interval() {
+                one.keepalives_interval(interval);
+            }
+            if let Some(retries) = config.get_keepalives_retries() {
+                one.keepalives_retries(retries);
+            }
+            one.target_session_attrs(config.get_target_session_attrs())
+                .channel_binding(config.get_channel_binding())
+                .load_balance_hosts(config.get_load_balance_hosts());
+            one
+        })
+        .collect()
+}
+
 /// Connects as `fleet` says, TLS unless `sslmode=disable` (with TLS the
 /// server's certificate and name are always verified, against
 /// `sslrootcert` or the system's CAs).
@@ -154,4 +228,41 @@ fn read_password(path: &Path) -> Result<Zeroizing<String>, String> {
         return Err(format!("{}: is empty", path.display()));
     }
     Ok(Zeroizing::new(line.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::from_str(text).unwrap()
+    }
+
+    /// Each server's configuration is the string with that server alone:
+    /// every other setting carried over (compared through Debug, which
+    /// shows every field and hides the password).
+    #[test]
+    fn per_server_keeps_every_setting() {
+        let rest = "dbname=twofactor user=tf_host_web1 password=pw options='-c a=b' \
+                    application_name=x sslmode=require connect_timeout=7 \
+                    tcp_user_timeout=9 keepalives=1 keepalives_idle=30 \
+                    keepalives_interval=5 keepalives_retries=3 \
+                    target_session_attrs=read-write channel_binding=require";
+        let both = parse(&format!("host=10.0.0.1,db2 port=5432,6543 {rest}"));
+        let each = per_server(&both);
+        assert_eq!(each.len(), 2);
+        for (config, (host, port)) in each.iter().zip([("10.0.0.1", 5432), ("db2", 6543)]) {
+            let alone = parse(&format!("host={host} port={port} {rest}"));
+            assert_eq!(format!("{config:?}"), format!("{alone:?}"));
+            assert_eq!(config.get_password(), Some(&b"pw"[..]));
+        }
+        // One port for every server.
+        let each = per_server(&parse("host=a,b port=7 user=u"));
+        assert_eq!(each[1].get_ports(), [7]);
+        // A single server: the configuration itself.
+        let one = parse(&format!("host=a port=1 {rest}"));
+        let each = per_server(&one);
+        assert_eq!(each.len(), 1);
+        assert_eq!(format!("{:?}", each[0]), format!("{one:?}"));
+    }
 }

@@ -8,8 +8,9 @@
 //! that the wait was cancelled by someone arrives before it, and turns the
 //! answer into `NotSynchronous`: that commit may not survive a failover.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use pam_twofactor::config::Fleet;
@@ -44,28 +45,125 @@ const ENROLL_FIRST: &str = "SELECT * FROM twofactor.enroll_first($1::text, $2::t
 /// Connects with `[fleet]`.
 pub struct PgConnector {
     pub fleet: Fleet,
+    /// Servers (by their place in `[fleet] database`) with an attempt that
+    /// did not end within its time and still runs: skipped until it ends.
+    pub hung: Arc<Mutex<HashSet<usize>>>,
+}
+
+impl PgConnector {
+    pub fn new(fleet: Fleet) -> PgConnector {
+        PgConnector {
+            fleet,
+            hung: Arc::default(),
+        }
+    }
 }
 
 impl Connector for PgConnector {
     type Backend = PgBackend;
 
+    /// Tries the servers of `[fleet] database` in order, each for at most
+    /// its share of `timeout` in all (TCP, TLS, start-up,
+    /// `target_session_attrs`), so that the next one is reached within the
+    /// same deadline. The client's own `connect_timeout` covers only the
+    /// TCP connect: a server that accepts and never answers (the old
+    /// primary hung after a failover) would otherwise hold every connect,
+    /// and the promoted one would never be tried. An attempt past its time
+    /// is left to end on its own thread, and its server is skipped while
+    /// it runs (so hung attempts do not pile up: at most the workers that
+    /// tried it at once); a client it makes late is closed.
     fn connect(&self, timeout: Duration) -> Result<PgBackend, BackendError> {
         let down = |e: db::DbError| BackendError::Down(e.to_string());
-        let mut config = db::config(&self.fleet, timeout).map_err(down)?;
-        let unconfirmed = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&unconfirmed);
-        config.notice_callback(move |notice| {
-            if is_cancelled_sync_wait(notice.code(), notice.severity()) {
-                flag.store(true, Ordering::SeqCst);
+        let config = db::config(&self.fleet, timeout).map_err(down)?;
+        let servers = db::per_server(&config);
+        if servers.len() == 1 {
+            return connect_one(&self.fleet, servers.into_iter().next().unwrap_or(config))
+                .map_err(down);
+        }
+        let share = timeout / u32::try_from(servers.len()).unwrap_or(u32::MAX);
+        let mut errors = Vec::new();
+        for (i, mut server) in servers.into_iter().enumerate() {
+            server.connect_timeout(share);
+            if self
+                .hung
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&i)
+            {
+                errors.push(format!(
+                    "server {} still has not answered an earlier attempt",
+                    i + 1
+                ));
+                continue;
             }
-        });
-        let client = db::connect_with(&self.fleet, &config).map_err(down)?;
-        Ok(PgBackend {
-            client,
-            statements: Default::default(),
-            unconfirmed,
-        })
+            let (sender, receiver) = mpsc::sync_channel(1);
+            let fleet = self.fleet.clone();
+            let hung = Arc::clone(&self.hung);
+            let spawned = std::thread::Builder::new()
+                .name("agent-connect".into())
+                .spawn(move || {
+                    let result = connect_one(&fleet, server);
+                    // Late (the receiver gave up): the client is dropped,
+                    // and the server may be tried again.
+                    let _ = sender.send(result);
+                    hung.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&i);
+                });
+            if let Err(e) = spawned {
+                return Err(BackendError::Down(format!(
+                    "cannot start a connecting thread: {e}"
+                )));
+            }
+            match receiver.recv_timeout(share) {
+                Ok(Ok(backend)) => return Ok(backend),
+                Ok(Err(e)) => errors.push(e.to_string()),
+                Err(_) => {
+                    self.hung
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(i);
+                    // The thread may have ended between the timeout and
+                    // the insert: then nobody would clear it.
+                    if let Ok(result) = receiver.try_recv() {
+                        self.hung
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&i);
+                        match result {
+                            Ok(backend) => return Ok(backend),
+                            Err(e) => errors.push(e.to_string()),
+                        }
+                    } else {
+                        errors.push(format!(
+                            "server {} did not complete a connection within {:.1} s",
+                            i + 1,
+                            share.as_secs_f64()
+                        ));
+                    }
+                }
+            }
+        }
+        Err(BackendError::Down(errors.join("; ")))
     }
+}
+
+/// One server's connection, with the notice callback that tells a
+/// cancelled wait for the synchronous standby.
+fn connect_one(fleet: &Fleet, mut config: postgres::Config) -> Result<PgBackend, db::DbError> {
+    let unconfirmed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&unconfirmed);
+    config.notice_callback(move |notice| {
+        if is_cancelled_sync_wait(notice.code(), notice.severity()) {
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    let client = db::connect_with(fleet, &config)?;
+    Ok(PgBackend {
+        client,
+        statements: Default::default(),
+        unconfirmed,
+    })
 }
 
 /// PostgreSQL's "canceling wait for synchronous replication due to user
