@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::fleet::{Agent, Syslog, code_at, early_in_step, now};
 use common::live::{Live, Stream};
 use common::pg::Cluster;
 use common::*;
@@ -35,64 +36,6 @@ const SVC: &str = "tf";
 const PROMPT: &str = "Verification code: ";
 /// The agents' `[fleet] deadline_seconds` here.
 const DEADLINE: u64 = 3;
-
-/// A `twofactor agent` of one host, stopped by its PID on drop.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(sb: &Sandbox) -> Agent {
-        let log = sb.dir().join("agent.log");
-        let mut cmd = Command::new(cli_path());
-        cmd.arg("--config").arg(sb.config_path()).arg("agent");
-        let stderr = fs::File::create(&log).unwrap();
-        let child = cmd
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut agent = Agent { child, log };
-        let socket = sb.dir().join("agent.sock");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            if let Some(status) = agent.child.try_wait().unwrap() {
-                panic!("agent exited ({status}): {}", agent.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no agent socket: {}",
-                agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        agent
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// One simulated host: its sandbox (config, pam.d, state dir) and agent.
 struct Host {
@@ -285,29 +228,6 @@ impl Fleet {
     }
 }
 
-/// Unix time now.
-fn now() -> u64 {
-    pam_twofactor::host::clock::now()
-}
-
-/// Waits, if needed, until at least `margin` seconds are left in the
-/// current 30-second step, and returns the time then: a code taken for it
-/// stays the current one while a login or a few run.
-fn early_in_step(margin: u64) -> u64 {
-    loop {
-        let t = now();
-        if 30 - t % 30 >= margin {
-            return t;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// The code of `secret` at unix time `t` (oathtool; SHA1, 6 digits, 30 s).
-fn code_at(secret: &str, t: u64) -> String {
-    oathtool(secret, &format!("@{t}"), &[])
-}
-
 fn root(test: &str) -> bool {
     root_or_skip(
         test,
@@ -495,33 +415,18 @@ fn failures_on_both_hosts_lock_everywhere_and_unlock_clears_it() {
 }
 
 /// A login on `host` with one answer, under `log` (syslog lines), timed.
-fn timed_login(host: &Host, log: &DevLog, user: &str, answer: &str) -> (PamOutcome, Duration) {
+fn timed_login(host: &Host, log: &Syslog, user: &str, answer: &str) -> (PamOutcome, Duration) {
     let cmd = host.sb.pamtester_command(
         SVC,
         user,
         "",
-        &["-I", "rhost=198.51.100.77"],
+        &["-I", &format!("rhost={RHOST}")],
         "authenticate",
         &Extra::default(),
     );
     let started = Instant::now();
     let out = Sandbox::run_pamtester(log.wrap(cmd), &[answer]);
     (out, started.elapsed())
-}
-
-/// The syslog lines of logins from 198.51.100.77 received so far.
-fn log_lines(log: &DevLog) -> Vec<String> {
-    let socket = log.socket();
-    socket.set_nonblocking(true).unwrap();
-    let mut lines = Vec::new();
-    let mut buf = [0u8; 8192];
-    while let Ok(n) = socket.recv(&mut buf) {
-        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if line.contains("rhost=198.51.100.77") {
-            lines.push(line);
-        }
-    }
-    lines
 }
 
 /// The postmaster `pid` and its children (the backends serving the
@@ -551,6 +456,9 @@ fn signal_all(pids: &[Pid], signal: Signal) {
     }
 }
 
+/// PAM_RHOST of the timed logins, which picks their syslog lines.
+const RHOST: &str = "198.51.100.77";
+
 const CANNOT_REACH: &str =
     "The second-factor database cannot be reached. Try again later or ask your administrator.";
 const NOT_WRITING: &str = "The second-factor database is not accepting writes. Try again later or ask your administrator.";
@@ -571,7 +479,7 @@ fn agent_or_database_down_denies_within_the_deadline() {
     files.write_config("");
     files.write_service(SVC, &files.module_line(""));
     cli_secret(&files, &["enroll", "daemon", "--secret-file", "-"], SECRET2).expect(0);
-    let log = DevLog::bind(&f.hosts[0].sb);
+    let log = Syslog::bind(&f.hosts[0].sb);
     let bound = Duration::from_secs(DEADLINE + 3);
 
     // Host 2's agent stopped: host 2 denies at once, host 1 goes on.
@@ -581,13 +489,7 @@ fn agent_or_database_down_denies_within_the_deadline() {
     assert_eq!(out.pam_error(), Some(pam_err::AUTHINFO_UNAVAIL), "{out}");
     assert!(out.stderr.contains(CANNOT_REACH), "{out}");
     assert!(took < bound, "{took:?}");
-    let lines = log_lines(&log);
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("the fleet agent is not running")),
-        "{lines:#?}"
-    );
+    log.expect_line(RHOST, "the fleet agent is not running");
     let (out, _) = timed_login(&f.hosts[0], &log, "daemon", &code_at(SECRET, t));
     assert!(out.succeeded(), "{out}");
 
@@ -600,12 +502,7 @@ fn agent_or_database_down_denies_within_the_deadline() {
     assert_eq!(out.pam_error(), Some(pam_err::AUTHINFO_UNAVAIL), "{out}");
     assert!(out.stderr.contains(NOT_WRITING), "{out}");
     assert!(took < bound, "{took:?}");
-    assert!(
-        log_lines(&log)
-            .iter()
-            .any(|l| l.contains("did not answer within [fleet] deadline_seconds")),
-        "no timeout line"
-    );
+    log.expect_line(RHOST, "did not answer within [fleet] deadline_seconds");
 
     // The file-store host does not care.
     let local = files.pamtester(SVC, "daemon", &[&code_at(SECRET2, now())], "");
@@ -619,12 +516,7 @@ fn agent_or_database_down_denies_within_the_deadline() {
     assert_eq!(out.pam_error(), Some(pam_err::AUTHINFO_UNAVAIL), "{out}");
     assert!(out.stderr.contains(CANNOT_REACH), "{out}");
     assert!(took < bound, "{took:?}");
-    assert!(
-        log_lines(&log)
-            .iter()
-            .any(|l| l.contains("cannot reach the database")),
-        "no database line"
-    );
+    log.expect_line(RHOST, "cannot reach the database");
     let local = files.pamtester(SVC, "daemon", &[&code_at(SECRET2, now() + 30)], "");
     assert!(local.succeeded(), "{local}");
 }

@@ -19,18 +19,13 @@
 
 mod common;
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use common::fleet::{Agent, Syslog, code_at, early_in_step, now};
 use common::pg_ha::{HaOptions, PgHa};
 use common::*;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::Value;
 
 const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -45,65 +40,6 @@ const POLICY: &str = "[lockout]\nmax_failures = 10\n";
 const CANNOT_REACH: &str =
     "The second-factor database cannot be reached. Try again later or ask your administrator.";
 const NOT_WRITING: &str = "The second-factor database is not accepting writes. Try again later or ask your administrator.";
-
-/// A `twofactor agent` of one host, stopped by its PID on drop.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(sb: &Sandbox) -> Agent {
-        let log = sb.dir().join("agent.log");
-        let stderr = fs::File::create(&log).unwrap();
-        let child = Command::new(cli_path())
-            .arg("--config")
-            .arg(sb.config_path())
-            .arg("agent")
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut agent = Agent { child, log };
-        let socket = sb.dir().join("agent.sock");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            if let Some(status) = agent.child.try_wait().unwrap() {
-                panic!("agent exited ({status}): {}", agent.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no agent socket: {}",
-                agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        agent
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// One simulated host: its sandbox (config, pam.d, state dir) and agent.
 struct Host {
@@ -284,28 +220,6 @@ impl Fleet {
     }
 }
 
-/// Unix time now.
-fn now() -> u64 {
-    pam_twofactor::host::clock::now()
-}
-
-/// Waits, if needed, until at least `margin` seconds are left in the
-/// current 30-second step, and returns the time then.
-fn early_in_step(margin: u64) -> u64 {
-    loop {
-        let t = now();
-        if 30 - t % 30 >= margin {
-            return t;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// The code of `secret` at unix time `t` (oathtool; SHA1, 6 digits, 30 s).
-fn code_at(secret: &str, t: u64) -> String {
-    oathtool(secret, &format!("@{t}"), &[])
-}
-
 /// A code that is not `right`.
 fn wrong_for(right: &str) -> &'static str {
     if right == "000000" {
@@ -322,85 +236,6 @@ fn backup_codes(enrolled: &Value) -> Vec<String> {
         .iter()
         .map(|c| c.as_str().unwrap().to_string())
         .collect()
-}
-
-/// What the module sends to syslog, kept by a thread that reads the
-/// socket all the time: a datagram socket queues only
-/// `net.unix.max_dgram_qlen` messages (10 here), and the module drops a
-/// line rather than block when the queue is full, which other programs'
-/// messages to a shared `/dev/log` can cause between two reads.
-struct Syslog {
-    log: DevLog,
-    lines: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl Syslog {
-    fn bind(sb: &Sandbox) -> Syslog {
-        let log = DevLog::bind(sb);
-        let socket = log.socket().try_clone().unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (lines, stop) = (Arc::clone(&lines), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(n) = socket.recv(&mut buf) {
-                        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-                        lines.lock().unwrap().push(line);
-                    }
-                }
-            })
-        };
-        Syslog {
-            log,
-            lines,
-            stop,
-            reader: Some(reader),
-        }
-    }
-
-    /// The lines of logins from `rhost` received so far.
-    fn lines(&self, rhost: &str) -> Vec<String> {
-        let needle = format!("rhost={rhost}");
-        let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .filter(|l| l.contains(&needle))
-            .cloned()
-            .collect()
-    }
-
-    /// Waits (up to 2 s: the reader may not have taken it yet) for a line
-    /// of a login from `rhost` containing `text`.
-    fn expect_line(&self, rhost: &str, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let lines = self.lines(rhost);
-            if lines.iter().any(|l| l.contains(text)) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {text:?}: {lines:#?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Syslog {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-    }
 }
 
 /// A login on `host` from `rhost` with one answer, its syslog lines going
@@ -423,7 +258,7 @@ fn timed_login(
     );
     let _turn = login_turn();
     let started = Instant::now();
-    let out = Sandbox::run_pamtester(log.log.wrap(cmd), &[answer]);
+    let out = Sandbox::run_pamtester(log.wrap(cmd), &[answer]);
     (out, started.elapsed())
 }
 

@@ -27,15 +27,14 @@ mod e2e_support;
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::fleet::{Agent, early_in_step, now};
 use common::netns::Net;
 use common::pg::{Cluster, SUPERUSER};
 use common::{Needs, Sandbox, cli, write_private};
 use e2e_support::{PASSWORD, SECRET, SshRun, System};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 const DB: &str = "twofactor";
 const USER: &str = "e2ealice";
@@ -63,69 +62,25 @@ fn can_run(test: &str) -> bool {
     e2e_support::can_run()
 }
 
-/// A `twofactor agent` started inside a host's network namespace
+/// A `twofactor agent` started inside host `i`'s network namespace
 /// (`ip netns exec` and `setpriv` exec it, so the child's pid is the
 /// agent's), stopped by that PID on drop.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(net: &Net, i: usize, sys: &System) -> Agent {
-        let log = sys.sb.dir().join("agent.log");
-        // setpriv execs too: should this test process die without running
-        // Drop, the parent-death signal stops the agent (as sshd).
-        let child = net
-            .exec(i, "setpriv")
-            .args(["--pdeathsig", "TERM", "--"])
-            .arg(common::cli_path())
-            .arg("--config")
-            .arg(sys.sb.config_path())
-            .arg("agent")
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut agent = Agent { child, log };
-        let socket = sys.sb.dir().join("agent.sock");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            if let Some(status) = agent.child.try_wait().unwrap() {
-                panic!("agent exited ({status}): {}", agent.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no agent socket: {}",
-                agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        agent
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+fn start_agent(net: &Net, i: usize, sys: &System) -> Agent {
+    // setpriv execs too: should this test process die without running
+    // Drop, the parent-death signal stops the agent (as sshd).
+    let mut cmd = net.exec(i, "setpriv");
+    cmd.args(["--pdeathsig", "TERM", "--"])
+        .arg(common::cli_path())
+        .arg("--config")
+        .arg(sys.sb.config_path())
+        .arg("agent")
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    Agent::spawn(
+        cmd,
+        &sys.sb.dir().join("agent.sock"),
+        sys.sb.dir().join("agent.log"),
+    )
 }
 
 /// One host: its agent, its system (sshd, users, config) and an admin's
@@ -236,7 +191,7 @@ fn fleet(name: &str, policy: &str) -> Fleet {
             );
             let module = sys.module_line();
             sys.set_auth("sshd", &["@include common-auth", &module]);
-            let agent = Agent::start(&net, i, &sys);
+            let agent = start_agent(&net, i, &sys);
             sys.start_sshd(KBD);
             Host {
                 agent,
@@ -302,25 +257,9 @@ impl Fleet {
     }
 }
 
-fn now() -> u64 {
-    pam_twofactor::host::clock::now()
-}
-
-/// Waits, if needed, until at least `margin` seconds are left in the
-/// current 30-second step; returns the time then.
-fn early_in_step(margin: u64) -> u64 {
-    loop {
-        let t = now();
-        if 30 - t % 30 >= margin {
-            return t;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// SECRET's code at unix time `t` (oathtool; SHA1, 6 digits, 30 s).
 fn code_at(t: u64) -> String {
-    common::oathtool(SECRET, &format!("@{t}"), &[])
+    common::fleet::code_at(SECRET, t)
 }
 
 /// A code that is none of SECRET's codes 20 steps around `t`: plainly

@@ -67,6 +67,7 @@
 // `#[test]` functions and `#[cfg(test)]` modules, not this helper module.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fleet;
 pub mod live;
 pub mod netns;
 pub mod pg;
