@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::fleet::{Agent, Syslog, code_at, early_in_step, now};
+use common::fleet::{Agent, State, Syslog, code_at, early_in_step, now};
 use common::pg_ha::{HaOptions, PgHa};
 use common::*;
 use serde_json::Value;
@@ -75,16 +75,7 @@ struct Fleet {
 /// `[fleet]` for `role` with its client certificate, the CA and the
 /// connection string naming both servers.
 fn fleet_section(ha: &PgHa, role: &str, socket: &Path) -> String {
-    let (cert, key) = ha.client_cert(role);
-    format!(
-        "[fleet]\ndatabase = \"{}\"\nsslrootcert = \"{}\"\nsslcert = \"{}\"\nsslkey = \"{}\"\n\
-         agent_socket = \"{}\"\ndeadline_seconds = {DEADLINE}\n",
-        ha.connection_string(DB, role),
-        ha.ca_cert().display(),
-        cert.display(),
-        key.display(),
-        socket.display()
-    )
+    common::fleet::ha_section(ha, DB, role, socket, DEADLINE)
 }
 
 /// A fleet of `hosts` hosts on a primary + synchronous standby; its
@@ -107,21 +98,8 @@ fn ha_fleet_with(name: &str, hosts: usize, policy: &str, options: HaOptions) -> 
         "{policy}{}",
         fleet_section(&ha, "postgres", &dba.dir().join("none.sock"))
     ));
-    let init = cli(&dba, &["fleet", "init", "--json"]).expect(0);
-    assert_eq!(init.json()["schema_version"], 1, "{}", init.stdout);
-    let require: bool = ha
-        .superuser(DB)
-        .query_one("SELECT require_sync_standby FROM twofactor.policy", &[])
-        .unwrap()
-        .get(0);
-    assert!(require, "fleet init left require_sync_standby off");
-    let status = cli(&dba, &["fleet", "status", "--json"]).expect(0).json();
-    assert_eq!(status["sync_standbys"], sync_standbys, "{status}");
-
+    common::fleet::init_on_ha(&ha, &dba, DB, sync_standbys);
     let admin = Sandbox::new(&format!("{name}-admin"));
-    ha.superuser(DB)
-        .batch_execute("CREATE ROLE tf_admin LOGIN IN ROLE twofactor_admin")
-        .unwrap();
     admin.write_config(&format!(
         "{policy}{}",
         fleet_section(&ha, "tf_admin", &admin.dir().join("none.sock"))
@@ -178,16 +156,6 @@ fn ha_fleet_with(name: &str, hosts: usize, policy: &str, options: HaOptions) -> 
     }
 }
 
-/// What the database holds of one user, read as the superuser on the
-/// primary: the failure count, the device's last used step and how many
-/// backup codes are used.
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-struct State {
-    failures: i32,
-    last_step: Option<i64>,
-    backup_used: i64,
-}
-
 impl Fleet {
     fn enroll(&self, user: &str, secret: &str) -> Value {
         cli_secret(
@@ -200,23 +168,7 @@ impl Fleet {
     }
 
     fn state(&self, user: &str) -> State {
-        let row = self
-            .ha
-            .superuser(DB)
-            .query_one(
-                "SELECT u.failures, d.last_accepted_step, \
-                        (SELECT count(*) FROM twofactor.backup_codes b \
-                          WHERE b.user_name = u.name AND b.used_at IS NOT NULL) \
-                   FROM twofactor.users u JOIN twofactor.devices d ON d.user_name = u.name \
-                  WHERE u.name = $1 AND d.label = 'default'",
-                &[&user],
-            )
-            .unwrap();
-        State {
-            failures: row.get(0),
-            last_step: row.get(1),
-            backup_used: row.get(2),
-        }
+        common::fleet::state(&self.ha, DB, user)
     }
 }
 
@@ -477,31 +429,9 @@ fn without_a_synchronous_standby_logins_are_denied_and_nothing_is_half_applied()
         "denied after {took:?}"
     );
     log.expect_line(rhost, "did not answer within [fleet] deadline_seconds");
-    // The commit waits on the primary (not cancelled), invisible to others.
-    let waiting: i64 =
-        f.ha.superuser("postgres")
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-    assert_eq!(waiting, 1, "one commit waits for the standby");
-    assert_eq!(f.state("daemon"), before);
-
-    f.ha.start_standby("standby1");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        let state = f.state("daemon");
-        if state != before {
-            break state;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the waiting commit never completed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    // The commit waits on the primary (not cancelled), invisible to
+    // others, and completes once the standby is back.
+    let after = common::fleet::commit_waits_for(&f.ha, "standby1", DB, "daemon", before);
     assert_eq!(
         after,
         State {

@@ -1,8 +1,10 @@
 //! What the fleet tests (tests/fleet.rs, fleet_failover.rs, fleet_hosts.rs)
 //! share: a `twofactor agent` run as a child and stopped by its PID, the
-//! module's syslog lines read as they come, and codes on the real clock
-//! (the database's clock decides in fleet mode, so these tests cannot pin
-//! time with libfaketime).
+//! module's syslog lines read as they come, codes on the real clock (the
+//! database's clock decides in fleet mode, so these tests cannot pin time
+//! with libfaketime), and, for the two on the HA cluster
+//! (tests/common/pg_ha.rs), a role's `[fleet]` section with its client
+//! certificate and what the database holds of a user.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::pg_ha::PgHa;
 use super::{DevLog, Sandbox};
 
 /// A running `twofactor agent`, stopped by its PID on drop (SIGTERM, then
@@ -199,4 +202,105 @@ pub fn early_in_step(margin: u64) -> u64 {
 /// The code of `secret` at unix time `t` (oathtool; SHA1, 6 digits, 30 s).
 pub fn code_at(secret: &str, t: u64) -> String {
     super::oathtool(secret, &format!("@{t}"), &[])
+}
+
+/// The `[fleet]` section of `role` on the HA cluster `ha`: the connection
+/// string naming every server (`target_session_attrs=read-write`,
+/// `sslmode=require`), the CA, the role's client certificate (CN = the
+/// role) and key, the agent's socket and `deadline_seconds`.
+pub fn ha_section(ha: &PgHa, db: &str, role: &str, socket: &Path, deadline: u64) -> String {
+    let (cert, key) = ha.client_cert(role);
+    format!(
+        "[fleet]\ndatabase = \"{}\"\nsslrootcert = \"{}\"\nsslcert = \"{}\"\nsslkey = \"{}\"\n\
+         agent_socket = \"{}\"\ndeadline_seconds = {deadline}\n",
+        ha.connection_string(db, role),
+        ha.ca_cert().display(),
+        cert.display(),
+        key.display(),
+        socket.display()
+    )
+}
+
+/// What the database holds of one user: the failure count, the `default`
+/// device's last used step and how many backup codes are used.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct State {
+    pub failures: i32,
+    pub last_step: Option<i64>,
+    pub backup_used: i64,
+}
+
+/// [`State`] of `user` in `db`, read as the superuser on the primary.
+pub fn state(ha: &PgHa, db: &str, user: &str) -> State {
+    let row = ha
+        .superuser(db)
+        .query_one(
+            "SELECT u.failures, d.last_accepted_step, \
+                    (SELECT count(*) FROM twofactor.backup_codes b \
+                      WHERE b.user_name = u.name AND b.used_at IS NOT NULL) \
+               FROM twofactor.users u JOIN twofactor.devices d ON d.user_name = u.name \
+              WHERE u.name = $1 AND d.label = 'default'",
+            &[&user],
+        )
+        .unwrap();
+    State {
+        failures: row.get(0),
+        last_step: row.get(1),
+        backup_used: row.get(2),
+    }
+}
+
+/// `twofactor fleet init` run by the DBA's sandbox `dba` on the HA cluster
+/// (its `[fleet]` naming database `db`): schema version 1,
+/// `require_sync_standby` left on (the default), `fleet status` seeing
+/// `standbys` synchronous standbys; then the admin role `tf_admin` (a
+/// member of `twofactor_admin`, logging in by certificate).
+pub fn init_on_ha(ha: &PgHa, dba: &Sandbox, db: &str, standbys: usize) {
+    let init = super::cli(dba, &["fleet", "init", "--json"]).expect(0);
+    assert_eq!(init.json()["schema_version"], 1, "{}", init.stdout);
+    let require: bool = ha
+        .superuser(db)
+        .query_one("SELECT require_sync_standby FROM twofactor.policy", &[])
+        .unwrap()
+        .get(0);
+    assert!(require, "fleet init left require_sync_standby off");
+    let status = super::cli(dba, &["fleet", "status", "--json"])
+        .expect(0)
+        .json();
+    assert_eq!(status["sync_standbys"], standbys, "{status}");
+    ha.superuser(db)
+        .batch_execute("CREATE ROLE tf_admin LOGIN IN ROLE twofactor_admin")
+        .unwrap();
+}
+
+/// For a login denied while no synchronous standby is attached (the
+/// standby `standby` stopped): exactly one commit waits for it on the
+/// primary (the agent did not cancel it) and the state of `user` is still
+/// `before` (the waiting transaction is not visible); then the standby is
+/// started again and the state is returned once the waiting commit has
+/// completed (it changed; at most 10 s).
+pub fn commit_waits_for(ha: &PgHa, standby: &str, db: &str, user: &str, before: State) -> State {
+    let waiting: i64 = ha
+        .superuser("postgres")
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(waiting, 1, "one commit waits for the standby");
+    assert_eq!(state(ha, db, user), before);
+    ha.start_standby(standby);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = state(ha, db, user);
+        if now != before {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the waiting commit never completed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

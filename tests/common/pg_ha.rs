@@ -42,7 +42,8 @@
 //! * `pg_hba.conf`: `local all postgres trust` and `local replication
 //!   postgres trust` (the superuser and the standbys' WAL streams over the
 //!   private Unix sockets), `hostssl all all ADDR/32 cert` (every role over
-//!   TCP authenticates with a client certificate whose CN is its name).
+//!   TCP authenticates with a client certificate whose CN is its name), and
+//!   the same for [`HaOptions::clients`] (the hosts' subnet) when given.
 //! * Every server is started directly as a child running as the `postgres`
 //!   user (no `pg_ctl`), so the test holds its PID; drop stops each one by
 //!   that PID (SIGQUIT: immediate shutdown; SIGKILL after 5 s).
@@ -79,6 +80,10 @@ pub struct HaOptions {
     /// The primary's `synchronous_standby_names`; `None`: `standby1` for
     /// one standby, `ANY 1 (standby1, standby2, …)` for more.
     pub sync_names: Option<String>,
+    /// A network (CIDR) clients connect from besides `addr` itself, e.g.
+    /// the hosts' subnet of a network-namespace harness (`10.77.N.0/24`):
+    /// `pg_hba.conf` lets it in with client certificates too.
+    pub clients: Option<String>,
 }
 
 impl HaOptions {
@@ -88,6 +93,7 @@ impl HaOptions {
             addr: IpAddr::from([127, 0, 0, 1]),
             standbys: 1,
             sync_names: None,
+            clients: None,
         }
     }
 
@@ -155,6 +161,8 @@ impl Node {
 pub struct PgHa {
     dir: PathBuf,
     addr: IpAddr,
+    /// [`HaOptions::clients`].
+    clients: Option<String>,
     nodes: Mutex<Vec<Node>>,
     primary: Mutex<usize>,
     certs: Mutex<HashMap<String, (PathBuf, PathBuf)>>,
@@ -169,6 +177,7 @@ impl PgHa {
         let dir = fresh_dir("ha");
         let ha = PgHa {
             addr: options.addr,
+            clients: options.clients.clone(),
             nodes: Mutex::new(Vec::new()),
             primary: Mutex::new(0),
             certs: Mutex::new(HashMap::new()),
@@ -648,12 +657,17 @@ impl PgHa {
         ));
         fs::write(&conf, text).unwrap();
         let prefix = if self.addr.is_ipv4() { 32 } else { 128 };
+        let clients = self
+            .clients
+            .as_ref()
+            .map(|net| format!("hostssl all all {net} cert\n"))
+            .unwrap_or_default();
         fs::write(
             data.join("pg_hba.conf"),
             format!(
                 "local all postgres trust\n\
                  local replication postgres trust\n\
-                 hostssl all all {}/{prefix} cert\n",
+                 hostssl all all {}/{prefix} cert\n{clients}",
                 self.addr
             ),
         )
