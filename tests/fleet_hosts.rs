@@ -5,19 +5,28 @@
 //! tests/e2e/support.rs: Debian's `pam.d/sshd` with `@include
 //! common-auth` then the module, keyboard-interactive, throwaway users in
 //! a private mount namespace), its own `twofactor agent` in the same
-//! network namespace and its own host role (`twofactor fleet add-host webN
-//! --password-file`). The database is a throwaway cluster in the root
-//! namespace listening on the bridge's address (tests/common/pg.rs,
-//! `start_listening`); the agents reach it over their veth with
-//! scram-sha-256. Real `ssh` logins from the root namespace to each host's
-//! address; codes from oathtool on the real clock (the database's clock
-//! decides: nothing here runs under libfaketime).
+//! network namespace and its own host role (`twofactor fleet add-host
+//! webN`, no password: a client certificate with CN = `tf_host_webN`).
 //!
-//! Root only (`root_or_skip`): namespaces, sshd, the cluster as the
-//! `postgres` user. Every process (sshd, agents, cluster) is stopped by
+//! The database, in the root namespace, is a PostgreSQL primary and a
+//! synchronous standby (tests/common/pg_ha.rs: `synchronous_commit = on`,
+//! `synchronous_standby_names = 'standby1'`, TLS, every role authenticated
+//! by a client certificate from a throwaway CA) listening on the bridge's
+//! address; `pg_hba.conf` lets the hosts' subnet in by certificate. Every
+//! `[fleet]` (hosts, the admin role `tf_admin`, the DBA) has the CA, its
+//! certificate and key, `sslmode=require` and the connection string naming
+//! both servers with `target_session_attrs=read-write`. `fleet init`
+//! leaves `require_sync_standby` on (the default). Real `ssh` logins from
+//! the root namespace to each host's address; codes from oathtool on the
+//! real clock (the database's clock decides: nothing here runs under
+//! libfaketime).
+//!
+//! Root only (`root_or_skip`): namespaces, sshd, the servers as the
+//! `postgres` user. Every process (sshd, agents, servers) is stopped by
 //! its PID, then the namespaces, veths and bridge are deleted.
-//! No synchronous standby here: `fleet init --no-require-sync-standby`
-//! (tests/fleet_failover.rs has the primary + standby with TLS).
+//! tests/fleet_failover.rs has the same faults (failover, no synchronous
+//! standby, a compromised host) through pamtester, with the database-level
+//! checks of a compromised host's rights; here they go through ssh.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -30,9 +39,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::fleet::{Agent, early_in_step, now};
+use common::fleet::{Agent, early_in_step, ha_section, now};
 use common::netns::Net;
-use common::pg::{Cluster, SUPERUSER};
+use common::pg::SUPERUSER;
+use common::pg_ha::{HaOptions, PgHa};
 use common::{Needs, Sandbox, cli, write_private};
 use e2e_support::{PASSWORD, SECRET, SshRun, System};
 
@@ -40,7 +50,7 @@ const DB: &str = "twofactor";
 const USER: &str = "e2ealice";
 const KBD: &str = "keyboard-interactive";
 const HOSTS: usize = 3;
-/// The agents' `[fleet] deadline_seconds` (sshd's LoginGraceTime is 30).
+/// The agents' `[fleet] deadline_seconds`.
 const DEADLINE: u64 = 3;
 const CANNOT_REACH: &str =
     "The second-factor database cannot be reached. Try again later or ask your administrator.";
@@ -54,6 +64,8 @@ fn can_run(test: &str) -> bool {
             Needs::NetworkNamespace,
             Needs::EtcOverlay,
             Needs::Program("oathtool", "oathtool"),
+            Needs::Program("openssl", "openssl"),
+            Needs::Program("pg_basebackup", "postgresql-15"),
         ],
     ) {
         return false;
@@ -104,89 +116,65 @@ impl Host {
 }
 
 /// Field order is drop order: the hosts (agents, sshd) stop first, then
-/// the cluster, and the network goes last.
+/// the servers, and the network goes last.
 struct Fleet {
     hosts: Vec<Host>,
-    pg: Cluster,
+    ha: PgHa,
     _dba: Sandbox,
     net: Net,
 }
 
-fn fleet_section(connection: &str, password_file: &Path, socket: &Path) -> String {
-    format!(
-        "[fleet]\ndatabase = \"{connection}\"\npassword_file = \"{}\"\n\
-         agent_socket = \"{}\"\ndeadline_seconds = {DEADLINE}\n",
-        password_file.display(),
-        socket.display()
-    )
+/// `[fleet]` of `role` (its certificate, both servers, `socket`).
+fn fleet_section(ha: &PgHa, role: &str, socket: &Path) -> String {
+    ha_section(ha, DB, role, socket, DEADLINE)
 }
 
-/// The network, the database with `policy` (config lines copied by `fleet
-/// init`), and three hosts web1..web3 each with sshd, agent and host role;
-/// USER exists on every host (same uid).
+/// The network, the primary + synchronous standby on the bridge's address,
+/// the database with `policy` (config lines copied by `fleet init`), and
+/// three hosts web1..web3 each with sshd, agent and host role; USER exists
+/// on every host (same uid).
 fn fleet(name: &str, policy: &str) -> Fleet {
     let net = Net::new(HOSTS);
-    let pg = Cluster::start_listening(&net.bridge_address(), &net.subnet());
-    pg.client("postgres", SUPERUSER)
+    let ha = PgHa::start(HaOptions {
+        addr: net.bridge_address().parse().unwrap(),
+        clients: Some(net.subnet()),
+        ..HaOptions::loopback()
+    });
+    ha.superuser("postgres")
         .batch_execute(&format!("CREATE DATABASE {DB}"))
         .unwrap();
+    // The DBA: the superuser by certificate over TCP, like everyone else.
     let dba = Sandbox::new(&format!("{name}-dba"));
     dba.write_config(&format!(
-        "{policy}[fleet]\ndatabase = \"host={} port={} dbname={DB} user={SUPERUSER} sslmode=disable\"\n\
-         agent_socket = \"{}\"\n",
-        pg.socket_dir().display(),
-        pg.port(),
-        dba.dir().join("none.sock").display()
+        "{policy}{}",
+        fleet_section(&ha, SUPERUSER, &dba.dir().join("none.sock"))
     ));
-    let init = cli(
-        &dba,
-        &["fleet", "init", "--no-require-sync-standby", "--json"],
-    )
-    .expect(0);
-    assert_eq!(init.json()["schema_version"], 1, "{}", init.stdout);
-    pg.client(DB, SUPERUSER)
-        .batch_execute("CREATE ROLE tf_admin LOGIN IN ROLE twofactor_admin")
-        .unwrap();
-    pg.set_password("tf_admin", "admin-pw");
+    common::fleet::init_on_ha(&ha, &dba, DB, 1);
 
     let hosts = (0..HOSTS)
         .map(|i| {
             let host = format!("web{}", i + 1);
+            let role = format!("tf_host_{host}");
             let sys = System::new(&format!("{name}-{host}"), "");
             sys.in_network_namespace(&net.netns(i), &net.address(i));
             sys.use_real_clock();
             sys.add_user(USER);
             let dir = sys.sb.dir().to_path_buf();
-            let pw = dir.join("host.pw");
-            cli(
-                &dba,
-                &[
-                    "fleet",
-                    "add-host",
-                    &host,
-                    "--password-file",
-                    pw.to_str().unwrap(),
-                ],
-            )
-            .expect(0);
-            sys.sb.write_config(&fleet_section(
-                &pg.tcp_connection(DB, &format!("tf_host_{host}")),
-                &pw,
-                &dir.join("agent.sock"),
-            ));
-            let admin_pw = dir.join("admin.pw");
-            write_private(&admin_pw, "admin-pw\n");
+            // No --password-file: the role logs in with its certificate.
+            let added = cli(&dba, &["fleet", "add-host", &host, "--json"])
+                .expect(0)
+                .json();
+            assert_eq!(added["certificate_cn"], role.as_str(), "{added}");
+            assert_eq!(added["password_file"], serde_json::Value::Null, "{added}");
+            sys.sb
+                .write_config(&fleet_section(&ha, &role, &dir.join("agent.sock")));
             let admin_config = dir.join("admin.toml");
             write_private(
                 &admin_config,
                 &format!(
                     "state_dir = \"{}\"\n{policy}{}",
                     sys.sb.state_dir().display(),
-                    fleet_section(
-                        &pg.tcp_connection(DB, "tf_admin"),
-                        &admin_pw,
-                        &dir.join("none.sock"),
-                    )
+                    fleet_section(&ha, "tf_admin", &dir.join("none.sock"))
                 ),
             );
             let module = sys.module_line();
@@ -202,7 +190,7 @@ fn fleet(name: &str, policy: &str) -> Fleet {
         .collect();
     Fleet {
         hosts,
-        pg,
+        ha,
         _dba: dba,
         net,
     }
@@ -233,8 +221,8 @@ impl Fleet {
     }
 
     fn row(&self, sql: &str) -> postgres::Row {
-        self.pg
-            .client(DB, SUPERUSER)
+        self.ha
+            .superuser(DB)
             .query_one(sql, &[&USER])
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
@@ -255,6 +243,7 @@ impl Fleet {
         self.row("SELECT locked_until FROM twofactor.users WHERE name = $1")
             .get(0)
     }
+
 }
 
 /// SECRET's code at unix time `t` (oathtool; SHA1, 6 digits, 30 s).

@@ -22,11 +22,6 @@
 //! * `pg_hba.conf`: `local all postgres trust`, `local all all
 //!   scram-sha-256`: the superuser connects without a password, every other
 //!   role with the one [`Cluster::set_password`] gave it.
-//! * [`Cluster::start_listening`] also listens on TCP on one address (the
-//!   bridge of [`super::netns::Net`]) and lets every role but the
-//!   superuser in from one subnet with scram-sha-256 (`host all postgres
-//!   reject`, `host all all SUBNET scram-sha-256`); [`Cluster::tcp_connection`]
-//!   is a role's connection string for it.
 //! * `postgres` is started directly (no `pg_ctl`, no daemon) as a child
 //!   running as the `postgres` user, so the test holds its PID. Drop stops
 //!   it by that PID (SIGINT: fast shutdown; SIGKILL after 10 s) and removes
@@ -57,8 +52,6 @@ pub struct Cluster {
     port: u16,
     child: Child,
     passwords: Mutex<HashMap<String, String>>,
-    /// The TCP address it listens on, if any.
-    listen: Option<String>,
 }
 
 /// The `postgres` OS user's uid and gid.
@@ -172,18 +165,6 @@ fn next_port() -> u16 {
 impl Cluster {
     /// Starts a new cluster and waits until it accepts connections.
     pub fn start() -> Cluster {
-        Cluster::start_with(None)
-    }
-
-    /// [`Cluster::start`], also listening on TCP on `address` (which must
-    /// be one of this machine's), the port [`Cluster::port`]; roles other
-    /// than the superuser log in from `subnet` (e.g. `10.77.3.0/24`) with
-    /// their password (scram-sha-256).
-    pub fn start_listening(address: &str, subnet: &str) -> Cluster {
-        Cluster::start_with(Some((address, subnet)))
-    }
-
-    fn start_with(listen: Option<(&str, &str)>) -> Cluster {
         let template = template();
         let dir = fresh_dir("cluster");
         let data = dir.join("data");
@@ -195,14 +176,6 @@ impl Cluster {
             .status()
             .expect("run cp");
         assert!(copied.success(), "cp -a of the template failed");
-        if let Some((_, subnet)) = listen {
-            let hba = data.join("pg_hba.conf");
-            let mut text = fs::read_to_string(&hba).expect("read pg_hba.conf");
-            text.push_str(&format!(
-                "host all {SUPERUSER} {subnet} reject\nhost all all {subnet} scram-sha-256\n"
-            ));
-            fs::write(&hba, text).expect("write pg_hba.conf");
-        }
         postgres_dir(&sock);
         let port = next_port();
         let log = fs::File::create(dir.join("postgres.log")).expect("create postgres.log");
@@ -212,11 +185,7 @@ impl Cluster {
             .arg("-k")
             .arg(&sock)
             .args(["-p", &port.to_string()])
-            .arg("-c")
-            .arg(format!(
-                "listen_addresses={}",
-                listen.map_or("", |(address, _)| address)
-            ))
+            .args(["-c", "listen_addresses="])
             .args(["-c", "max_connections=100"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
@@ -228,7 +197,6 @@ impl Cluster {
             port,
             child,
             passwords: Mutex::new(HashMap::new()),
-            listen: listen.map(|(address, _)| address.to_string()),
         };
         cluster.wait_ready();
         cluster
@@ -267,25 +235,9 @@ impl Cluster {
         self.dir.join("sock")
     }
 
-    /// The port (libpq's `port`; it names the socket file, and is the TCP
-    /// port of [`Cluster::start_listening`] on an address of the test's
-    /// own, where nobody else listens).
+    /// The port (libpq's `port`; it names the socket file).
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// A libpq connection string for `role` on `db` over TCP (no password:
-    /// give one with a password file), for a cluster from
-    /// [`Cluster::start_listening`]. No TLS (the HA harness has it).
-    pub fn tcp_connection(&self, db: &str, role: &str) -> String {
-        let address = self
-            .listen
-            .as_deref()
-            .expect("a cluster from Cluster::start_listening");
-        format!(
-            "host={address} port={} dbname={db} user={role} sslmode=disable",
-            self.port
-        )
     }
 
     /// The server's PID.
