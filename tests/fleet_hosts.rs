@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::fleet::{Agent, early_in_step, ha_section, now};
+use common::fleet::{Agent, State, early_in_step, ha_section, now};
 use common::netns::Net;
 use common::pg::SUPERUSER;
 use common::pg_ha::{HaOptions, PgHa};
@@ -52,6 +52,10 @@ const KBD: &str = "keyboard-interactive";
 const HOSTS: usize = 3;
 /// The agents' `[fleet] deadline_seconds`.
 const DEADLINE: u64 = 3;
+/// sshd's `LoginGraceTime` (tests/e2e/support.rs, `sshd_config_on`).
+const LOGIN_GRACE: Duration = Duration::from_secs(30);
+/// Enough failures and attempts for a test without a lock.
+const NO_LOCK: &str = "[lockout]\nmax_failures = 100\n[rate_limit]\nmax_attempts = 100\n";
 const CANNOT_REACH: &str =
     "The second-factor database cannot be reached. Try again later or ask your administrator.";
 const NOT_WRITING: &str = "The second-factor database is not accepting writes. Try again later or ask your administrator.";
@@ -120,7 +124,7 @@ impl Host {
 struct Fleet {
     hosts: Vec<Host>,
     ha: PgHa,
-    _dba: Sandbox,
+    dba: Sandbox,
     net: Net,
 }
 
@@ -191,7 +195,7 @@ fn fleet(name: &str, policy: &str) -> Fleet {
     Fleet {
         hosts,
         ha,
-        _dba: dba,
+        dba,
         net,
     }
 }
@@ -244,6 +248,17 @@ impl Fleet {
             .get(0)
     }
 
+    fn state(&self) -> State {
+        common::fleet::state(&self.ha, DB, USER)
+    }
+
+    /// A plainly wrong code through host `i` at time `t`: denied; the state
+    /// after it.
+    fn wrong_login(&self, i: usize, t: u64) -> State {
+        let out = self.hosts[i].ssh(&wrong_code(t));
+        assert!(denied(&out), "{out}");
+        self.state()
+    }
 }
 
 /// SECRET's code at unix time `t` (oathtool; SHA1, 6 digits, 30 s).
@@ -521,6 +536,242 @@ fn a_host_cut_off_denies_within_the_deadline_and_the_others_go_on() {
     assert!((4..=5).contains(&used), "{used} backup codes used");
     eprintln!("fleet_hosts cut: {used} backup codes spent (5: the one typed during the cut too)");
     eprintln!("fleet_hosts cut: {:?}", started.elapsed());
+}
+
+/// Failover through ssh: a backup code and a TOTP code are accepted
+/// through host 1 and one wrong code is counted; the primary is killed
+/// (`kill -9` of every process of it) and the standby promoted; as in
+/// tests/fleet_failover.rs the killed node is rebuilt as `standby1` of the
+/// promoted server (which keeps `synchronous_standby_names = 'standby1'`:
+/// without a standby of its own every commit on it would wait). The
+/// promoted database holds exactly the state of before the kill; the TOTP
+/// code is refused through host 2 (a right code inside the window, so a
+/// replay: the step held), the backup code used before the kill is
+/// refused (still used), and fresh codes log in through all three hosts
+/// (host 1's agent had pooled clients to the killed primary).
+///
+/// `[totp] window = 2`: the replay and the two fresh codes (steps s+1 and
+/// s+2) stay inside the window however long the failover takes, up to the
+/// start of step s+3 (checked).
+#[test]
+fn a_failover_through_ssh_loses_no_used_code_no_backup_code_and_no_failure() {
+    if !can_run("a_failover_through_ssh_loses_no_used_code_no_backup_code_and_no_failure") {
+        return;
+    }
+    let started = Instant::now();
+    let f = fleet("fh-failover", &format!("[totp]\nwindow = 2\n{NO_LOCK}"));
+    eprintln!("fleet_hosts fh-failover set up: {:?}", started.elapsed());
+    let backup = f.enroll();
+    let out = f.hosts[0].ssh(&backup[0]);
+    assert!(out.logged_in(), "{out}");
+    let t = early_in_step(5);
+    let step = (t / 30) as i64;
+    let code = code_at(t);
+    let out = f.hosts[0].ssh(&code);
+    assert!(out.logged_in(), "{out}");
+    let before = f.wrong_login(0, t);
+    assert_eq!(
+        before,
+        State {
+            failures: 1,
+            last_step: Some(step),
+            backup_used: 1
+        }
+    );
+
+    let failover = Instant::now();
+    let old_primary = f.ha.primary_index();
+    let killed = f.ha.kill_primary();
+    assert!(
+        killed.len() > 1,
+        "the postmaster and its processes: {killed:?}"
+    );
+    f.ha.promote_standby("standby1");
+    assert_ne!(f.ha.primary_index(), old_primary);
+    let promoted = failover.elapsed();
+    f.ha.rebuild_as_standby("standby1");
+    let rebuilt = failover.elapsed();
+    // Everything committed before the kill is on the promoted server.
+    assert_eq!(f.state(), before);
+    assert!(
+        now() + 5 < (step as u64 + 3) * 30,
+        "the failover took too long for the replay check to stay inside the window"
+    );
+
+    // Host 1's code through host 2: refused, counted, the step unchanged.
+    let began = Instant::now();
+    let out = f.hosts[1].ssh(&code);
+    let first_login = began.elapsed();
+    assert!(denied(&out), "{out}");
+    assert_eq!(out.prompts.len(), 2, "{out}");
+    assert_eq!(
+        f.state(),
+        State {
+            failures: 2,
+            ..before
+        }
+    );
+    // The backup code used before the kill stays used.
+    let out = f.hosts[1].ssh(&backup[0]);
+    assert!(denied(&out), "{out}");
+    assert_eq!(
+        f.state(),
+        State {
+            failures: 3,
+            ..before
+        }
+    );
+
+    // Fresh codes through all three hosts.
+    let began = Instant::now();
+    let out = f.hosts[0].ssh(&code_at(t + 30));
+    let host1_first = began.elapsed();
+    assert!(out.logged_in(), "{out}\n{}", f.hosts[0].agent.log());
+    let out = f.hosts[1].ssh(&code_at(t + 60));
+    assert!(out.logged_in(), "{out}\n{}", f.hosts[1].agent.log());
+    let out = f.hosts[2].ssh(&backup[1]);
+    assert!(out.logged_in(), "{out}\n{}", f.hosts[2].agent.log());
+    assert_eq!(
+        f.state(),
+        State {
+            failures: 0,
+            last_step: Some(step + 2),
+            backup_used: 2
+        }
+    );
+    eprintln!(
+        "fleet_hosts failover: kill to promoted {promoted:?}, to a synchronous standby again \
+         {rebuilt:?}; first ssh login after (host 2, replay) {first_login:?}; host 1's first \
+         (stale pooled clients) {host1_first:?}; whole test {:?}",
+        started.elapsed()
+    );
+}
+
+/// No synchronous standby, through ssh: with the standby stopped, an ssh
+/// login with the right code is denied within the agent's deadline (+3 s
+/// for the ssh connection and the password) with "The second-factor
+/// database is not accepting writes" shown to the user; the ssh client
+/// returns, so sshd did not hang (far below its LoginGraceTime), and sshd
+/// logged the failure.
+///
+/// Nothing half-applied, as in tests/fleet_failover.rs: (1) the login did
+/// not get in; (2) while the standby is away the state anyone reads is
+/// exactly the state before the attempt, the commit waiting (not
+/// cancelled) on the primary; (3) once the standby is back that commit
+/// completes whole: the code's step used and the failure count reset to 0
+/// (allow_totp), never a mix; the code, spent without a login, is refused
+/// through host 2. Then ssh logins work through all three hosts.
+#[test]
+fn without_a_synchronous_standby_ssh_logins_are_denied_in_time_and_nothing_is_half_applied() {
+    if !can_run(
+        "without_a_synchronous_standby_ssh_logins_are_denied_in_time_and_nothing_is_half_applied",
+    ) {
+        return;
+    }
+    let started = Instant::now();
+    let f = fleet("fh-nosync", NO_LOCK);
+    eprintln!("fleet_hosts fh-nosync set up: {:?}", started.elapsed());
+    let backup = f.enroll();
+    let t = early_in_step(5);
+    let step = (t / 30) as i64;
+    let code = code_at(t);
+    let before = f.wrong_login(0, t);
+    assert_eq!(
+        before,
+        State {
+            failures: 1,
+            last_step: None,
+            backup_used: 0
+        }
+    );
+
+    f.ha.stop_standby("standby1");
+    let bound = Duration::from_secs(DEADLINE + 3);
+    assert!(bound < LOGIN_GRACE);
+    let began = Instant::now();
+    let out = f.hosts[0].ssh(&code);
+    let took = began.elapsed();
+    assert!(denied(&out), "{out}");
+    assert!(out.run.stderr.contains(NOT_WRITING), "{out}");
+    assert_eq!(out.prompts.len(), 2, "{out}");
+    assert!(took < bound, "the ssh login took {took:?}\n{out}");
+    let failed = format!(
+        "Failed keyboard-interactive/pam for {USER} from {}",
+        f.net.bridge_address()
+    );
+    assert!(out.sshd_log.contains(&failed), "{out}");
+    // The commit waits on the primary (not cancelled), invisible to
+    // others, and completes once the standby is back.
+    let after = common::fleet::commit_waits_for(&f.ha, "standby1", DB, USER, before);
+    assert_eq!(
+        after,
+        State {
+            failures: 0,
+            last_step: Some(step),
+            backup_used: 0
+        },
+        "the attempt committed whole once the standby was back"
+    );
+    // Spent, though nobody logged in with it.
+    let out = f.hosts[1].ssh(&code);
+    assert!(denied(&out), "{out}");
+    // With the standby back, ssh logins work through all three hosts.
+    let out = f.hosts[1].ssh(&code_at(t + 30));
+    assert!(out.logged_in(), "{out}");
+    let out = f.hosts[2].ssh(&backup[0]);
+    assert!(out.logged_in(), "{out}");
+    let out = f.hosts[0].ssh(&backup[1]);
+    assert!(out.logged_in(), "{out}");
+    eprintln!(
+        "fleet_hosts no standby: ssh denied after {took:?}; whole test {:?}",
+        started.elapsed()
+    );
+}
+
+/// A compromised host removed: the DBA's `twofactor fleet remove-host
+/// web2` stops host 2's ssh logins at once (refused, not timed out: the
+/// role is gone and its session ended; "cannot be reached" shown, no code
+/// asked for) while hosts 1 and 3 go on. (What host 2's credentials cannot
+/// do in the database is tests/fleet_failover.rs's.)
+#[test]
+fn removing_host_2_stops_its_ssh_logins_at_once_and_the_others_go_on() {
+    if !can_run("removing_host_2_stops_its_ssh_logins_at_once_and_the_others_go_on") {
+        return;
+    }
+    let started = Instant::now();
+    let f = fleet("fh-remove", NO_LOCK);
+    eprintln!("fleet_hosts fh-remove set up: {:?}", started.elapsed());
+    let backup = f.enroll();
+    let t = now();
+    let out = f.hosts[1].ssh(&code_at(t));
+    assert!(out.logged_in(), "{out}");
+
+    cli(&f.dba, &["fleet", "remove-host", "web2"]).expect(0);
+    for answer in [&backup[0], &backup[1]] {
+        let began = Instant::now();
+        let out = f.hosts[1].ssh(answer);
+        let took = began.elapsed();
+        assert!(denied(&out), "{out}");
+        assert!(out.run.stderr.contains(CANNOT_REACH), "{out}");
+        assert_eq!(
+            out.prompts,
+            [format!("({USER}@{}) Password: ", f.net.address(1))],
+            "{out}"
+        );
+        assert!(
+            took < Duration::from_secs(DEADLINE),
+            "a refusal, not a timeout: {took:?}\n{out}"
+        );
+    }
+    // Nothing of those two logins reached the state.
+    assert_eq!(f.state().backup_used, 0);
+    // Hosts 1 and 3 go on.
+    let out = f.hosts[0].ssh(&code_at(t + 30));
+    assert!(out.logged_in(), "{out}");
+    let out = f.hosts[2].ssh(&backup[0]);
+    assert!(out.logged_in(), "{out}");
+    assert_eq!(f.state().backup_used, 1);
+    eprintln!("fleet_hosts remove-host: {:?}", started.elapsed());
 }
 
 /// Whether host `i` of `net` opens a TCP connection to `address:port`
