@@ -1,0 +1,528 @@
+# shellcheck shell=bash disable=SC2154 # R, MODE, RUN, ... come from run.sh
+# bench/fleet.sh: the fleet section of bench/run.sh (sourced by its inner
+# part, in the bench's private mount namespace, as root). What one login
+# costs through `twofactor agent` and PostgreSQL against the file store, in
+# the same run, with the same harness (pam_bench -F: real clock, codes by
+# time step) — see bench/README.md, "The fleet".
+#
+# It starts, all stopped by PID at the end and nothing of the machine's own
+# configuration touched:
+#   - a PostgreSQL 15 primary and a synchronous standby on 127.0.0.1, private
+#     ports and directories under $RUN (initdb / pg_basebackup -R as the
+#     postgres user; synchronous_commit = on, synchronous_standby_names =
+#     'bench_standby'; scram-sha-256 over loopback TCP, no TLS);
+#   - `twofactor fleet init` (require_sync_standby on), `fleet add-host bench
+#     --password-file`, an admin role `tf_admin` that enrolls `root` with the
+#     bench secret (`enroll --secret-file -`); the other bench users are that
+#     enrollment's rows copied by SQL, as the file-store fixture copies
+#     root's records;
+#   - one `twofactor agent` of the measured build.
+# The failover (kill -9 of the primary, promotion of the standby, a new
+# standby) comes last: it leaves the cluster changed.
+
+PG_BIN=/usr/lib/postgresql/15/bin
+FL_DEADLINE=3     # [fleet] deadline_seconds of the bench host
+FL_SECRET_USER=root
+if [[ $MODE == full ]]; then
+  FL_USERS=20000 FL_ROUNDS=20 FL_PER=50 FL_WARM=2 FL_PROCS=(1 16 64) FL_DUR=3000 FL_TROUNDS=3
+  FL_COLD=10 FL_FAILOVER=1 FO_PROCS=8 FO_PAUSE=50 FO_PRE=4 FO_DUR=30
+else
+  FL_USERS=400 FL_ROUNDS=2 FL_PER=3 FL_WARM=1 FL_PROCS=(1 4) FL_DUR=300 FL_TROUNDS=1
+  FL_COLD=1 FL_FAILOVER=0 FO_PROCS=2 FO_PAUSE=50 FO_PRE=1 FO_DUR=8
+fi
+# Overrides for trying the section alone (bench/run.sh --fleet-only).
+FL_FAILOVER=${BENCH_FLEET_FAILOVER:-$FL_FAILOVER}
+FD=$RUN/fleet   # everything of this section
+PGD=$FD/pg      # the clusters (owned by postgres)
+PG1_PID='' AGENT_PID=''
+# shellcheck disable=SC2034 # read through ${!name}
+PG2_PID='' PG3_PID=''
+FLEET_STARTED=0
+
+# ------------------------------------------------------------- helpers -----
+# Whether PID runs (a child of ours that exited is a zombie until waited for).
+alive() { [[ -r /proc/$1/stat ]] && [[ $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) != Z ]]; }
+# A command as the postgres user, from /, with a minimal environment; exec'd
+# so that $! of `pg_as ... &` is the program's own PID.
+pg_as() { (cd / && exec setpriv --reuid=postgres --regid=postgres --clear-groups -- \
+  env -i PATH=/usr/bin:/bin LC_ALL=C.UTF-8 "$@"); }
+# psql as the superuser over the Unix socket of cluster $1 (1, 2 or 3).
+psql_su() { # n db args...
+  local n=$1 db=$2
+  shift 2
+  local port_var=PG${n}_PORT
+  psql -X -q -At -v ON_ERROR_STOP=1 -h "$PGD/sock$n" -p "${!port_var}" -U postgres -d "$db" "$@"
+}
+free_port() {
+  local p _
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 30000))
+    [[ $p == "${PG1_PORT:-}" || $p == "${PG2_PORT:-}" || $p == "${PG3_PORT:-}" ]] && continue
+    if ! ss -Hltn "( sport = :$p )" | grep -q .; then echo "$p"; return; fi
+  done
+  fail "no free TCP port on 127.0.0.1"
+}
+# Starts cluster n (data directory $PGD/dN) on 127.0.0.1:PORT and its own
+# socket directory; sets PGn_PID.
+pg_start() { # n
+  local n=$1 port_var=PG${1}_PORT
+  install -d -m 0700 -o postgres -g postgres "$PGD/sock$n"
+  pg_as "$PG_BIN/postgres" -D "$PGD/d$n" -p "${!port_var}" -k "$PGD/sock$n" \
+    -c listen_addresses=127.0.0.1 </dev/null >>"$FD/pg$n.log" 2>&1 &
+  printf -v "PG${n}_PID" '%s' "$!"
+  local _
+  for _ in $(seq 300); do
+    pg_isready -q -h "$PGD/sock$n" -p "${!port_var}" && return 0
+    sleep 0.05
+  done
+  cat "$FD/pg$n.log" >&2
+  fail "PostgreSQL $n did not start"
+}
+# Stops cluster n by its postmaster's PID (SIGINT: fast shutdown).
+pg_stop() { # n
+  local pid_var=PG${1}_PID _
+  local pid=${!pid_var}
+  [[ -n $pid ]] || return 0
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in $(seq 200); do alive "$pid" || break; sleep 0.05; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  printf -v "$pid_var" '%s' ""
+}
+# A standby of cluster `from` in $PGD/dN, named bench_standby, started.
+pg_standby() { # n from
+  local n=$1 from_port_var=PG${2}_PORT
+  pg_as "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "${!from_port_var}" -U postgres -D "$PGD/d$n" -R -X stream -c fast \
+    >>"$FD/pg$n.log" 2>&1 || { cat "$FD/pg$n.log" >&2; fail "pg_basebackup for standby $n"; }
+  # -R wrote standby.signal and a primary_conninfo; this one names us.
+  echo "primary_conninfo = 'host=127.0.0.1 port=${!from_port_var} user=postgres application_name=bench_standby'" \
+    >>"$PGD/d$n/postgresql.auto.conf"
+  pg_start "$n"
+}
+# Waits until cluster n sees bench_standby as a synchronous standby.
+pg_wait_sync() { # n
+  local _
+  for _ in $(seq 600); do
+    [[ $(psql_su "$1" postgres -c "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'bench_standby'" 2>/dev/null) == sync ]] && return 0
+    sleep 0.05
+  done
+  fail "the standby did not become synchronous on cluster $1"
+}
+agent_start() {
+  rm -f "$FD/agent.sock"
+  "$CLI" --config "$FD/fleet.toml" agent </dev/null >/dev/null 2>>"$FD/agent.log" &
+  AGENT_PID=$!
+  local _
+  for _ in $(seq 400); do
+    [[ -S $FD/agent.sock ]] && return 0
+    alive "$AGENT_PID" || break
+    sleep 0.01
+  done
+  cat "$FD/agent.log" >&2
+  fail "the agent did not start"
+}
+agent_stop() {
+  [[ -n $AGENT_PID ]] || return 0
+  kill -TERM "$AGENT_PID" 2>/dev/null || true
+  local _
+  for _ in $(seq 200); do alive "$AGENT_PID" || break; sleep 0.02; done
+  kill -KILL "$AGENT_PID" 2>/dev/null || true
+  wait "$AGENT_PID" 2>/dev/null || true
+  AGENT_PID=
+}
+fleet_cleanup() {
+  [[ $FLEET_STARTED -eq 1 ]] || return 0
+  agent_stop
+  pg_stop 3
+  pg_stop 2
+  pg_stop 1
+}
+# pam_bench at the real time (no libfaketime: the database's clock decides).
+fl_harness() { "$HARNESS" -F -C "$FD/codes" -d "$FD/pam.d" "$@" </dev/null; }
+# Puts the one-user case's user back as enrolled (outside any timing): the
+# file store's state file from its pristine copy, the fleet's row by SQL.
+solo_reset() { # store
+  if [[ $1 == file ]]; then
+    cat "$FD/pristine.state" >"$FD/state/solo.state"
+    sync "$FD/state/solo.state"
+  else
+    psql_su "$FL_PRIMARY" twofactor -c "UPDATE twofactor.users SET failures = 0, locked_until = NULL,
+      rate_window_start = 0, rate_window_attempts = 0, last_success = NULL WHERE name = 'solo';
+      UPDATE twofactor.devices SET last_accepted_step = NULL, drift_pending_step = NULL,
+      drift_pending_offset = NULL WHERE user_name = 'solo'" >/dev/null
+  fi
+}
+
+# --------------------------------------------------------------- set-up -----
+fleet_setup() {
+  local t0=$SECONDS i u
+  id postgres >/dev/null 2>&1 || fail "no postgres user (package postgresql-15)"
+  [[ -x $PG_BIN/postgres ]] || fail "no $PG_BIN/postgres (package postgresql-15)"
+  install -d -m 0755 "$FD" "$FD/pam.d" "$FD/t" "$FD/c"
+  install -d -m 0700 "$FD/state" "$FD/hoststate" "$FD/dbastate" "$FD/adminstate"
+  install -d -m 0700 -o postgres -g postgres "$PGD"
+  FLEET_STARTED=1
+  PG1_PORT=$(free_port)
+  PG2_PORT=$(free_port)
+  PG3_PORT=$(free_port)
+  log "fleet: PostgreSQL primary on 127.0.0.1:$PG1_PORT, synchronous standby on :$PG2_PORT"
+  pg_as "$PG_BIN/initdb" -D "$PGD/d1" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    -E UTF8 --locale=C.UTF-8 --no-instructions >>"$FD/pg1.log" 2>&1 || { cat "$FD/pg1.log" >&2; fail "initdb"; }
+  printf 'local all postgres trust\nhost replication postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n' \
+    >"$PGD/d1/pg_hba.conf"
+  # In postgresql.conf, so that the standby's copy has them too (as a real
+  # standby made by pg_basebackup would): a promoted standby then waits for
+  # a standby named bench_standby, as docs/fleet.md warns.
+  printf "synchronous_commit = on\nsynchronous_standby_names = 'bench_standby'\n" >>"$PGD/d1/postgresql.conf"
+  pg_start 1
+  pg_standby 2 1
+  pg_wait_sync 1
+  FL_PRIMARY=1
+  psql_su 1 postgres -c "CREATE DATABASE twofactor" >/dev/null
+
+  local db1="host=$PGD/sock1 port=$PG1_PORT dbname=twofactor"
+  printf 'state_dir = "%s"\n[fleet]\ndatabase = "%s user=postgres sslmode=disable"\nagent_socket = "%s"\n' \
+    "$FD/dbastate" "$db1" "$FD/none.sock" >"$FD/dba.toml"
+  chmod 0600 "$FD/dba.toml"
+  "$CLI" --config "$FD/dba.toml" fleet init --json >"$FD/init.json" 2>>"$FD/cli.log" || { cat "$FD/cli.log" >&2; fail "twofactor fleet init"; }
+  "$CLI" --config "$FD/dba.toml" fleet add-host bench --password-file "$FD/host.pw" --json >"$FD/add-host.json" 2>>"$FD/cli.log" ||
+    { cat "$FD/cli.log" >&2; fail "twofactor fleet add-host"; }
+  psql_su 1 twofactor -c "CREATE ROLE tf_admin LOGIN IN ROLE twofactor_admin PASSWORD 'bench-admin-password'" >/dev/null
+  (umask 077 && echo bench-admin-password >"$FD/admin.pw")
+  printf 'state_dir = "%s"\n[fleet]\ndatabase = "host=127.0.0.1 port=%s dbname=twofactor user=tf_admin sslmode=disable"\npassword_file = "%s"\nagent_socket = "%s"\n' \
+    "$FD/adminstate" "$PG1_PORT" "$FD/admin.pw" "$FD/none.sock" >"$FD/admin.toml"
+  chmod 0600 "$FD/admin.toml"
+  printf '%s\n' "$SECRET" | "$CLI" --config "$FD/admin.toml" enroll "$FL_SECRET_USER" --secret-file - --json >"$FD/enroll.json" 2>>"$FD/cli.log" ||
+    { cat "$FD/cli.log" >&2; fail "twofactor enroll through the fleet"; }
+  # The bench users u00001.. and solo: root's enrollment copied (a fresh
+  # generation each), as the file-store fixture copies root's records.
+  psql_su 1 twofactor -c "
+    INSERT INTO twofactor.users (name, generation, created, backup_created, backup_digits, backup_salt,
+                                 backup_m_cost, backup_t_cost, backup_p_cost)
+    SELECT n, nextval('twofactor.generation_seq'), u.created, u.backup_created, u.backup_digits, u.backup_salt,
+           u.backup_m_cost, u.backup_t_cost, u.backup_p_cost
+      FROM twofactor.users u,
+           (SELECT format('u%s', lpad(i::text, 5, '0')) AS n FROM generate_series(1, $FL_USERS) i
+            UNION ALL SELECT 'solo') x
+     WHERE u.name = '$FL_SECRET_USER';
+    INSERT INTO twofactor.devices (user_name, label, secret, algorithm, digits, period, created)
+    SELECT x.name, d.label, d.secret, d.algorithm, d.digits, d.period, d.created
+      FROM twofactor.devices d, twofactor.users x WHERE d.user_name = '$FL_SECRET_USER' AND x.name <> d.user_name;
+    INSERT INTO twofactor.backup_codes (user_name, hash)
+    SELECT x.name, b.hash FROM twofactor.backup_codes b, twofactor.users x
+     WHERE b.user_name = '$FL_SECRET_USER' AND x.name <> b.user_name;
+    ANALYZE;" >/dev/null
+
+  # The host: one config for the module and the agent. Both servers listed,
+  # the agent follows the writable one.
+  printf 'state_dir = "%s"\n[fleet]\ndatabase = "host=127.0.0.1,127.0.0.1 port=%s,%s dbname=twofactor user=tf_host_bench sslmode=disable target_session_attrs=read-write"\npassword_file = "%s"\nagent_socket = "%s"\ndeadline_seconds = %d\n' \
+    "$FD/hoststate" "$PG1_PORT" "$PG2_PORT" "$FD/host.pw" "$FD/agent.sock" "$FL_DEADLINE" >"$FD/fleet.toml"
+  chmod 0600 "$FD/fleet.toml"
+  # The file store, same users, same secret, defaults.
+  printf 'state_dir = "%s"\n' "$FD/state" >"$FD/file.toml"
+  chmod 0600 "$FD/file.toml"
+  (
+    umask 077
+    for ((i = 1; i <= FL_USERS; i++)); do
+      printf -v u 'u%05d' "$i"
+      printf '%s\n' "$OURS_SECRET" >"$FD/state/$u.secret"
+      printf '%s\n' "$OURS_STATE" >"$FD/state/$u.state"
+    done
+    printf '%s\n' "$OURS_SECRET" >"$FD/state/solo.secret"
+    printf '%s\n' "$OURS_STATE" >"$FD/state/solo.state"
+    printf '%s\n' "$OURS_STATE" >"$FD/pristine.state"
+  )
+  echo "auth required $SO config=$FD/file.toml" >"$FD/pam.d/file"
+  echo "auth required $SO config=$FD/fleet.toml" >"$FD/pam.d/fleet"
+  printf 'auth required pam_deny.so\naccount required pam_deny.so\n' >"$FD/pam.d/other"
+  # Codes for every step of the next two hours (oathtool), by step.
+  local now step0
+  now=$(date +%s)
+  step0=$((now / 30))
+  { echo "$step0 30"; oathtool --totp -b "$SECRET" --now "@$((step0 * 30))" -w 239; } >"$FD/codes"
+  agent_start
+  R[fl.setup_s]=$((SECONDS - t0))
+  R[fl.pg]="PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
+  log "fleet: set up in ${R[fl.setup_s]} s ($FL_USERS users in each store, agent pid $AGENT_PID)"
+}
+
+# ----------------------------------------------------------- measurements ---
+# Sequential logins, file store and fleet interleaved (rotated per round):
+# FL_ROUNDS rounds of FL_PER timed logins (after FL_WARM untimed) per store,
+# each login a user not yet used in this time step, with the step's code.
+fleet_latency() {
+  local rep m out
+  for ((rep = 1; rep <= FL_ROUNDS; rep++)); do
+    log "fleet: sequential logins, round $rep of $FL_ROUNDS ($FL_PER per store)"
+    while read -r m; do
+      out=$(fl_harness -s "$m" -u 'u%05d' -U "$FL_USERS" -S "$FD/users.$m" -n "$FL_PER" -w "$FL_WARM" \
+        -o "$FD/t/$m.$rep") || fail "fleet harness: $m sequential"
+      [[ $(kv success " $out") == "$(kv logins " $out")" ]] || fail "fleet: a login failed ($m): $out"
+    done < <(rotated "$rep" file fleet)
+  done
+  local k
+  for m in file fleet; do
+    read -r "R[fl.lat.$m.med]" "R[fl.lat.$m.p99]" "R[fl.lat.$m.max]" "R[fl.lat.$m.n]" <<<"$(quantiles 2 "$FD/t/$m".*)"
+    read -r "R[fl.lat.$m.auth_med]" "R[fl.lat.$m.auth_p99]" _ _ <<<"$(quantiles 3 "$FD/t/$m".*)"
+  done
+  R[fl.lat.ratio]=$(round_ratios 2 "$FD/t/fleet" "$FD/t/file")
+  k=$FD/t/fleet
+  : "$k"
+}
+
+# quantiles COL FILE... -> "median p99 max count" in µs (nearest rank)
+quantiles() {
+  local c=$1
+  shift
+  cat "$@" 2>/dev/null | awk -v c="$c" '{print $c}' | sort -n | awk '{v[NR] = $1} END {
+    if (NR == 0) { print "- - - 0"; exit }
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%.1f %.1f %.1f %d\n", m / 1000, v[int(0.99 * (NR - 1) + 0.5) + 1] / 1000, v[NR] / 1000, NR }'
+}
+
+# Logins per second: P workers logging in back to back for FL_DUR ms,
+# different users (each its own slice of users) or one user (solo, reset
+# before every run). FL_TROUNDS rounds, stores rotated.
+fleet_throughput() {
+  local rep who p m out key slice nearly
+  nearly=$(((FL_DEADLINE * 1000 - 300) * 1000)) # µs: a login this long met the deadline
+  for ((rep = 1; rep <= FL_TROUNDS; rep++)); do
+    for who in users solo; do
+      for p in "${FL_PROCS[@]}"; do
+        log "fleet: $p concurrent logins, $who, round $rep of $FL_TROUNDS"
+        while read -r m; do
+          key=$m.$who.$p
+          if [[ $who == users ]]; then
+            slice=$((FL_USERS / (4 * p)))
+            out=$(fl_harness -s "$m" -u 'u%05d' -U "$FL_USERS" -S "$FD/users.$m" -K "$slice" -P "$p" -T "$FL_DUR" \
+              -o "$FD/c/$key.$rep") || fail "fleet harness: $key"
+          else
+            solo_reset "$m"
+            out=$(fl_harness -s "$m" -u solo -P "$p" -T "$FL_DUR" -o "$FD/c/$key.$rep") || fail "fleet harness: $key"
+          fi
+          echo "$out" >>"$FD/c/$key.out"
+        done < <(rotated "$rep" file fleet)
+      done
+    done
+  done
+  for who in users solo; do
+    for p in "${FL_PROCS[@]}"; do
+      for m in file fleet; do
+        key=$m.$who.$p
+        # logins per second: median over rounds; outcomes summed
+        R[fl.tp.$key.per_s]=$(sed -n 's/.* per_s=\([^ ]*\).*/\1/p' "$FD/c/$key.out" | sort -n | awk '{v[NR] = $1} END {
+          if (NR == 0) print "-"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+        R[fl.tp.$key.rounds]=$(sed -n 's/.* per_s=\([^ ]*\).*/\1/p' "$FD/c/$key.out" | awk '{printf "%s%.0f", (NR > 1) ? ", " : "", $1}')
+        R[fl.tp.$key.exhausted]=$(grep -c 'slice_exhausted=1' "$FD/c/$key.out" || true)
+        read -r "R[fl.tp.$key.med]" "R[fl.tp.$key.p99]" "R[fl.tp.$key.max]" "R[fl.tp.$key.n]" <<<"$(quantiles 2 "$FD/c/$key".[0-9]*)"
+        # outcome counts from the raw samples: rc, prompt, near the deadline
+        R[fl.tp.$key.outcomes]=$(cat "$FD/c/$key".[0-9]* | awk -v nearly="$nearly" '
+          { n++; if ($4 == 0) ok++; else if ($6 == 0) np++; else bad++; if ($2 / 1000 >= nearly) late++ }
+          END { printf "%d %d %d %d %d", n, ok, bad, np, late }')
+      done
+    done
+  done
+}
+
+# A cold agent's first login (the pool is empty: one new connection, TCP +
+# SCRAM + a backend) against warm logins, and a login after the pool's
+# clients sat idle for 1.5 s (checked with a round trip before use).
+fleet_agent_cold() {
+  local i out
+  for ((i = 1; i <= FL_COLD; i++)); do
+    log "fleet: cold agent, sample $i of $FL_COLD"
+    agent_stop
+    agent_start
+    out=$(fl_harness -s fleet -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -n 1 -w 0 -o "$FD/cold.raw") || fail "cold agent login"
+    [[ $(kv success " $out") == 1 ]] || fail "cold agent login failed: $out"
+    out=$(fl_harness -s fleet -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -n 5 -w 0 -o "$FD/warm.raw") || fail "warm agent login"
+    [[ $(kv success " $out") == 5 ]] || fail "warm agent login failed: $out"
+    sleep 1.5
+    out=$(fl_harness -s fleet -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -n 1 -w 0 -o "$FD/idle.raw") || fail "idle agent login"
+    [[ $(kv success " $out") == 1 ]] || fail "login after an idle pause failed: $out"
+  done
+  local k
+  for k in cold warm idle; do
+    read -r "R[fl.agent.$k.med]" "R[fl.agent.$k.p99]" "R[fl.agent.$k.max]" "R[fl.agent.$k.n]" <<<"$(quantiles 2 "$FD/$k.raw")"
+  done
+}
+
+# The failover: FO_PROCS workers log in (FO_PAUSE ms apart each) for FO_DUR
+# s; after FO_PRE s the primary's processes are killed (SIGKILL), the
+# standby is promoted at once; a new standby is then made from it and
+# attached. Every login is classified by when it started.
+fleet_failover() {
+  local hp out kids slice
+  slice=$((FL_USERS / (2 * FO_PROCS)))
+  log "fleet: failover: $FO_PROCS workers for $FO_DUR s; kill -9 of the primary after $FO_PRE s"
+  fl_harness -s fleet -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -K "$slice" -P "$FO_PROCS" -T $((FO_DUR * 1000)) \
+    -I "$FO_PAUSE" -M "cannot be reached" -M "not accepting writes" -H $(((FL_DEADLINE + 1) * 1000)) \
+    -o "$FD/fo.raw" >"$FD/fo.out" &
+  hp=$!
+  sleep "$FO_PRE"
+  kids=$(ps -o pid= --ppid "$PG1_PID" | tr -s ' \n' ' ')
+  R[fl.fo.t_kill]=$(date +%s%N)
+  # shellcheck disable=SC2086 # the PIDs, one word each
+  kill -KILL "$PG1_PID" $kids 2>/dev/null || true
+  wait "$PG1_PID" 2>/dev/null || true
+  PG1_PID=
+  pg_as "$PG_BIN/pg_ctl" promote -D "$PGD/d2" -w -t 60 >>"$FD/pg2.log" 2>&1 || fail "pg_ctl promote"
+  R[fl.fo.t_promote]=$(date +%s%N)
+  FL_PRIMARY=2
+  log "fleet: primary killed, standby promoted; making a new standby from it"
+  pg_standby 3 2
+  pg_wait_sync 2
+  R[fl.fo.t_sync]=$(date +%s%N)
+  log "fleet: new standby synchronous; logins go on until the end of the $FO_DUR s"
+  wait "$hp" || fail "the failover harness failed: $(cat "$FD/fo.out")"
+  out=$(<"$FD/fo.out")
+  R[fl.fo.out]=$out
+  # Per window (by the login's start; in flight = started before the kill,
+  # ended after it): logins, allowed, denied with "cannot be reached",
+  # denied with "not accepting writes", denied otherwise, hung (longer than
+  # the deadline + 1 s), longest login (ms).
+  local w
+  for w in before inflight down promoted synced; do
+    R[fl.fo.$w]=$(awk -v k="${R[fl.fo.t_kill]}" -v p="${R[fl.fo.t_promote]}" -v s="${R[fl.fo.t_sync]}" \
+      -v w="$w" -v hung=$(((FL_DEADLINE + 1) * 1000000000)) '
+      {
+        st = $1; en = $1 + $2
+        if (st < k && en >= k) win = "inflight"
+        else if (st < k) win = "before"
+        else if (st < p) win = "down"
+        else if (st < s) win = "promoted"
+        else win = "synced"
+        if (win != w) next
+        n++
+        if ($4 == 0) ok++
+        else if ($5 % 2 == 1) m1++
+        else if (int($5 / 2) % 2 == 1) m2++
+        else other++
+        if ($2 > hung) h++
+        if ($2 > mx) mx = $2
+      }
+      END { printf "%d %d %d %d %d %d %.0f", n, ok, m1, m2, other, h, mx / 1e6 }' "$FD/fo.raw")
+  done
+  R[fl.fo.down_s]=$(awk -v a="${R[fl.fo.t_kill]}" -v b="${R[fl.fo.t_promote]}" 'BEGIN {printf "%.1f", (b - a) / 1e9}')
+  R[fl.fo.sync_s]=$(awk -v a="${R[fl.fo.t_promote]}" -v b="${R[fl.fo.t_sync]}" 'BEGIN {printf "%.1f", (b - a) / 1e9}')
+  # The first successful login after the new standby was attached.
+  R[fl.fo.first_ok_s]=$(awk -v k="${R[fl.fo.t_kill]}" '$4 == 0 && $1 > k { t = ($1 + $2 - k) / 1e9; if (!f || t < m) { m = t; f = 1 } }
+    END { if (f) printf "%.1f", m; else print "none" }' "$FD/fo.raw")
+}
+
+measure_fleet() {
+  fleet_setup
+  fleet_latency
+  fleet_throughput
+  fleet_agent_cold
+  if [[ $FL_FAILOVER -eq 1 ]]; then fleet_failover; fi
+  agent_stop
+  R[fl.agent_log_timeouts]=$(grep -c 'deadline' "$FD/agent.log" || true)
+  fleet_cleanup
+}
+
+# ---------------------------------------------------------------- report ----
+fleet_report() {
+  local m who p key
+  local pmax=${FL_PROCS[${#FL_PROCS[@]} - 1]}
+  echo "### The fleet: a login through \`twofactor agent\` and PostgreSQL, against the file store (issue 16)"
+  echo
+  echo "${R[fl.pg]:-PostgreSQL ?}: a primary and a synchronous standby (\`synchronous_commit = on\`, \`synchronous_standby_names = 'bench_standby'\`) on 127.0.0.1, scram-sha-256 over TCP, no TLS; \`fleet init\` with \`require_sync_standby\` on; one \`twofactor agent\` of the measured build; \`deadline_seconds = $FL_DEADLINE\`. Both stores with their defaults and the same secret; $FL_USERS users in each. Logins at the real time (the database's clock decides, so libfaketime cannot pin it): pam_bench -F through the real libpam, each login a user not yet used in the current 30-s step with that step's code from oathtool. Set-up took ${R[fl.setup_s]:-?} s."
+  echo
+  local t3 t4 r
+  r=${R[fl.lat.ratio]:-}
+  echo "| # | target | measured | result |"
+  echo "|---|---|---|---|"
+  echo "| F1 | fleet login median ≤ 3× the file-store login (same run) | $(rr "$r"): fleet $(ms1 "${R[fl.lat.fleet.med]:-}") ms, file store $(ms1 "${R[fl.lat.file.med]:-}") ms | $(passfail "$(first "$r")" 3) |"
+  echo "| F2 | fleet login p99 ≤ 20 ms | $(ms1 "${R[fl.lat.fleet.p99]:-}") ms (${R[fl.lat.fleet.n]:-?} logins) | $(passfail "${R[fl.lat.fleet.p99]:-}" 20) |"
+  local n ok bad np late
+  read -r n ok bad np late <<<"${R[fl.tp.fleet.users.$pmax.outcomes]:-}"
+  t3=${R[fl.tp.fleet.users.$pmax.per_s]:-}
+  local t3v="n/a"
+  if [[ -n $t3 && $t3 != - ]]; then
+    if [[ $MODE == smoke ]]; then t3v="not judged (smoke)"
+    elif awk -v a="$t3" 'BEGIN {exit !(a >= 400)}' && [[ ${bad:-1} -eq 0 && ${np:-1} -eq 0 && ${late:-1} -eq 0 ]]; then t3v=PASS
+    else t3v=FAIL; fi
+  fi
+  echo "| F3 | $pmax concurrent logins of different users ≥ 400 per second, no failure, no timeout | $(printf '%.0f' "${t3:-0}")/s (median of rounds: ${R[fl.tp.fleet.users.$pmax.rounds]:-}); ${n:-?} logins: ${bad:-?} failed, ${np:-?} refused without a prompt, ${late:-?} at the deadline | $t3v |"
+  if [[ -n ${R[fl.fo.before]:-} ]]; then
+    local hung=0 w v
+    for w in before inflight down promoted synced; do
+      read -r -a v <<<"${R[fl.fo.$w]}"
+      hung=$((hung + ${v[5]:-0}))
+    done
+    read -r -a v <<<"${R[fl.fo.inflight]}"
+    local inflight_clean=$(( ${v[2]:-0} + ${v[3]:-0} + ${v[1]:-0} ))
+    t4=FAIL
+    if [[ $hung -eq 0 && $inflight_clean -eq ${v[0]:-0} ]]; then t4=PASS; fi
+    [[ $MODE == smoke ]] && t4="not judged (smoke)"
+    echo "| F4 | a failover (kill -9 of the primary, promotion of the standby): the logins in flight get a clean denial, none hangs | ${v[0]:-0} in flight: ${v[1]:-0} allowed, $((${v[2]:-0} + ${v[3]:-0})) denied with the fleet's message, ${v[4]:-0} otherwise; $hung hung (past the deadline + 1 s) in the whole run | $t4 |"
+  else
+    echo "| F4 | a failover costs the logins in flight a clean denial, not a hang | not run (smoke) | n/a |"
+  fi
+  echo
+  echo "#### One login, sequential (milliseconds)"
+  echo
+  echo "$FL_ROUNDS rounds of $FL_PER logins per store, stores rotated per round; the ratio is the median of per-round ratios (lowest–highest round)."
+  echo
+  echo "| figure | file store | fleet | fleet/file |"
+  echo "|---|---:|---:|---:|"
+  echo "| \`pam_start\`..\`pam_end\`, median | $(ms1 "${R[fl.lat.file.med]:-}") | $(ms1 "${R[fl.lat.fleet.med]:-}") | $(rr "${R[fl.lat.ratio]:-}") |"
+  echo "| same, p99 | $(ms1 "${R[fl.lat.file.p99]:-}") | $(ms1 "${R[fl.lat.fleet.p99]:-}") | $(ratio "${R[fl.lat.fleet.p99]:-}" "${R[fl.lat.file.p99]:-}") |"
+  echo "| same, slowest | $(ms1 "${R[fl.lat.file.max]:-}") | $(ms1 "${R[fl.lat.fleet.max]:-}") | |"
+  echo "| \`pam_authenticate\` alone, median | $(ms1 "${R[fl.lat.file.auth_med]:-}") | $(ms1 "${R[fl.lat.fleet.auth_med]:-}") | $(ratio "${R[fl.lat.fleet.auth_med]:-}" "${R[fl.lat.file.auth_med]:-}") |"
+  echo "| logins measured | ${R[fl.lat.file.n]:-} | ${R[fl.lat.fleet.n]:-} | |"
+  echo
+  echo "#### Logins per second"
+  echo
+  echo "P workers, each logging in back to back (a new \`pam_start\` every login) for $FL_DUR ms, $FL_TROUNDS rounds, stores rotated. *Different users*: each worker its own users, each once per step: every login should succeed. *One user* (\`solo\`, put back as enrolled before every run): one code per step can succeed; the others are decided attempts that fail (replays; after `max_failures` the lock, and the rate limit). Per second: median over rounds (each round's figure in brackets). Outcomes over all rounds; *at the deadline*: logins that took ≥ $((FL_DEADLINE * 1000 - 300)) ms."
+  echo
+  echo "| logins | P | store | per second | login median ms | p99 ms | max ms | logins | allowed | denied after the prompt | refused before it | at the deadline |"
+  echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for who in users solo; do
+    for p in "${FL_PROCS[@]}"; do
+      for m in file fleet; do
+        key=$m.$who.$p
+        read -r n ok bad np late <<<"${R[fl.tp.$key.outcomes]:-}"
+        local lbl="different users"
+        [[ $who == solo ]] && lbl="one user"
+        local ex=""
+        [[ ${R[fl.tp.$key.exhausted]:-0} != 0 ]] && ex=" (users ran out early in ${R[fl.tp.$key.exhausted]} rounds)"
+        echo "| $lbl | $p | $m | $(printf '%.0f' "${R[fl.tp.$key.per_s]:-0}") (${R[fl.tp.$key.rounds]:-})$ex | $(ms1 "${R[fl.tp.$key.med]:-}") | $(ms1 "${R[fl.tp.$key.p99]:-}") | $(ms1 "${R[fl.tp.$key.max]:-}") | ${n:-} | ${ok:-} | ${bad:-} | ${np:-} | ${late:-} |"
+      done
+    done
+  done
+  echo
+  echo "#### The agent's connections: reuse against a new one"
+  echo
+  echo "The agent keeps up to 8 idle clients (a client idle over 1 s is checked with one round trip before use); there is no switch to turn the pool off, so a new connection is measured as a cold agent's first login (restarted before each sample: its pool is empty, the login's first call opens one connection — TCP, SCRAM-SHA-256, a new backend — and the second call reuses it). $FL_COLD samples each."
+  echo
+  echo "| login through the fleet | median ms | p99 ms | max ms | logins |"
+  echo "|---|---:|---:|---:|---:|"
+  echo "| warm agent (5 logins right after the cold one) | $(ms1 "${R[fl.agent.warm.med]:-}") | $(ms1 "${R[fl.agent.warm.p99]:-}") | $(ms1 "${R[fl.agent.warm.max]:-}") | ${R[fl.agent.warm.n]:-} |"
+  echo "| after 1.5 s idle (the pool's liveness round trip first) | $(ms1 "${R[fl.agent.idle.med]:-}") | $(ms1 "${R[fl.agent.idle.p99]:-}") | $(ms1 "${R[fl.agent.idle.max]:-}") | ${R[fl.agent.idle.n]:-} |"
+  echo "| cold agent's first login (one new connection) | $(ms1 "${R[fl.agent.cold.med]:-}") | $(ms1 "${R[fl.agent.cold.p99]:-}") | $(ms1 "${R[fl.agent.cold.max]:-}") | ${R[fl.agent.cold.n]:-} |"
+  local conn
+  conn=$(awk -v c="${R[fl.agent.cold.med]:-}" -v w="${R[fl.agent.warm.med]:-}" 'BEGIN { if (c == "" || w == "" || c == "-" || w == "-") print "n/a"; else printf "%.1f", (c - w) / 1000 }')
+  echo
+  echo "A new connection costs about $conn ms (cold − warm medians). Without the pool, a login (two calls: \`begin\`, \`attempt\`) would pay it twice: about $(awk -v c="$conn" -v w="${R[fl.agent.warm.med]:-}" 'BEGIN { if (c == "n/a" || w == "" || w == "-") print "n/a"; else printf "%.1f", w / 1000 + 2 * c }') ms instead of $(ms1 "${R[fl.agent.warm.med]:-}")."
+  echo
+  if [[ -n ${R[fl.fo.before]:-} ]]; then
+    echo "#### Failover"
+    echo
+    echo "$FO_PROCS workers logging in for $FO_DUR s (each pausing $FO_PAUSE ms between logins), the agent's connection string \`host=127.0.0.1,127.0.0.1 port=P1,P2 target_session_attrs=read-write\`. After $FO_PRE s every process of the primary gets SIGKILL and the standby is promoted at once (\`pg_ctl promote\`, ${R[fl.fo.down_s]} s after the kill). The promoted server keeps \`synchronous_standby_names = 'bench_standby'\` from its copy of the configuration, so its commits wait until a new standby (pg_basebackup from it, ${R[fl.fo.sync_s]} s after the promotion) is synchronous. Logins by the window they started in; *hung*: longer than the deadline + 1 s."
+    echo
+    echo "| window | logins | allowed | denied: \"cannot be reached\" | denied: \"not accepting writes\" | denied otherwise | hung | longest ms |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    local w lbl v
+    for w in before:"before the kill" inflight:"**in flight at the kill**" down:"kill → promotion" promoted:"promoted, no standby yet" synced:"new standby synchronous"; do
+      read -r -a v <<<"${R[fl.fo.${w%%:*}]}"
+      lbl=${w#*:}
+      echo "| $lbl | ${v[0]} | ${v[1]} | ${v[2]} | ${v[3]} | ${v[4]} | ${v[5]} | ${v[6]} |"
+    done
+    echo
+    echo "First successful login after the kill: ${R[fl.fo.first_ok_s]} s after it."
+    echo
+  fi
+}
+ms1() { awk -v a="$1" 'BEGIN { if (a == "" || a == "-") print "n/a"; else printf "%.2f", a / 1000 }'; }
