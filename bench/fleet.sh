@@ -24,19 +24,23 @@ PG_BIN=/usr/lib/postgresql/15/bin
 FL_DEADLINE=3     # [fleet] deadline_seconds of the bench host
 FL_SECRET_USER=root
 if [[ $MODE == full ]]; then
-  FL_USERS=20000 FL_ROUNDS=20 FL_PER=50 FL_WARM=2 FL_PROCS=(1 16 64) FL_DUR=3000 FL_TROUNDS=3
-  FL_COLD=10 FL_FAILOVER=1 FO_PROCS=8 FO_PAUSE=50 FO_PRE=4 FO_DUR=30
+  FL_USERS=30000 FL_ROUNDS=20 FL_PER=50 FL_WARM=2 FL_PROCS=(1 16 64) FL_DUR=3000 FL_TROUNDS=3
+  FL_COLD=10 FL_FAILOVER=1 FO_PROCS=16 FO_PAUSE=20 FO_PRE=4 FO_GAP=6 FO_CYCLES=3
 else
   FL_USERS=400 FL_ROUNDS=2 FL_PER=3 FL_WARM=1 FL_PROCS=(1 4) FL_DUR=300 FL_TROUNDS=1
-  FL_COLD=1 FL_FAILOVER=0 FO_PROCS=2 FO_PAUSE=50 FO_PRE=1 FO_DUR=8
+  FL_COLD=1 FL_FAILOVER=0 FO_PROCS=2 FO_PAUSE=50 FO_PRE=1 FO_GAP=4 FO_CYCLES=1
 fi
 # Overrides for trying the section alone (bench/run.sh --fleet-only).
 FL_FAILOVER=${BENCH_FLEET_FAILOVER:-$FL_FAILOVER}
 FD=$RUN/fleet   # everything of this section
 PGD=$FD/pg      # the clusters (owned by postgres)
-PG1_PID='' AGENT_PID=''
-# shellcheck disable=SC2034 # read through ${!name}
-PG2_PID='' PG3_PID=''
+AGENT_PID=''
+# Clusters by number n (data directory $PGD/dN, socket directory
+# $PGD/sockN): PGPID[n], PGPORT[n]. Two TCP ports, A and B: a cluster made to
+# replace a dead one takes the dead one's port, so the agent's connection
+# string (both ports) stays right, as a replaced server keeps its address.
+declare -A PGPID=() PGPORT=()
+FL_PRIMARY=1 FL_STANDBY=2
 FLEET_STARTED=0
 
 # ------------------------------------------------------------- helpers -----
@@ -50,29 +54,28 @@ pg_as() { (cd / && exec setpriv --reuid=postgres --regid=postgres --clear-groups
 psql_su() { # n db args...
   local n=$1 db=$2
   shift 2
-  local port_var=PG${n}_PORT
-  psql -X -q -At -v ON_ERROR_STOP=1 -h "$PGD/sock$n" -p "${!port_var}" -U postgres -d "$db" "$@"
+  psql -X -q -At -v ON_ERROR_STOP=1 -h "$PGD/sock$n" -p "${PGPORT[$n]}" -U postgres -d "$db" "$@"
 }
 free_port() {
   local p _
   for _ in $(seq 200); do
     p=$((20000 + RANDOM % 30000))
-    [[ $p == "${PG1_PORT:-}" || $p == "${PG2_PORT:-}" || $p == "${PG3_PORT:-}" ]] && continue
+    [[ $p == "${PORT_A:-}" ]] && continue
     if ! ss -Hltn "( sport = :$p )" | grep -q .; then echo "$p"; return; fi
   done
   fail "no free TCP port on 127.0.0.1"
 }
-# Starts cluster n (data directory $PGD/dN) on 127.0.0.1:PORT and its own
-# socket directory; sets PGn_PID.
+# Starts cluster n (data directory $PGD/dN) on 127.0.0.1:PGPORT[n] and its
+# own socket directory; sets PGPID[n].
 pg_start() { # n
-  local n=$1 port_var=PG${1}_PORT
+  local n=$1
   install -d -m 0700 -o postgres -g postgres "$PGD/sock$n"
-  pg_as "$PG_BIN/postgres" -D "$PGD/d$n" -p "${!port_var}" -k "$PGD/sock$n" \
+  pg_as "$PG_BIN/postgres" -D "$PGD/d$n" -p "${PGPORT[$n]}" -k "$PGD/sock$n" \
     -c listen_addresses=127.0.0.1 </dev/null >>"$FD/pg$n.log" 2>&1 &
-  printf -v "PG${n}_PID" '%s' "$!"
+  PGPID[$n]=$!
   local _
   for _ in $(seq 300); do
-    pg_isready -q -h "$PGD/sock$n" -p "${!port_var}" && return 0
+    pg_isready -q -h "$PGD/sock$n" -p "${PGPORT[$n]}" && return 0
     sleep 0.05
   done
   cat "$FD/pg$n.log" >&2
@@ -80,22 +83,22 @@ pg_start() { # n
 }
 # Stops cluster n by its postmaster's PID (SIGINT: fast shutdown).
 pg_stop() { # n
-  local pid_var=PG${1}_PID _
-  local pid=${!pid_var}
+  local pid=${PGPID[$1]:-} _
   [[ -n $pid ]] || return 0
   kill -INT "$pid" 2>/dev/null || true
   for _ in $(seq 200); do alive "$pid" || break; sleep 0.05; done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  printf -v "$pid_var" '%s' ""
+  PGPID[$1]=''
 }
-# A standby of cluster `from` in $PGD/dN, named bench_standby, started.
-pg_standby() { # n from
-  local n=$1 from_port_var=PG${2}_PORT
-  pg_as "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "${!from_port_var}" -U postgres -D "$PGD/d$n" -R -X stream -c fast \
+# A standby of cluster `from` in $PGD/dN on `port`, named bench_standby, started.
+pg_standby() { # n from port
+  local n=$1 from_port=${PGPORT[$2]}
+  PGPORT[$n]=$3
+  pg_as "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$from_port" -U postgres -D "$PGD/d$n" -R -X stream -c fast \
     >>"$FD/pg$n.log" 2>&1 || { cat "$FD/pg$n.log" >&2; fail "pg_basebackup for standby $n"; }
   # -R wrote standby.signal and a primary_conninfo; this one names us.
-  echo "primary_conninfo = 'host=127.0.0.1 port=${!from_port_var} user=postgres application_name=bench_standby'" \
+  echo "primary_conninfo = 'host=127.0.0.1 port=$from_port user=postgres application_name=bench_standby'" \
     >>"$PGD/d$n/postgresql.auto.conf"
   pg_start "$n"
 }
@@ -133,9 +136,8 @@ agent_stop() {
 fleet_cleanup() {
   [[ $FLEET_STARTED -eq 1 ]] || return 0
   agent_stop
-  pg_stop 3
-  pg_stop 2
-  pg_stop 1
+  local n
+  for n in "${!PGPID[@]}"; do pg_stop "$n"; done
 }
 # pam_bench at the real time (no libfaketime: the database's clock decides).
 fl_harness() { "$HARNESS" -F -C "$FD/codes" -d "$FD/pam.d" "$@" </dev/null; }
@@ -162,10 +164,10 @@ fleet_setup() {
   install -d -m 0700 "$FD/state" "$FD/hoststate" "$FD/dbastate" "$FD/adminstate"
   install -d -m 0700 -o postgres -g postgres "$PGD"
   FLEET_STARTED=1
-  PG1_PORT=$(free_port)
-  PG2_PORT=$(free_port)
-  PG3_PORT=$(free_port)
-  log "fleet: PostgreSQL primary on 127.0.0.1:$PG1_PORT, synchronous standby on :$PG2_PORT"
+  PORT_A=$(free_port)
+  PORT_B=$(free_port)
+  PGPORT[1]=$PORT_A
+  log "fleet: PostgreSQL primary on 127.0.0.1:$PORT_A, synchronous standby on :$PORT_B"
   pg_as "$PG_BIN/initdb" -D "$PGD/d1" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
     -E UTF8 --locale=C.UTF-8 --no-instructions >>"$FD/pg1.log" 2>&1 || { cat "$FD/pg1.log" >&2; fail "initdb"; }
   printf 'local all postgres trust\nhost replication postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n' \
@@ -175,12 +177,12 @@ fleet_setup() {
   # a standby named bench_standby, as docs/fleet.md warns.
   printf "synchronous_commit = on\nsynchronous_standby_names = 'bench_standby'\n" >>"$PGD/d1/postgresql.conf"
   pg_start 1
-  pg_standby 2 1
+  pg_standby 2 1 "$PORT_B"
   pg_wait_sync 1
-  FL_PRIMARY=1
+  FL_PRIMARY=1 FL_STANDBY=2
   psql_su 1 postgres -c "CREATE DATABASE twofactor" >/dev/null
 
-  local db1="host=$PGD/sock1 port=$PG1_PORT dbname=twofactor"
+  local db1="host=$PGD/sock1 port=$PORT_A dbname=twofactor"
   printf 'state_dir = "%s"\n[fleet]\ndatabase = "%s user=postgres sslmode=disable"\nagent_socket = "%s"\n' \
     "$FD/dbastate" "$db1" "$FD/none.sock" >"$FD/dba.toml"
   chmod 0600 "$FD/dba.toml"
@@ -190,7 +192,7 @@ fleet_setup() {
   psql_su 1 twofactor -c "CREATE ROLE tf_admin LOGIN IN ROLE twofactor_admin PASSWORD 'bench-admin-password'" >/dev/null
   (umask 077 && echo bench-admin-password >"$FD/admin.pw")
   printf 'state_dir = "%s"\n[fleet]\ndatabase = "host=127.0.0.1 port=%s dbname=twofactor user=tf_admin sslmode=disable"\npassword_file = "%s"\nagent_socket = "%s"\n' \
-    "$FD/adminstate" "$PG1_PORT" "$FD/admin.pw" "$FD/none.sock" >"$FD/admin.toml"
+    "$FD/adminstate" "$PORT_A" "$FD/admin.pw" "$FD/none.sock" >"$FD/admin.toml"
   chmod 0600 "$FD/admin.toml"
   printf '%s\n' "$SECRET" | "$CLI" --config "$FD/admin.toml" enroll "$FL_SECRET_USER" --secret-file - --json >"$FD/enroll.json" 2>>"$FD/cli.log" ||
     { cat "$FD/cli.log" >&2; fail "twofactor enroll through the fleet"; }
@@ -216,7 +218,7 @@ fleet_setup() {
   # The host: one config for the module and the agent. Both servers listed,
   # the agent follows the writable one.
   printf 'state_dir = "%s"\n[fleet]\ndatabase = "host=127.0.0.1,127.0.0.1 port=%s,%s dbname=twofactor user=tf_host_bench sslmode=disable target_session_attrs=read-write"\npassword_file = "%s"\nagent_socket = "%s"\ndeadline_seconds = %d\n' \
-    "$FD/hoststate" "$PG1_PORT" "$PG2_PORT" "$FD/host.pw" "$FD/agent.sock" "$FL_DEADLINE" >"$FD/fleet.toml"
+    "$FD/hoststate" "$PORT_A" "$PORT_B" "$FD/host.pw" "$FD/agent.sock" "$FL_DEADLINE" >"$FD/fleet.toml"
   chmod 0600 "$FD/fleet.toml"
   # The file store, same users, same secret, defaults.
   printf 'state_dir = "%s"\n' "$FD/state" >"$FD/file.toml"
@@ -293,7 +295,7 @@ fleet_throughput() {
         while read -r m; do
           key=$m.$who.$p
           if [[ $who == users ]]; then
-            slice=$((FL_USERS / (4 * p)))
+            slice=$((FL_USERS / (3 * p)))
             out=$(fl_harness -s "$m" -u 'u%05d' -U "$FL_USERS" -S "$FD/users.$m" -K "$slice" -P "$p" -T "$FL_DUR" \
               -o "$FD/c/$key.$rep") || fail "fleet harness: $key"
           else
@@ -347,51 +349,70 @@ fleet_agent_cold() {
   done
 }
 
-# The failover: FO_PROCS workers log in (FO_PAUSE ms apart each) for FO_DUR
-# s; after FO_PRE s the primary's processes are killed (SIGKILL), the
-# standby is promoted at once; a new standby is then made from it and
-# attached. Every login is classified by when it started.
+# The failover, FO_CYCLES times while FO_PROCS workers log in (each pausing
+# FO_PAUSE ms between logins): FO_PRE s of normal logins, then every process
+# of the primary gets SIGKILL and the standby is promoted at once; for
+# FO_GAP s the new primary has no standby (its commits wait for one, as a
+# promoted standby that kept synchronous_standby_names does); then a new
+# standby is made from it (pg_basebackup, on the dead primary's port) and
+# becomes synchronous. Every login is classified by when it started.
 fleet_failover() {
-  local hp out kids slice
+  local hp out kids slice c old new dead_port
   slice=$((FL_USERS / (2 * FO_PROCS)))
-  log "fleet: failover: $FO_PROCS workers for $FO_DUR s; kill -9 of the primary after $FO_PRE s"
-  fl_harness -s fleet -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -K "$slice" -P "$FO_PROCS" -T $((FO_DUR * 1000)) \
-    -I "$FO_PAUSE" -M "cannot be reached" -M "not accepting writes" -H $(((FL_DEADLINE + 1) * 1000)) \
-    -o "$FD/fo.raw" >"$FD/fo.out" &
+  : >"$FD/fo.events"
+  rm -f "$FD/fo.started"
+  log "fleet: failover: $FO_PROCS workers; $FO_CYCLES × (kill -9 of the primary, promotion, ${FO_GAP} s without a standby, a new standby)"
+  # The harness itself in the background (not fl_harness: $! must be its PID).
+  "$HARNESS" -F -C "$FD/codes" -d "$FD/pam.d" -s fleet -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -K "$slice" \
+    -P "$FO_PROCS" -T 600000 -W -I "$FO_PAUSE" -M "cannot be reached" -M "not accepting writes" \
+    -H $(((FL_DEADLINE + 1) * 1000)) -Y "$FD/fo.started" -o "$FD/fo.raw" </dev/null >"$FD/fo.out" &
   hp=$!
+  local _
+  for _ in $(seq 1200); do [[ -e $FD/fo.started ]] && break; sleep 0.05; done # it may wait for a new step
+  [[ -e $FD/fo.started ]] || fail "the failover harness did not start"
+  for ((c = 1; c <= FO_CYCLES; c++)); do
+    sleep "$FO_PRE"
+    old=$FL_PRIMARY new=$FL_STANDBY
+    dead_port=${PGPORT[$old]}
+    kids=$(ps -o pid= --ppid "${PGPID[$old]}" | tr -s ' \n' ' ')
+    echo "kill $(date +%s%N)" >>"$FD/fo.events"
+    # shellcheck disable=SC2086 # the PIDs, one word each
+    kill -KILL "${PGPID[$old]}" $kids 2>/dev/null || true
+    wait "${PGPID[$old]}" 2>/dev/null || true
+    PGPID[$old]=''
+    pg_as "$PG_BIN/pg_ctl" promote -D "$PGD/d$new" -w -t 60 >>"$FD/pg$new.log" 2>&1 || fail "pg_ctl promote"
+    echo "promote $(date +%s%N)" >>"$FD/fo.events"
+    FL_PRIMARY=$new
+    log "fleet: failover $c: cluster $old killed, cluster $new promoted; no standby for $FO_GAP s"
+    sleep "$FO_GAP"
+    FL_STANDBY=$(( $(printf '%s\n' "${!PGPORT[@]}" | sort -n | tail -1) + 1 ))
+    pg_standby "$FL_STANDBY" "$new" "$dead_port"
+    pg_wait_sync "$new"
+    echo "sync $(date +%s%N)" >>"$FD/fo.events"
+    log "fleet: failover $c: new standby (cluster $FL_STANDBY) synchronous"
+  done
   sleep "$FO_PRE"
-  kids=$(ps -o pid= --ppid "$PG1_PID" | tr -s ' \n' ' ')
-  R[fl.fo.t_kill]=$(date +%s%N)
-  # shellcheck disable=SC2086 # the PIDs, one word each
-  kill -KILL "$PG1_PID" $kids 2>/dev/null || true
-  wait "$PG1_PID" 2>/dev/null || true
-  PG1_PID=
-  pg_as "$PG_BIN/pg_ctl" promote -D "$PGD/d2" -w -t 60 >>"$FD/pg2.log" 2>&1 || fail "pg_ctl promote"
-  R[fl.fo.t_promote]=$(date +%s%N)
-  FL_PRIMARY=2
-  log "fleet: primary killed, standby promoted; making a new standby from it"
-  pg_standby 3 2
-  pg_wait_sync 2
-  R[fl.fo.t_sync]=$(date +%s%N)
-  log "fleet: new standby synchronous; logins go on until the end of the $FO_DUR s"
+  kill -USR1 "$hp"
   wait "$hp" || fail "the failover harness failed: $(cat "$FD/fo.out")"
   out=$(<"$FD/fo.out")
   R[fl.fo.out]=$out
-  # Per window (by the login's start; in flight = started before the kill,
+  # Per window, by the login's start (in flight = started before a kill and
   # ended after it): logins, allowed, denied with "cannot be reached",
   # denied with "not accepting writes", denied otherwise, hung (longer than
-  # the deadline + 1 s), longest login (ms).
+  # the deadline + 1 s), the longest login (ms).
   local w
   for w in before inflight down promoted synced; do
-    R[fl.fo.$w]=$(awk -v k="${R[fl.fo.t_kill]}" -v p="${R[fl.fo.t_promote]}" -v s="${R[fl.fo.t_sync]}" \
-      -v w="$w" -v hung=$(((FL_DEADLINE + 1) * 1000000000)) '
+    R[fl.fo.$w]=$(awk -v w="$w" -v hung=$(((FL_DEADLINE + 1) * 1000000000)) '
+      FNR == NR { if ($1 == "kill") k[++nk] = $2; else if ($1 == "promote") p[nk] = $2; else s[nk] = $2; next }
       {
-        st = $1; en = $1 + $2
-        if (st < k && en >= k) win = "inflight"
-        else if (st < k) win = "before"
-        else if (st < p) win = "down"
-        else if (st < s) win = "promoted"
-        else win = "synced"
+        st = $1; en = $1 + $2; win = "before"
+        for (i = 1; i <= nk; i++) {
+          if (st < k[i] && en >= k[i]) { win = "inflight"; break }
+          if (st < k[i]) break
+          if (st < p[i]) win = "down"
+          else if (st < s[i]) win = "promoted"
+          else win = "synced"
+        }
         if (win != w) next
         n++
         if ($4 == 0) ok++
@@ -401,13 +422,14 @@ fleet_failover() {
         if ($2 > hung) h++
         if ($2 > mx) mx = $2
       }
-      END { printf "%d %d %d %d %d %d %.0f", n, ok, m1, m2, other, h, mx / 1e6 }' "$FD/fo.raw")
+      END { printf "%d %d %d %d %d %d %.0f", n, ok, m1, m2, other, h, mx / 1e6 }' "$FD/fo.events" "$FD/fo.raw")
   done
-  R[fl.fo.down_s]=$(awk -v a="${R[fl.fo.t_kill]}" -v b="${R[fl.fo.t_promote]}" 'BEGIN {printf "%.1f", (b - a) / 1e9}')
-  R[fl.fo.sync_s]=$(awk -v a="${R[fl.fo.t_promote]}" -v b="${R[fl.fo.t_sync]}" 'BEGIN {printf "%.1f", (b - a) / 1e9}')
-  # The first successful login after the new standby was attached.
-  R[fl.fo.first_ok_s]=$(awk -v k="${R[fl.fo.t_kill]}" '$4 == 0 && $1 > k { t = ($1 + $2 - k) / 1e9; if (!f || t < m) { m = t; f = 1 } }
-    END { if (f) printf "%.1f", m; else print "none" }' "$FD/fo.raw")
+  # Seconds from each kill to the promotion, from the promotion to the new
+  # standby, and to the first login allowed after the kill.
+  R[fl.fo.cycles]=$(awk 'FNR == NR { if ($1 == "kill") k[++nk] = $2; else if ($1 == "promote") p[nk] = $2; else s[nk] = $2; next }
+    $4 == 0 { en = $1 + $2; for (i = 1; i <= nk; i++) if ($1 > k[i] && (!(i in f) || en < f[i])) f[i] = en }
+    END { for (i = 1; i <= nk; i++) printf "%s%.1f/%.1f/%s", (i > 1) ? ", " : "", (p[i] - k[i]) / 1e9, (s[i] - p[i]) / 1e9,
+      (i in f) ? sprintf("%.1f", (f[i] - k[i]) / 1e9) : "none" }' "$FD/fo.events" "$FD/fo.raw")
 }
 
 measure_fleet() {
@@ -456,7 +478,7 @@ fleet_report() {
     t4=FAIL
     if [[ $hung -eq 0 && $inflight_clean -eq ${v[0]:-0} ]]; then t4=PASS; fi
     [[ $MODE == smoke ]] && t4="not judged (smoke)"
-    echo "| F4 | a failover (kill -9 of the primary, promotion of the standby): the logins in flight get a clean denial, none hangs | ${v[0]:-0} in flight: ${v[1]:-0} allowed, $((${v[2]:-0} + ${v[3]:-0})) denied with the fleet's message, ${v[4]:-0} otherwise; $hung hung (past the deadline + 1 s) in the whole run | $t4 |"
+    echo "| F4 | a failover (kill -9 of the primary, promotion of the standby): the logins in flight get a clean denial, none hangs | $FO_CYCLES failovers; ${v[0]:-0} logins in flight at a kill: ${v[1]:-0} allowed, $((${v[2]:-0} + ${v[3]:-0})) denied with the fleet's message, ${v[4]:-0} otherwise; $hung hung (past the deadline + 1 s) in the whole run | $t4 |"
   else
     echo "| F4 | a failover costs the logins in flight a clean denial, not a hang | not run (smoke) | n/a |"
   fi
@@ -475,7 +497,7 @@ fleet_report() {
   echo
   echo "#### Logins per second"
   echo
-  echo "P workers, each logging in back to back (a new \`pam_start\` every login) for $FL_DUR ms, $FL_TROUNDS rounds, stores rotated. *Different users*: each worker its own users, each once per step: every login should succeed. *One user* (\`solo\`, put back as enrolled before every run): one code per step can succeed; the others are decided attempts that fail (replays; after `max_failures` the lock, and the rate limit). Per second: median over rounds (each round's figure in brackets). Outcomes over all rounds; *at the deadline*: logins that took ≥ $((FL_DEADLINE * 1000 - 300)) ms."
+  echo "P workers, each logging in back to back (a new \`pam_start\` every login) for $FL_DUR ms, $FL_TROUNDS rounds, stores rotated. *Different users*: each worker its own users, each once per step: every login should succeed. *One user* (\`solo\`, put back as enrolled before every run): one code per step can succeed; the others are decided attempts that fail (replays; after \`max_failures\` the lock, and the rate limit). Per second: median over rounds (each round's figure in brackets). Outcomes over all rounds; *at the deadline*: logins that took ≥ $((FL_DEADLINE * 1000 - 300)) ms."
   echo
   echo "| logins | P | store | per second | login median ms | p99 ms | max ms | logins | allowed | denied after the prompt | refused before it | at the deadline |"
   echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -510,18 +532,18 @@ fleet_report() {
   if [[ -n ${R[fl.fo.before]:-} ]]; then
     echo "#### Failover"
     echo
-    echo "$FO_PROCS workers logging in for $FO_DUR s (each pausing $FO_PAUSE ms between logins), the agent's connection string \`host=127.0.0.1,127.0.0.1 port=P1,P2 target_session_attrs=read-write\`. After $FO_PRE s every process of the primary gets SIGKILL and the standby is promoted at once (\`pg_ctl promote\`, ${R[fl.fo.down_s]} s after the kill). The promoted server keeps \`synchronous_standby_names = 'bench_standby'\` from its copy of the configuration, so its commits wait until a new standby (pg_basebackup from it, ${R[fl.fo.sync_s]} s after the promotion) is synchronous. Logins by the window they started in; *hung*: longer than the deadline + 1 s."
+    echo "$FO_PROCS workers logging in (each pausing $FO_PAUSE ms after a login), the agent's connection string \`host=127.0.0.1,127.0.0.1 port=A,B target_session_attrs=read-write\`. $FO_CYCLES times: $FO_PRE s of logins, then every process of the primary gets SIGKILL and the standby is promoted at once (\`pg_ctl promote -w\`); the promoted server keeps \`synchronous_standby_names = 'bench_standby'\` from its copy of the configuration, so for the next $FO_GAP s (no standby) its commits wait; then a new standby is made from it (pg_basebackup, on the dead primary's port) and becomes synchronous. Logins by the window they started in, over all cycles; *hung*: longer than the deadline ($FL_DEADLINE s) + 1 s."
     echo
     echo "| window | logins | allowed | denied: \"cannot be reached\" | denied: \"not accepting writes\" | denied otherwise | hung | longest ms |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     local w lbl v
-    for w in before:"before the kill" inflight:"**in flight at the kill**" down:"kill → promotion" promoted:"promoted, no standby yet" synced:"new standby synchronous"; do
+    for w in before:"before the first kill" inflight:"**in flight at a kill**" down:"kill → promotion" promoted:"promoted, no standby yet" synced:"new standby synchronous (until the next kill)"; do
       read -r -a v <<<"${R[fl.fo.${w%%:*}]}"
       lbl=${w#*:}
       echo "| $lbl | ${v[0]} | ${v[1]} | ${v[2]} | ${v[3]} | ${v[4]} | ${v[5]} | ${v[6]} |"
     done
     echo
-    echo "First successful login after the kill: ${R[fl.fo.first_ok_s]} s after it."
+    echo "Per cycle, seconds from the kill to the promotion / from the promotion to the new standby being synchronous / from the kill to the first login allowed: ${R[fl.fo.cycles]:-n/a}."
     echo
   fi
 }

@@ -396,9 +396,11 @@ static int exec_mode(char **cmd, int iters, int warmup, int expected, int no_res
  * PROCS workers (-P, default 1) are forked and released together; each
  * logs in -w + -n times (count mode) or until -T MS have passed (duration
  * mode; a worker whose slice runs out stops every worker: the figures are
- * then over the shorter time, reported as slice_exhausted=1).
+ * then over the shorter time, reported as slice_exhausted=1; with -W it
+ * waits for the next step instead).
  * -I MS: each worker pauses MS after every login (a steady trickle, for the
- * failover). Raw samples (-o, appended): start_realtime_ns txn_ns auth_ns rc msg_bits
+ * failover); -Y FILE is created once the workers are released; SIGUSR1 stops
+ * every worker after its current login. Raw samples (-o, appended): start_realtime_ns txn_ns auth_ns rc msg_bits
  * prompts worker. A login longer than -H MS is counted as hung. */
 struct rec {
     uint64_t start_ns, txn_ns, auth_ns;
@@ -454,9 +456,20 @@ static void wait_next_step(long step)
     }
 }
 
+/* SIGUSR1 to the harness (duration mode): every worker stops after its
+ * current login. */
+static volatile int *stop_flag;
+static void on_usr1(int sig)
+{
+    (void)sig;
+    if (stop_flag)
+        *stop_flag = 1;
+}
+
 static int real_mode(const char *service, const char *confdir, const char *user, int procs,
                      int iters, int warmup, long duration_ms, int users, int slice,
-                     const char *state, double hung_ms, long pause_ms, const char *raw)
+                     const char *state, double hung_ms, long pause_ms, const char *started,
+                     int wait_step, const char *raw)
 {
     int multi = strchr(user, '%') != NULL;
     if (procs < 1)
@@ -492,6 +505,8 @@ static int real_mode(const char *service, const char *confdir, const char *user,
     if (stop == MAP_FAILED)
         die("mmap: %s", strerror(errno));
     *stop = 0;
+    stop_flag = stop;
+    signal(SIGUSR1, on_usr1);
     int go[2], res[2];
     if (pipe(go) || pipe(res))
         die("pipe: %s", strerror(errno));
@@ -527,8 +542,8 @@ static int real_mode(const char *service, const char *confdir, const char *user,
                 char name[256];
                 if (multi) {
                     if (idx >= slice) {
-                        if (duration_ms > 0) {
-                            *stop = 1;
+                        if (duration_ms > 0 && !wait_step) {
+                            *stop = 2; /* a slice ran out */
                             break;
                         }
                         wait_next_step(s); /* count mode: untimed wait */
@@ -569,6 +584,12 @@ static int real_mode(const char *service, const char *confdir, const char *user,
     usleep(20000);
     uint64_t t0 = now_ns(CLOCK_MONOTONIC);
     close(go[1]);
+    if (started) {
+        int fd = open(started, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+            die("cannot create %s", started);
+        close(fd);
+    }
     size_t cap = 4096, n = 0;
     struct rec *recs = malloc(cap * sizeof *recs);
     int ends = 0, waits = 0;
@@ -583,7 +604,7 @@ static int real_mode(const char *service, const char *confdir, const char *user,
                 continue;
             die("read: %s", strerror(errno));
         }
-        if (got != (ssize_t)sizeof r)
+        if (got != (ssize_t)sizeof r) /* records are far below PIPE_BUF: never split */
             die("short read from a worker%s", "");
         if (r.rc == -1) {
             ends++;
@@ -638,7 +659,7 @@ static int real_mode(const char *service, const char *confdir, const char *user,
     }
     printf("mode=real procs=%d logins=%zu success=%d no_prompt=%d hung=%d step_waits=%d "
            "slice_exhausted=%d first_user=%d",
-           procs, n, ok, noprompt, hung, waits, *stop, base);
+           procs, n, ok, noprompt, hung, waits, *stop == 2, base);
     for (int k = 0; k < 64; k++)
         if (hist[k])
             printf(" rc%d=%d", k, hist[k]);
@@ -677,12 +698,15 @@ static void usage(void)
             "       pam_bench -X [-n ITER] [-w WARMUP] [-e STATUS] [-r ...] -a ANSWER -- CMD ARGS...\n"
             "       pam_bench -L PATH   discard syslog datagrams sent to PATH (/dev/log)\n"
             "       pam_bench -F -s SERVICE -d CONFDIR -u FORMAT|USER -C CODES [-U N -S STATE -K SLICE]\n"
-            "                 [-P PROCS] (-n ITER [-w WARMUP] | -T MS) [-I MS] [-M TEXT]... [-H MS] [-o FILE]\n"
+            "                 [-P PROCS] (-n ITER [-w WARMUP] | -T MS) [-I MS] [-M TEXT]... [-H MS]\n"
+            "                 [-Y FILE] [-W] [-o FILE]\n"
             "              logins at the real time (the fleet: the database's clock decides);\n"
             "              codes by time step from CODES; users reserved per step through\n"
             "              STATE; -T: for MS milliseconds; -M: count logins showing TEXT;\n"
             "              -H: count logins longer than MS as hung; -I: pause MS after each\n"
-            "              login (see real_mode())\n");
+            "              login; -Y: create FILE once the workers are released; SIGUSR1\n"
+            "              stops every worker after its current login; -W: with -T, a worker\n"
+            "              whose users ran out waits for the next step (see real_mode())\n");
     exit(3);
 }
 
@@ -692,10 +716,12 @@ int main(int argc, char **argv)
     int iters = 100, warmup = 5, expected = -1, markers = 0, procs = 0, no_restore = 0;
     int exec = 0, real = 0, users = 0, slice = 0;
     long duration_ms = 0, pause_ms = 0;
+    const char *started = NULL;
+    int wait_step = 0;
     double hung_ms = 0;
     const char *state = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "s:d:u:a:A:n:w:e:r:R:mP:NL:o:XE:FC:U:S:K:T:M:H:I:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:d:u:a:A:n:w:e:r:R:mP:NL:o:XE:FC:U:S:K:T:M:H:I:Y:W")) != -1) {
         switch (opt) {
         case 's': service = optarg; break;
         case 'd': confdir = optarg; break;
@@ -751,6 +777,8 @@ int main(int argc, char **argv)
         case 'T': duration_ms = atol(optarg); break;
         case 'H': hung_ms = atof(optarg); break;
         case 'I': pause_ms = atol(optarg); break;
+        case 'Y': started = optarg; break;
+        case 'W': wait_step = 1; break;
         case 'M':
             if (n_match == MAX_MATCH)
                 usage();
@@ -764,7 +792,7 @@ int main(int argc, char **argv)
             (duration_ms <= 0 && iters < 1))
             usage();
         return real_mode(service, confdir, user, procs, iters, warmup, duration_ms, users, slice,
-                         state, hung_ms, pause_ms, raw);
+                         state, hung_ms, pause_ms, started, wait_step, raw);
     }
     if (exec) {
         if (optind >= argc || (!answer && !answers) || iters < 1)

@@ -94,12 +94,16 @@ if [[ $INNER -eq 0 ]]; then
     (cd "$REPO" && env -u CARGO_PROFILE_RELEASE_DEBUG cargo build --quiet --release --lib --bin twofactor --target-dir "$BUILD_DIR")
     export SO=$BUILD_DIR/release/libpam_twofactor.so CLI=$BUILD_DIR/release/twofactor
     export BUILD_DESC="release profile (\`cargo build --release --lib\`: panic = unwind, lto, codegen-units = 1, strip; link flags from build.rs)"
-    # Same profile plus debug info, only for the callgrind annotations.
+    # Same profile plus debug info, only for the callgrind annotations
+    # (not for the fleet section alone).
     export PROF_DIR=${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/prof}
     PROF_DIR=${PROF_DIR:-$REPO/target/bench/profile}
-    log "building the profiling copy: same, with CARGO_PROFILE_RELEASE_DEBUG=true and no strip (target dir $PROF_DIR)"
-    (cd "$REPO" && CARGO_PROFILE_RELEASE_DEBUG=true CARGO_PROFILE_RELEASE_STRIP=none cargo build --quiet --release --lib --target-dir "$PROF_DIR")
-    export PROF_SO=$PROF_DIR/release/libpam_twofactor.so
+    export PROF_SO=
+    if [[ $FLEET_ONLY -eq 0 ]]; then
+      log "building the profiling copy: same, with CARGO_PROFILE_RELEASE_DEBUG=true and no strip (target dir $PROF_DIR)"
+      (cd "$REPO" && CARGO_PROFILE_RELEASE_DEBUG=true CARGO_PROFILE_RELEASE_STRIP=none cargo build --quiet --release --lib --target-dir "$PROF_DIR")
+      PROF_SO=$PROF_DIR/release/libpam_twofactor.so
+    fi
   else
     log "building the module (smoke: debug build, shared with make test)"
     (cd "$REPO" && cargo build --quiet --lib --bin twofactor)
