@@ -375,9 +375,11 @@ fleet_failover() {
     old=$FL_PRIMARY new=$FL_STANDBY
     dead_port=${PGPORT[$old]}
     kids=$(ps -o pid= --ppid "${PGPID[$old]}" | tr -s ' \n' ' ')
-    echo "kill $(date +%s%N)" >>"$FD/fo.events"
     # shellcheck disable=SC2086 # the PIDs, one word each
     kill -KILL "${PGPID[$old]}" $kids 2>/dev/null || true
+    # The time of the kill, read once it is done: a login that started
+    # before it and ended after it was in flight.
+    echo "kill $(date +%s%N)" >>"$FD/fo.events"
     wait "${PGPID[$old]}" 2>/dev/null || true
     PGPID[$old]=''
     pg_as "$PG_BIN/pg_ctl" promote -D "$PGD/d$new" -w -t 60 >>"$FD/pg$new.log" 2>&1 || fail "pg_ctl promote"
@@ -456,7 +458,7 @@ fleet_report() {
   echo "| # | target | measured | result |"
   echo "|---|---|---|---|"
   echo "| F1 | fleet login median ≤ 3× the file-store login (same run) | $(rr "$r"): fleet $(ms1 "${R[fl.lat.fleet.med]:-}") ms, file store $(ms1 "${R[fl.lat.file.med]:-}") ms | $(passfail "$(first "$r")" 3) |"
-  echo "| F2 | fleet login p99 ≤ 20 ms | $(ms1 "${R[fl.lat.fleet.p99]:-}") ms (${R[fl.lat.fleet.n]:-?} logins) | $(passfail "${R[fl.lat.fleet.p99]:-}" 20) |"
+  echo "| F2 | fleet login p99 ≤ 20 ms | $(ms1 "${R[fl.lat.fleet.p99]:-}") ms (${R[fl.lat.fleet.n]:-?} logins) | $(passfail "$(ms1 "${R[fl.lat.fleet.p99]:-}")" 20) |"
   local n ok bad np late
   read -r n ok bad np late <<<"${R[fl.tp.fleet.users.$pmax.outcomes]:-}"
   t3=${R[fl.tp.fleet.users.$pmax.per_s]:-}
