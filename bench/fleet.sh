@@ -10,13 +10,14 @@
 #   - a PostgreSQL 15 primary and a synchronous standby on 127.0.0.1, private
 #     ports and directories under $RUN (initdb / pg_basebackup -R as the
 #     postgres user; synchronous_commit = on, synchronous_standby_names =
-#     'bench_standby'; scram-sha-256 over loopback TCP, no TLS);
+#     'bench_standby'; scram-sha-256 over loopback TCP, with or without TLS);
 #   - `twofactor fleet init` (require_sync_standby on), `fleet add-host bench
 #     --password-file`, an admin role `tf_admin` that enrolls `root` with the
 #     bench secret (`enroll --secret-file -`); the other bench users are that
 #     enrollment's rows copied by SQL, as the file-store fixture copies
 #     root's records;
-#   - one `twofactor agent` of the measured build.
+#   - one `twofactor agent` of the measured build without TLS (the targets)
+#     and one with TLS (sslmode=require + sslrootcert: what TLS costs).
 # The failover (kill -9 of the primary, promotion of the standby, a new
 # standby) comes last: it leaves the cluster changed.
 
@@ -34,7 +35,6 @@ fi
 FL_FAILOVER=${BENCH_FLEET_FAILOVER:-$FL_FAILOVER}
 FD=$RUN/fleet   # everything of this section
 PGD=$FD/pg      # the clusters (owned by postgres)
-AGENT_PID=''
 # Clusters by number n (data directory $PGD/dN, socket directory
 # $PGD/sockN): PGPID[n], PGPORT[n]. Two TCP ports, A and B: a cluster made to
 # replace a dead one takes the dead one's port, so the agent's connection
@@ -117,32 +117,35 @@ pg_wait_sync() { # n
   done
   fail "the standby did not become synchronous on cluster $1"
 }
-agent_start() {
-  rm -f "$FD/agent.sock"
-  "$CLI" --config "$FD/fleet.toml" agent </dev/null >/dev/null 2>>"$FD/agent.log" &
-  AGENT_PID=$!
+# The agents by name: `fleet` (no TLS, $FD/fleet.toml) and `fleet-tls`
+# (TLS, $FD/fleet-tls.toml); each binds $FD/NAME.sock.
+declare -A AGENT_PID=()
+agent_start() { # name
+  rm -f "$FD/$1.sock"
+  "$CLI" --config "$FD/$1.toml" agent </dev/null >/dev/null 2>>"$FD/$1.agent.log" &
+  AGENT_PID[$1]=$!
   local _
   for _ in $(seq 400); do
-    [[ -S $FD/agent.sock ]] && return 0
-    alive "$AGENT_PID" || break
+    [[ -S $FD/$1.sock ]] && return 0
+    alive "${AGENT_PID[$1]}" || break
     sleep 0.01
   done
-  cat "$FD/agent.log" >&2
-  fail "the agent did not start"
+  cat "$FD/$1.agent.log" >&2
+  fail "the agent $1 did not start"
 }
-agent_stop() {
-  [[ -n $AGENT_PID ]] || return 0
-  kill -TERM "$AGENT_PID" 2>/dev/null || true
-  local _
-  for _ in $(seq 200); do alive "$AGENT_PID" || break; sleep 0.02; done
-  kill -KILL "$AGENT_PID" 2>/dev/null || true
-  wait "$AGENT_PID" 2>/dev/null || true
-  AGENT_PID=
+agent_stop() { # name
+  local pid=${AGENT_PID[$1]:-} _
+  [[ -n $pid ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 200); do alive "$pid" || break; sleep 0.02; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  AGENT_PID[$1]=''
 }
 fleet_cleanup() {
   [[ $FLEET_STARTED -eq 1 ]] || return 0
-  agent_stop
   local n
+  for n in "${!AGENT_PID[@]}"; do agent_stop "$n"; done
   for n in "${!PGPID[@]}"; do pg_stop "$n"; done
 }
 # pam_bench at the real time (no libfaketime: the database's clock decides).
@@ -181,7 +184,19 @@ fleet_setup() {
   # In postgresql.conf, so that the standby's copy has them too (as a real
   # standby made by pg_basebackup would): a promoted standby then waits for
   # a standby named bench_standby, as docs/fleet.md warns.
-  printf "synchronous_commit = on\nsynchronous_standby_names = 'bench_standby'\n" >>"$PGD/d1/postgresql.conf"
+  printf "synchronous_commit = on\nsynchronous_standby_names = 'bench_standby'\nssl = on\n" >>"$PGD/d1/postgresql.conf"
+  # TLS for the second agent: a throwaway CA and a certificate for
+  # 127.0.0.1 in the data directory (pg_basebackup copies it to standbys).
+  {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj /CN=pam-twofactor-bench-ca -keyout "$FD/ca.key" -out "$FD/ca.crt" &&
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+        -keyout "$PGD/d1/server.key" -out "$FD/server.csr" &&
+      openssl x509 -req -in "$FD/server.csr" -CA "$FD/ca.crt" -CAkey "$FD/ca.key" -CAcreateserial -days 2 \
+        -extfile <(printf 'subjectAltName = IP:127.0.0.1\n') -out "$PGD/d1/server.crt"
+  } >>"$FD/tls.log" 2>&1 || { cat "$FD/tls.log" >&2; fail "openssl: the bench certificates"; }
+  chown postgres:postgres "$PGD/d1/server.key" "$PGD/d1/server.crt"
+  chmod 0600 "$PGD/d1/server.key"
   pg_start 1
   pg_standby 2 1 "$PORT_B"
   pg_wait_sync 1
@@ -223,9 +238,20 @@ fleet_setup() {
 
   # The host: one config for the module and the agent. Both servers listed,
   # the agent follows the writable one.
-  printf 'state_dir = "%s"\n[fleet]\ndatabase = "host=127.0.0.1,127.0.0.1 port=%s,%s dbname=twofactor user=tf_host_bench sslmode=disable target_session_attrs=read-write"\npassword_file = "%s"\nagent_socket = "%s"\ndeadline_seconds = %d\n' \
-    "$FD/hoststate" "$PORT_A" "$PORT_B" "$FD/host.pw" "$FD/agent.sock" "$FL_DEADLINE" >"$FD/fleet.toml"
-  chmod 0600 "$FD/fleet.toml"
+  local tls
+  for tls in fleet fleet-tls; do
+    {
+      printf 'state_dir = "%s"\n[fleet]\n' "$FD/hoststate"
+      if [[ $tls == fleet ]]; then
+        printf 'database = "host=127.0.0.1,127.0.0.1 port=%s,%s dbname=twofactor user=tf_host_bench sslmode=disable target_session_attrs=read-write"\n' "$PORT_A" "$PORT_B"
+      else
+        printf 'database = "host=127.0.0.1,127.0.0.1 port=%s,%s dbname=twofactor user=tf_host_bench sslmode=require target_session_attrs=read-write"\nsslrootcert = "%s"\n' \
+          "$PORT_A" "$PORT_B" "$FD/ca.crt"
+      fi
+      printf 'password_file = "%s"\nagent_socket = "%s"\ndeadline_seconds = %d\n' "$FD/host.pw" "$FD/$tls.sock" "$FL_DEADLINE"
+    } >"$FD/$tls.toml"
+    chmod 0600 "$FD/$tls.toml"
+  done
   # The file store, same users, same secret, defaults.
   printf 'state_dir = "%s"\n' "$FD/state" >"$FD/file.toml"
   chmod 0600 "$FD/file.toml"
@@ -242,40 +268,49 @@ fleet_setup() {
   )
   echo "auth required $SO config=$FD/file.toml" >"$FD/pam.d/file"
   echo "auth required $SO config=$FD/fleet.toml" >"$FD/pam.d/fleet"
+  echo "auth required $SO config=$FD/fleet-tls.toml" >"$FD/pam.d/fleet-tls"
   printf 'auth required pam_deny.so\naccount required pam_deny.so\n' >"$FD/pam.d/other"
   # Codes for every step of the next two hours (oathtool), by step.
   local now step0
   now=$(date +%s)
   step0=$((now / 30))
   { echo "$step0 30"; oathtool --totp -b "$SECRET" --now "@$((step0 * 30))" -w 239; } >"$FD/codes"
-  agent_start
+  agent_start fleet
+  agent_start fleet-tls
   R[fl.setup_s]=$((SECONDS - t0))
   R[fl.pg]="PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
-  log "fleet: set up in ${R[fl.setup_s]} s ($FL_USERS users in each store, agent pid $AGENT_PID)"
+  log "fleet: set up in ${R[fl.setup_s]} s ($FL_USERS users in each store, agents ${AGENT_PID[fleet]} and ${AGENT_PID[fleet-tls]} (TLS))"
 }
 
 # ----------------------------------------------------------- measurements ---
 # Sequential logins, file store and fleet interleaved (rotated per round):
 # FL_ROUNDS rounds of FL_PER timed logins (after FL_WARM untimed) per store,
 # each login a user not yet used in this time step, with the step's code.
+# Three stores: the file store, the fleet through the agent without TLS
+# (the targets) and through the agent with TLS; the last two share the
+# database's users, hence one user state file.
+fl_users() { if [[ $1 == file ]]; then echo "$FD/users.file"; else echo "$FD/users.fleet"; fi; }
 fleet_latency() {
   local rep m out
   for ((rep = 1; rep <= FL_ROUNDS; rep++)); do
     log "fleet: sequential logins, round $rep of $FL_ROUNDS ($FL_PER per store)"
     while read -r m; do
-      out=$(fl_harness -s "$m" -u 'u%05d' -U "$FL_USERS" -S "$FD/users.$m" -n "$FL_PER" -w "$FL_WARM" \
+      out=$(fl_harness -s "$m" -u 'u%05d' -U "$FL_USERS" -S "$(fl_users "$m")" -n "$FL_PER" -w "$FL_WARM" \
         -o "$FD/t/$m.$rep") || fail "fleet harness: $m sequential"
       [[ $(kv success " $out") == "$(kv logins " $out")" ]] || fail "fleet: a login failed ($m): $out"
-    done < <(rotated "$rep" file fleet)
+    done < <(rotated "$rep" file fleet fleet-tls)
   done
-  local k
-  for m in file fleet; do
+  for m in file fleet fleet-tls; do
     read -r "R[fl.lat.$m.med]" "R[fl.lat.$m.p99]" "R[fl.lat.$m.max]" "R[fl.lat.$m.n]" <<<"$(quantiles 2 "$FD/t/$m".*)"
     read -r "R[fl.lat.$m.auth_med]" "R[fl.lat.$m.auth_p99]" _ _ <<<"$(quantiles 3 "$FD/t/$m".*)"
   done
   R[fl.lat.ratio]=$(round_ratios 2 "$FD/t/fleet" "$FD/t/file")
-  k=$FD/t/fleet
-  : "$k"
+  R[fl.lat.tls_ratio]=$(round_ratios 2 "$FD/t/fleet-tls" "$FD/t/file")
+  R[fl.lat.tls_vs_plain]=$(round_ratios 2 "$FD/t/fleet-tls" "$FD/t/fleet")
+  # The host role's connections now (both agents' pools): with TLS or not.
+  R[fl.tls_conns]=$(psql_su "$FL_PRIMARY" postgres -c "SELECT count(*) FILTER (WHERE s.ssl) || ' ' || count(*) FILTER (WHERE NOT s.ssl)
+    FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'tf_host_bench'")
+  [[ ${R[fl.tls_conns]%% *} -gt 0 ]] || fail "the TLS agent's connections do not use TLS (pg_stat_ssl: ${R[fl.tls_conns]})"
 }
 
 # quantiles COL FILE... -> "median p99 max count" in µs (nearest rank)
@@ -336,22 +371,26 @@ fleet_throughput() {
 # SCRAM + a backend) against warm logins, and a login after the pool's
 # clients sat idle for 1.5 s (checked with a round trip before use).
 fleet_agent_cold() {
-  local i out
+  local i out a
   for ((i = 1; i <= FL_COLD; i++)); do
-    log "fleet: cold agent, sample $i of $FL_COLD"
-    agent_stop
-    agent_start
-    out=$(fl_harness -s fleet -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -n 1 -w 0 -o "$FD/cold.raw") || fail "cold agent login"
-    [[ $(kv success " $out") == 1 ]] || fail "cold agent login failed: $out"
-    out=$(fl_harness -s fleet -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -n 5 -w 0 -o "$FD/warm.raw") || fail "warm agent login"
-    [[ $(kv success " $out") == 5 ]] || fail "warm agent login failed: $out"
-    sleep 1.5
-    out=$(fl_harness -s fleet -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -n 1 -w 0 -o "$FD/idle.raw") || fail "idle agent login"
-    [[ $(kv success " $out") == 1 ]] || fail "login after an idle pause failed: $out"
+    log "fleet: cold agents, sample $i of $FL_COLD"
+    for a in fleet fleet-tls; do
+      agent_stop "$a"
+      agent_start "$a"
+      out=$(fl_harness -s "$a" -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -n 1 -w 0 -o "$FD/$a.cold.raw") || fail "cold agent login ($a)"
+      [[ $(kv success " $out") == 1 ]] || fail "cold agent login failed ($a): $out"
+      out=$(fl_harness -s "$a" -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -n 5 -w 0 -o "$FD/$a.warm.raw") || fail "warm agent login ($a)"
+      [[ $(kv success " $out") == 5 ]] || fail "warm agent login failed ($a): $out"
+      sleep 1.5
+      out=$(fl_harness -s "$a" -u 'u%05d' -U "$FL_USERS" -S "$FD/users.fleet" -n 1 -w 0 -o "$FD/$a.idle.raw") || fail "idle agent login ($a)"
+      [[ $(kv success " $out") == 1 ]] || fail "login after an idle pause failed ($a): $out"
+    done
   done
   local k
-  for k in cold warm idle; do
-    read -r "R[fl.agent.$k.med]" "R[fl.agent.$k.p99]" "R[fl.agent.$k.max]" "R[fl.agent.$k.n]" <<<"$(quantiles 2 "$FD/$k.raw")"
+  for a in fleet fleet-tls; do
+    for k in cold warm idle; do
+      read -r "R[fl.agent.$a.$k.med]" "R[fl.agent.$a.$k.p99]" "R[fl.agent.$a.$k.max]" "R[fl.agent.$a.$k.n]" <<<"$(quantiles 2 "$FD/$a.$k.raw")"
+    done
   done
 }
 
@@ -445,6 +484,7 @@ measure_fleet() {
   fleet_latency
   fleet_throughput
   fleet_agent_cold
+  agent_stop fleet-tls
   if [[ $FL_FAILOVER -eq 1 ]]; then fleet_failover; fi
   local t0=$SECONDS
   fleet_cleanup
@@ -457,7 +497,7 @@ fleet_report() {
   local pmax=${FL_PROCS[${#FL_PROCS[@]} - 1]}
   echo "### The fleet: a login through \`twofactor agent\` and PostgreSQL, against the file store (issue 16)"
   echo
-  echo "${R[fl.pg]:-PostgreSQL ?}: a primary and a synchronous standby (\`synchronous_commit = on\`, \`synchronous_standby_names = 'bench_standby'\`) on 127.0.0.1, scram-sha-256 over TCP, no TLS; \`fleet init\` with \`require_sync_standby\` on; one \`twofactor agent\` of the measured build; \`deadline_seconds = $FL_DEADLINE\`. Both stores with their defaults and the same secret; $FL_USERS users in each. Logins at the real time (the database's clock decides, so libfaketime cannot pin it): pam_bench -F through the real libpam, each login a user not yet used in the current 30-s step with that step's code from oathtool. Set-up took ${R[fl.setup_s]:-?} s."
+  echo "${R[fl.pg]:-PostgreSQL ?}: a primary and a synchronous standby (\`synchronous_commit = on\`, \`synchronous_standby_names = 'bench_standby'\`) on 127.0.0.1, scram-sha-256 over TCP; \`fleet init\` with \`require_sync_standby\` on; a \`twofactor agent\` of the measured build without TLS (the targets; a second one with TLS in the sequential and cold/warm figures); \`deadline_seconds = $FL_DEADLINE\`. Both stores with their defaults and the same secret; $FL_USERS users in each. Logins at the real time (the database's clock decides, so libfaketime cannot pin it): pam_bench -F through the real libpam, each login a user not yet used in the current 30-s step with that step's code from oathtool. Set-up took ${R[fl.setup_s]:-?} s."
   echo
   local t3 t4 r
   r=${R[fl.lat.ratio]:-}
@@ -495,13 +535,15 @@ fleet_report() {
   echo
   echo "$FL_ROUNDS rounds of $FL_PER logins per store, stores rotated per round; the ratio is the median of per-round ratios (lowest–highest round)."
   echo
-  echo "| figure | file store | fleet | fleet/file |"
-  echo "|---|---:|---:|---:|"
-  echo "| \`pam_start\`..\`pam_end\`, median | $(ms1 "${R[fl.lat.file.med]:-}") | $(ms1 "${R[fl.lat.fleet.med]:-}") | $(rr "${R[fl.lat.ratio]:-}") |"
-  echo "| same, p99 | $(ms1 "${R[fl.lat.file.p99]:-}") | $(ms1 "${R[fl.lat.fleet.p99]:-}") | $(ratio "${R[fl.lat.fleet.p99]:-}" "${R[fl.lat.file.p99]:-}") |"
-  echo "| same, slowest | $(ms1 "${R[fl.lat.file.max]:-}") | $(ms1 "${R[fl.lat.fleet.max]:-}") | |"
-  echo "| \`pam_authenticate\` alone, median | $(ms1 "${R[fl.lat.file.auth_med]:-}") | $(ms1 "${R[fl.lat.fleet.auth_med]:-}") | $(ratio "${R[fl.lat.fleet.auth_med]:-}" "${R[fl.lat.file.auth_med]:-}") |"
-  echo "| logins measured | ${R[fl.lat.file.n]:-} | ${R[fl.lat.fleet.n]:-} | |"
+  echo "*Fleet, TLS*: a second agent, the same database, \`sslmode=require\` with \`sslrootcert\` (a throwaway CA; the server's certificate for 127.0.0.1, P-256, verified with its name), not part of the targets. After these rounds \`pg_stat_ssl\` showed ${R[fl.tls_conns]%% *} connections of the host role with TLS and ${R[fl.tls_conns]##* } without."
+  echo
+  echo "| figure | file store | fleet | fleet, TLS | fleet/file | fleet TLS/file | TLS/no TLS |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  echo "| \`pam_start\`..\`pam_end\`, median | $(ms1 "${R[fl.lat.file.med]:-}") | $(ms1 "${R[fl.lat.fleet.med]:-}") | $(ms1 "${R[fl.lat.fleet-tls.med]:-}") | $(rr "${R[fl.lat.ratio]:-}") | $(rr "${R[fl.lat.tls_ratio]:-}") | $(rr "${R[fl.lat.tls_vs_plain]:-}") |"
+  echo "| same, p99 | $(ms1 "${R[fl.lat.file.p99]:-}") | $(ms1 "${R[fl.lat.fleet.p99]:-}") | $(ms1 "${R[fl.lat.fleet-tls.p99]:-}") | $(ratio "${R[fl.lat.fleet.p99]:-}" "${R[fl.lat.file.p99]:-}") | $(ratio "${R[fl.lat.fleet-tls.p99]:-}" "${R[fl.lat.file.p99]:-}") | $(ratio "${R[fl.lat.fleet-tls.p99]:-}" "${R[fl.lat.fleet.p99]:-}") |"
+  echo "| same, slowest | $(ms1 "${R[fl.lat.file.max]:-}") | $(ms1 "${R[fl.lat.fleet.max]:-}") | $(ms1 "${R[fl.lat.fleet-tls.max]:-}") | | | |"
+  echo "| \`pam_authenticate\` alone, median | $(ms1 "${R[fl.lat.file.auth_med]:-}") | $(ms1 "${R[fl.lat.fleet.auth_med]:-}") | $(ms1 "${R[fl.lat.fleet-tls.auth_med]:-}") | $(ratio "${R[fl.lat.fleet.auth_med]:-}" "${R[fl.lat.file.auth_med]:-}") | $(ratio "${R[fl.lat.fleet-tls.auth_med]:-}" "${R[fl.lat.file.auth_med]:-}") | $(ratio "${R[fl.lat.fleet-tls.auth_med]:-}" "${R[fl.lat.fleet.auth_med]:-}") |"
+  echo "| logins measured | ${R[fl.lat.file.n]:-} | ${R[fl.lat.fleet.n]:-} | ${R[fl.lat.fleet-tls.n]:-} | | | |"
   echo
   echo "#### Logins per second"
   echo
@@ -525,17 +567,22 @@ fleet_report() {
   echo
   echo "#### The agent's connections: reuse against a new one"
   echo
-  echo "The agent keeps up to 8 idle clients (a client idle over 1 s is checked with one round trip before use); there is no switch to turn the pool off, so a new connection is measured as a cold agent's first login (restarted before each sample: its pool is empty, the login's first call opens one connection — TCP, SCRAM-SHA-256, a new backend — and the second call reuses it). $FL_COLD samples each."
+  echo "The agent keeps up to 8 idle clients (a client idle over 1 s is checked with one round trip before use); there is no switch to turn the pool off, so a new connection is measured as a cold agent's first login (restarted before each sample: its pool is empty, the login's first call opens one connection — TCP, SCRAM-SHA-256, a new backend, and with TLS a handshake — and the second call reuses it). $FL_COLD samples each, for the agent without TLS and the one with TLS."
   echo
-  echo "| login through the fleet | median ms | p99 ms | max ms | logins |"
-  echo "|---|---:|---:|---:|---:|"
-  echo "| warm agent (5 logins right after the cold one) | $(ms1 "${R[fl.agent.warm.med]:-}") | $(ms1 "${R[fl.agent.warm.p99]:-}") | $(ms1 "${R[fl.agent.warm.max]:-}") | ${R[fl.agent.warm.n]:-} |"
-  echo "| after 1.5 s idle (the pool's liveness round trip first) | $(ms1 "${R[fl.agent.idle.med]:-}") | $(ms1 "${R[fl.agent.idle.p99]:-}") | $(ms1 "${R[fl.agent.idle.max]:-}") | ${R[fl.agent.idle.n]:-} |"
-  echo "| cold agent's first login (one new connection) | $(ms1 "${R[fl.agent.cold.med]:-}") | $(ms1 "${R[fl.agent.cold.p99]:-}") | $(ms1 "${R[fl.agent.cold.max]:-}") | ${R[fl.agent.cold.n]:-} |"
-  local conn
-  conn=$(awk -v c="${R[fl.agent.cold.med]:-}" -v w="${R[fl.agent.warm.med]:-}" 'BEGIN { if (c == "" || w == "" || c == "-" || w == "-") print "n/a"; else printf "%.1f", (c - w) / 1000 }')
+  echo "| login through the fleet | no TLS: median ms | p99 ms | max ms | TLS: median ms | p99 ms | max ms | logins each |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  local k lbl
+  for k in warm:"warm agent (5 logins right after the cold one)" idle:"after 1.5 s idle (the pool's liveness round trip first)" cold:"cold agent's first login (one new connection)"; do
+    lbl=${k#*:} k=${k%%:*}
+    echo "| $lbl | $(ms1 "${R[fl.agent.fleet.$k.med]:-}") | $(ms1 "${R[fl.agent.fleet.$k.p99]:-}") | $(ms1 "${R[fl.agent.fleet.$k.max]:-}") | $(ms1 "${R[fl.agent.fleet-tls.$k.med]:-}") | $(ms1 "${R[fl.agent.fleet-tls.$k.p99]:-}") | $(ms1 "${R[fl.agent.fleet-tls.$k.max]:-}") | ${R[fl.agent.fleet.$k.n]:-} |"
+  done
+  local a conn=() twice=()
+  for a in fleet fleet-tls; do
+    conn+=("$(awk -v c="${R[fl.agent.$a.cold.med]:-}" -v w="${R[fl.agent.$a.warm.med]:-}" 'BEGIN { if (c == "" || w == "" || c == "-" || w == "-") print "n/a"; else printf "%.1f", (c - w) / 1000 }')")
+    twice+=("$(awk -v c="${conn[-1]}" -v w="${R[fl.agent.$a.warm.med]:-}" 'BEGIN { if (c == "n/a" || w == "" || w == "-") print "n/a"; else printf "%.1f", w / 1000 + 2 * c }')")
+  done
   echo
-  echo "A new connection costs about $conn ms (cold − warm medians). Without the pool, a login (two calls: \`begin\`, \`attempt\`) would pay it twice: about $(awk -v c="$conn" -v w="${R[fl.agent.warm.med]:-}" 'BEGIN { if (c == "n/a" || w == "" || w == "-") print "n/a"; else printf "%.1f", w / 1000 + 2 * c }') ms instead of $(ms1 "${R[fl.agent.warm.med]:-}")."
+  echo "A new connection costs about ${conn[0]} ms without TLS and ${conn[1]} ms with it (cold − warm medians). Without the pool, a login (two calls: \`begin\`, \`attempt\`) would pay it twice: about ${twice[0]} ms instead of $(ms1 "${R[fl.agent.fleet.warm.med]:-}") (TLS: ${twice[1]} ms instead of $(ms1 "${R[fl.agent.fleet-tls.warm.med]:-}"))."
   echo
   if [[ -n ${R[fl.fo.before]:-} ]]; then
     echo "#### Failover"
