@@ -402,7 +402,7 @@ fleet_agent_cold() {
 # standby is made from it (pg_basebackup, on the dead primary's port) and
 # becomes synchronous. Every login is classified by when it started.
 fleet_failover() {
-  local hp out kids slice c old new dead_port
+  local hp out kids slice c old new dead_port t_pre
   slice=$((FL_USERS / (2 * FO_PROCS)))
   : >"$FD/fo.events"
   rm -f "$FD/fo.started"
@@ -420,11 +420,12 @@ fleet_failover() {
     old=$FL_PRIMARY new=$FL_STANDBY
     dead_port=${PGPORT[$old]}
     kids=$(ps -o pid= --ppid "${PGPID[$old]}" | tr -s ' \n' ' ')
+    # The kill, bracketed by two readings of the clock: a login that
+    # started before the second and ended after the first was in flight.
+    t_pre=$(date +%s%N)
     # shellcheck disable=SC2086 # the PIDs, one word each
     kill -KILL "${PGPID[$old]}" $kids 2>/dev/null || true
-    # The time of the kill, read once it is done: a login that started
-    # before it and ended after it was in flight.
-    echo "kill $(date +%s%N)" >>"$FD/fo.events"
+    echo "kill $t_pre $(date +%s%N)" >>"$FD/fo.events"
     wait "${PGPID[$old]}" 2>/dev/null || true
     PGPID[$old]=''
     pg_as "$PG_BIN/pg_ctl" promote -D "$PGD/d$new" -w -t 60 >>"$FD/pg$new.log" 2>&1 || fail "pg_ctl promote"
@@ -450,12 +451,12 @@ fleet_failover() {
   local w
   for w in before inflight down promoted synced; do
     R[fl.fo.$w]=$(awk -v w="$w" -v hung=$(((FL_DEADLINE + 1) * 1000000000)) '
-      FNR == NR { if ($1 == "kill") k[++nk] = $2; else if ($1 == "promote") p[nk] = $2; else s[nk] = $2; next }
+      FNR == NR { if ($1 == "kill") { k[++nk] = $2; kp[nk] = $3 } else if ($1 == "promote") p[nk] = $2; else s[nk] = $2; next }
       {
         st = $1; en = $1 + $2; win = "before"
         for (i = 1; i <= nk; i++) {
-          if (st < k[i] && en >= k[i]) { win = "inflight"; break }
-          if (st < k[i]) break
+          if (st < kp[i] && en >= k[i]) { win = "inflight"; break }
+          if (en < k[i]) break
           if (st < p[i]) win = "down"
           else if (st < s[i]) win = "promoted"
           else win = "synced"
@@ -473,7 +474,7 @@ fleet_failover() {
   done
   # Seconds from each kill to the promotion, from the promotion to the new
   # standby, and to the first login allowed after the kill.
-  R[fl.fo.cycles]=$(awk 'FNR == NR { if ($1 == "kill") k[++nk] = $2; else if ($1 == "promote") p[nk] = $2; else s[nk] = $2; next }
+  R[fl.fo.cycles]=$(awk 'FNR == NR { if ($1 == "kill") k[++nk] = $3; else if ($1 == "promote") p[nk] = $2; else s[nk] = $2; next }
     $4 == 0 { en = $1 + $2; for (i = 1; i <= nk; i++) if ($1 > k[i] && (!(i in f) || en < f[i])) f[i] = en }
     END { for (i = 1; i <= nk; i++) printf "%s%.1f/%.1f/%s", (i > 1) ? ", " : "", (p[i] - k[i]) / 1e9, (s[i] - p[i]) / 1e9,
       (i in f) ? sprintf("%.1f", (f[i] - k[i]) / 1e9) : "none" }' "$FD/fo.events" "$FD/fo.raw")

@@ -1013,6 +1013,7 @@ write_report() {
       done
     done
     echo
+    fleet_report
     echo "### Secondary: instruction counts (callgrind; exact and repeatable, no target)"
     echo
     if [[ $MODE == smoke ]]; then echo "Smoke run: our module only, successful login."; echo; fi
@@ -1179,7 +1180,6 @@ BUSY_DESC="other processes used ${OTHERS} % of the $(nproc) CPUs during the $(aw
 BUSY_PRELIM=0
 if [[ $OTHERS -gt 10 ]]; then BUSY_PRELIM=1; fi
 write_report "$RUN/current.md"
-fleet_report >>"$RUN/current.md"
 mkdir -p "$(dirname "$OUT")"
 assemble "$RUN/current.md"
 log "wrote $OUT ($BUSY_DESC)"
