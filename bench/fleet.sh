@@ -51,7 +51,7 @@ alive() { [[ -r /proc/$1/stat ]] && [[ $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/n
 # A command as the postgres user, from /, with a minimal environment.
 pg_as() { (cd / && exec setpriv --reuid=postgres --regid=postgres --clear-groups -- \
   env -i PATH=/usr/bin:/bin LC_ALL=C.UTF-8 "$@"); }
-# psql as the superuser over the Unix socket of cluster $1 (1, 2 or 3).
+# psql as the superuser over the Unix socket of cluster n.
 psql_su() { # n db args...
   local n=$1 db=$2
   shift 2
