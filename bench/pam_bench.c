@@ -35,6 +35,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -59,6 +61,12 @@ static char **answers;
 static int n_answers;
 static const char *answer_now;
 static int prompts_seen;
+/* -M: substrings looked for in the messages a login shows (bit i = the
+ * i-th -M substring appeared in a PAM_ERROR_MSG or PAM_TEXT_INFO). */
+#define MAX_MATCH 4
+static const char *match[MAX_MATCH];
+static int n_match;
+static int match_bits;
 
 static void die(const char *fmt, const char *arg)
 {
@@ -143,6 +151,9 @@ static int conv(int n, const struct pam_message **msg, struct pam_response **res
             prompts_seen++;
             break;
         default: /* PAM_TEXT_INFO, PAM_ERROR_MSG: nothing to answer */
+            for (int k = 0; k < n_match; k++)
+                if (msg[i]->msg && strstr(msg[i]->msg, match[k]))
+                    match_bits |= 1 << k;
             break;
         }
     }
@@ -369,6 +380,297 @@ static int exec_mode(char **cmd, int iters, int warmup, int expected, int no_res
     return 0;
 }
 
+/* -F: logins at the real time, for stores whose clock cannot be pinned (the
+ * fleet: the database's clock decides). A code is accepted once per user
+ * and time step, so:
+ *   - the code is the current step's, from -C FILE (first line "STEP0
+ *     PERIOD", then one code per step from STEP0 on, made by oathtool);
+ *   - users (-u FORMAT with a %d, numbers 1..-U N) are reserved in blocks
+ *     through the state file -S (flock'ed, "step next-free-user"): a block
+ *     is PROCS x -K users, each worker takes its own slice and uses each of
+ *     its users at most once per step; in a new step a slice starts again
+ *     (every user is fresh then); if the block does not fit in what is left
+ *     of N in this step, the harness waits (untimed) for the next step;
+ *   - with -u NAME (no %), every worker logs in as that one user: only one
+ *     code per step can succeed, the others are decided attempts that fail.
+ * PROCS workers (-P, default 1) are forked and released together; each
+ * logs in -w + -n times (count mode) or until -T MS have passed (duration
+ * mode; a worker whose slice runs out stops every worker: the figures are
+ * then over the shorter time, reported as slice_exhausted=1; with -W it
+ * waits for the next step instead).
+ * -I MS: each worker pauses MS after every login (a steady trickle, for the
+ * failover); -Y FILE is created once the workers are released; SIGUSR1 stops
+ * every worker after its current login. Raw samples (-o, appended): start_realtime_ns txn_ns auth_ns rc msg_bits
+ * prompts worker. A login longer than -H MS is counted as hung. */
+struct rec {
+    uint64_t start_ns, txn_ns, auth_ns;
+    int32_t rc, bits, prompts, worker;
+};
+
+static uint64_t real_ns(void)
+{
+    return now_ns(CLOCK_REALTIME);
+}
+
+static char **codes;
+static int n_codes;
+static long code_step0, code_period;
+
+static void load_codes(const char *path)
+{
+    size_t len;
+    char *text = read_file(path, &len);
+    text = realloc(text, len + 1);
+    text[len] = 0;
+    char *line = strtok(text, "\n");
+    if (!line || sscanf(line, "%ld %ld", &code_step0, &code_period) != 2 || code_period < 1)
+        die("%s: the first line must be STEP0 PERIOD", path);
+    codes = calloc(len + 1, sizeof *codes);
+    for (line = strtok(NULL, "\n"); line; line = strtok(NULL, "\n"))
+        codes[n_codes++] = line;
+}
+
+static long step_now(void)
+{
+    return (long)(real_ns() / 1000000000u) / code_period;
+}
+
+static const char *code_for(long step)
+{
+    if (step < code_step0 || step >= code_step0 + n_codes)
+        die("no code for this time step in the -C file (%s)", "make more codes");
+    return codes[step - code_step0];
+}
+
+/* Sleeps until the step after `step` has begun (plus 20 ms). */
+static void wait_next_step(long step)
+{
+    for (;;) {
+        uint64_t t = real_ns();
+        uint64_t next = (uint64_t)(step + 1) * (uint64_t)code_period * 1000000000u + 20000000u;
+        if (t >= next)
+            return;
+        uint64_t d = next - t;
+        struct timespec ts = {(time_t)(d / 1000000000u), (long)(d % 1000000000u)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* SIGUSR1 to the harness (duration mode): every worker stops after its
+ * current login. */
+static volatile int *stop_flag;
+static void on_usr1(int sig)
+{
+    (void)sig;
+    if (stop_flag)
+        *stop_flag = 1;
+}
+
+static int real_mode(const char *service, const char *confdir, const char *user, int procs,
+                     int iters, int warmup, long duration_ms, int users, int slice,
+                     const char *state, double hung_ms, long pause_ms, const char *started,
+                     int wait_step, const char *raw)
+{
+    int multi = strchr(user, '%') != NULL;
+    if (procs < 1)
+        procs = 1;
+    if (slice < 1)
+        slice = warmup + iters;
+    int need = multi ? procs * slice : 0, base = 1;
+    if (multi && (need > users || !state))
+        die("-F with a user format needs -S and PROCS x -K <= -U (%s)", user);
+    int sfd = -1;
+    long reserved_step = step_now();
+    if (multi) {
+        sfd = open(state, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (sfd < 0 || flock(sfd, LOCK_EX) != 0)
+            die("cannot lock %s", state);
+        char buf[64] = {0};
+        long saved_step = -1, next = 1;
+        if (pread(sfd, buf, sizeof buf - 1, 0) > 0)
+            sscanf(buf, "%ld %ld", &saved_step, &next);
+        reserved_step = step_now();
+        if (saved_step != reserved_step)
+            next = 1;
+        if (next + need - 1 > users) {
+            wait_next_step(reserved_step);
+            reserved_step = step_now();
+            next = 1;
+        }
+        base = (int)next;
+    }
+    /* shared: the stop flag (a slice ran out) */
+    volatile int *stop = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE,
+                              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (stop == MAP_FAILED)
+        die("mmap: %s", strerror(errno));
+    *stop = 0;
+    stop_flag = stop;
+    signal(SIGUSR1, on_usr1);
+    int go[2], res[2];
+    if (pipe(go) || pipe(res))
+        die("pipe: %s", strerror(errno));
+    uint64_t t_end_budget = (uint64_t)duration_ms * 1000000u;
+    pid_t pids[MAX_PROCS];
+    for (int w = 0; w < procs; w++) {
+        pid_t pid = fork();
+        if (pid < 0)
+            die("fork: %s", strerror(errno));
+        if (pid == 0) {
+            close(go[1]);
+            close(res[0]);
+            char c;
+            while (read(go[0], &c, 1) < 0 && errno == EINTR) {
+            }
+            uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+            long wstep = step_now();
+            int idx = 0, done = 0, waits = 0;
+            for (;;) {
+                if (*stop)
+                    break;
+                if (duration_ms > 0) {
+                    if (now_ns(CLOCK_MONOTONIC) - t0 >= t_end_budget)
+                        break;
+                } else if (done >= warmup + iters) {
+                    break;
+                }
+                long s = step_now();
+                if (s != wstep) {
+                    wstep = s;
+                    idx = 0;
+                }
+                char name[256];
+                if (multi) {
+                    if (idx >= slice) {
+                        if (duration_ms > 0 && !wait_step) {
+                            *stop = 2; /* a slice ran out */
+                            break;
+                        }
+                        wait_next_step(s); /* count mode: untimed wait */
+                        waits++;
+                        continue;
+                    }
+                    snprintf(name, sizeof name, user, base + w * slice + idx);
+                    idx++;
+                } else {
+                    snprintf(name, sizeof name, "%s", user);
+                }
+                answer_now = code_for(s);
+                prompts_seen = 0;
+                match_bits = 0;
+                struct sample smp;
+                uint64_t st = real_ns();
+                login(service, confdir, name, 0, &smp);
+                done++;
+                if (pause_ms > 0) {
+                    struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
+                    nanosleep(&ts, NULL);
+                }
+                if (duration_ms <= 0 && done <= warmup)
+                    continue;
+                struct rec r = {st, smp.txn_ns, smp.auth_ns, smp.rc, match_bits, prompts_seen, w};
+                ssize_t ignored = write(res[1], &r, sizeof r);
+                (void)ignored;
+            }
+            struct rec endr = {0, 0, 0, -1, waits, 0, w}; /* end marker */
+            ssize_t ignored = write(res[1], &endr, sizeof endr);
+            (void)ignored;
+            _exit(0);
+        }
+        pids[w] = pid;
+    }
+    close(go[0]);
+    close(res[1]);
+    usleep(20000);
+    uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+    close(go[1]);
+    if (started) {
+        int fd = open(started, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+            die("cannot create %s", started);
+        close(fd);
+    }
+    size_t cap = 4096, n = 0;
+    struct rec *recs = malloc(cap * sizeof *recs);
+    int ends = 0, waits = 0;
+    uint64_t t_last = t0;
+    for (;;) {
+        struct rec r;
+        ssize_t got = read(res[0], &r, sizeof r);
+        if (got == 0)
+            break;
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            die("read: %s", strerror(errno));
+        }
+        if (got != (ssize_t)sizeof r) /* records are far below PIPE_BUF: never split */
+            die("short read from a worker%s", "");
+        if (r.rc == -1) {
+            ends++;
+            waits += r.bits;
+            t_last = now_ns(CLOCK_MONOTONIC);
+            continue;
+        }
+        if (n == cap) {
+            cap *= 2;
+            recs = realloc(recs, cap * sizeof *recs);
+        }
+        recs[n++] = r;
+    }
+    for (int w = 0; w < procs; w++) {
+        int st;
+        waitpid(pids[w], &st, 0);
+    }
+    if (ends < procs)
+        die("a worker died without reporting%s", "");
+    if (multi) {
+        char buf[64];
+        int len = snprintf(buf, sizeof buf, "%ld %d\n", step_now(), base + need);
+        if (pwrite(sfd, buf, (size_t)len, 0) != len || ftruncate(sfd, len) != 0)
+            die("cannot write %s", state);
+        close(sfd);
+    }
+    double elapsed_s = (double)(t_last - t0) / 1e9;
+    int hist[64] = {0}, bits[MAX_MATCH] = {0}, noprompt = 0, hung = 0, ok = 0;
+    uint64_t *v = calloc(n + 1, sizeof *v);
+    for (size_t i = 0; i < n; i++) {
+        hist[recs[i].rc & 63]++;
+        if (recs[i].rc == PAM_SUCCESS)
+            ok++;
+        for (int k = 0; k < n_match; k++)
+            if (recs[i].bits & (1 << k))
+                bits[k]++;
+        if (recs[i].prompts == 0)
+            noprompt++;
+        if (hung_ms > 0 && recs[i].txn_ns > (uint64_t)(hung_ms * 1e6))
+            hung++;
+        v[i] = recs[i].txn_ns;
+    }
+    if (raw) {
+        FILE *f = fopen(raw, "a");
+        if (!f)
+            die("cannot open %s", raw);
+        for (size_t i = 0; i < n; i++)
+            fprintf(f, "%llu %llu %llu %d %d %d %d\n", (unsigned long long)recs[i].start_ns,
+                    (unsigned long long)recs[i].txn_ns, (unsigned long long)recs[i].auth_ns,
+                    recs[i].rc, recs[i].bits, recs[i].prompts, recs[i].worker);
+        fclose(f);
+    }
+    printf("mode=real procs=%d logins=%zu success=%d no_prompt=%d hung=%d step_waits=%d "
+           "slice_exhausted=%d first_user=%d",
+           procs, n, ok, noprompt, hung, waits, *stop == 2, base);
+    for (int k = 0; k < 64; k++)
+        if (hist[k])
+            printf(" rc%d=%d", k, hist[k]);
+    for (int k = 0; k < n_match; k++)
+        printf(" msg%d=%d", k + 1, bits[k]);
+    printf(" elapsed_us=%.0f per_s=%.1f", elapsed_s * 1e6, elapsed_s > 0 ? n / elapsed_s : 0);
+    printf(" txn_median_us=%.1f txn_p99_us=%.1f txn_max_us=%.1f\n", median_us(v, (int)n),
+           quantile_us(v, (int)n, 0.99), quantile_us(v, (int)n, 1.0));
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -394,7 +696,17 @@ static void usage(void)
             "              the answer on its stdin; -e is then its exit status\n"
             "  -E VAR=VAL  (with -X) add VAR=VAL to the command's environment only\n"
             "       pam_bench -X [-n ITER] [-w WARMUP] [-e STATUS] [-r ...] -a ANSWER -- CMD ARGS...\n"
-            "       pam_bench -L PATH   discard syslog datagrams sent to PATH (/dev/log)\n");
+            "       pam_bench -L PATH   discard syslog datagrams sent to PATH (/dev/log)\n"
+            "       pam_bench -F -s SERVICE -d CONFDIR -u FORMAT|USER -C CODES [-U N -S STATE -K SLICE]\n"
+            "                 [-P PROCS] (-n ITER [-w WARMUP] | -T MS) [-I MS] [-M TEXT]... [-H MS]\n"
+            "                 [-Y FILE] [-W] [-o FILE]\n"
+            "              logins at the real time (the fleet: the database's clock decides);\n"
+            "              codes by time step from CODES; users reserved per step through\n"
+            "              STATE; -T: for MS milliseconds; -M: count logins showing TEXT;\n"
+            "              -H: count logins longer than MS as hung; -I: pause MS after each\n"
+            "              login; -Y: create FILE once the workers are released; SIGUSR1\n"
+            "              stops every worker after its current login; -W: with -T, a worker\n"
+            "              whose users ran out waits for the next step (see real_mode())\n");
     exit(3);
 }
 
@@ -402,9 +714,14 @@ int main(int argc, char **argv)
 {
     const char *service = NULL, *confdir = NULL, *user = NULL, *answer = NULL, *raw = NULL;
     int iters = 100, warmup = 5, expected = -1, markers = 0, procs = 0, no_restore = 0;
-    int exec = 0;
+    int exec = 0, real = 0, users = 0, slice = 0;
+    long duration_ms = 0, pause_ms = 0;
+    const char *started = NULL;
+    int wait_step = 0;
+    double hung_ms = 0;
+    const char *state = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "s:d:u:a:A:n:w:e:r:R:mP:NL:o:XE:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:d:u:a:A:n:w:e:r:R:mP:NL:o:XE:FC:U:S:K:T:M:H:I:Y:W")) != -1) {
         switch (opt) {
         case 's': service = optarg; break;
         case 'd': confdir = optarg; break;
@@ -452,8 +769,30 @@ int main(int argc, char **argv)
                 usage();
             child_env[n_child_env++] = optarg;
             break;
+        case 'F': real = 1; break;
+        case 'C': load_codes(optarg); break;
+        case 'U': users = atoi(optarg); break;
+        case 'S': state = optarg; break;
+        case 'K': slice = atoi(optarg); break;
+        case 'T': duration_ms = atol(optarg); break;
+        case 'H': hung_ms = atof(optarg); break;
+        case 'I': pause_ms = atol(optarg); break;
+        case 'Y': started = optarg; break;
+        case 'W': wait_step = 1; break;
+        case 'M':
+            if (n_match == MAX_MATCH)
+                usage();
+            match[n_match++] = optarg;
+            break;
         default: usage();
         }
+    }
+    if (real) {
+        if (!service || !confdir || !user || !codes || procs < 0 || procs > MAX_PROCS ||
+            (duration_ms <= 0 && iters < 1))
+            usage();
+        return real_mode(service, confdir, user, procs, iters, warmup, duration_ms, users, slice,
+                         state, hung_ms, pause_ms, started, wait_step, raw);
     }
     if (exec) {
         if (optind >= argc || (!answer && !answers) || iters < 1)

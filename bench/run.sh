@@ -9,6 +9,12 @@
 #                           (debug build, few iterations, targets not judged);
 #                           writes target/bench/results-smoke.md, exits non-zero
 #                           on any unexpected login result
+#   bench/run.sh --fleet-only
+#                           the fleet section alone (PostgreSQL primary and
+#                           synchronous standby, `twofactor agent`, file store
+#                           vs fleet, failover); writes
+#                           target/bench/results-fleet.md (with --smoke: its
+#                           smoke counts, no failover)
 #   options: --keep (keep the fixture directory), --reset-before (keep this
 #            run as the "Before" section of results.md), --out=FILE
 #
@@ -24,6 +30,7 @@ KEEP=0
 RESET_BEFORE=0
 OUT=
 INNER=0
+FLEET_ONLY=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) MODE=smoke ;;
@@ -31,6 +38,7 @@ for arg in "$@"; do
     --reset-before) RESET_BEFORE=1 ;;
     --out=*) OUT=${arg#--out=} ;;
     --inner) INNER=1 ;;
+    --fleet-only) FLEET_ONLY=1 ;;
     -h | --help) sed -n '2,/^set /p' "$0" | grep '^#' | cut -c3-; exit 0 ;;
     *) echo "run.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
@@ -54,7 +62,7 @@ if [[ $INNER -eq 0 ]]; then
   [[ $(id -u) -eq 0 ]] || fail "run as root (state under /var/lib, mount namespace for /dev/log)"
 
   PKGS=(libpam0g-dev libssl-dev pkg-config pamtester libpam-wrapper oathtool faketime libpam-google-authenticator binutils
-        libpam-oath valgrind strace gcc libc6-dev util-linux coreutils)
+        libpam-oath valgrind strace gcc libc6-dev util-linux coreutils postgresql-15 postgresql-client-15 iproute2)
   missing=()
   for p in "${PKGS[@]}"; do
     [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) == "install ok installed" ]] || missing+=("$p")
@@ -86,12 +94,16 @@ if [[ $INNER -eq 0 ]]; then
     (cd "$REPO" && env -u CARGO_PROFILE_RELEASE_DEBUG cargo build --quiet --release --lib --bin twofactor --target-dir "$BUILD_DIR")
     export SO=$BUILD_DIR/release/libpam_twofactor.so CLI=$BUILD_DIR/release/twofactor
     export BUILD_DESC="release profile (\`cargo build --release --lib\`: panic = unwind, lto, codegen-units = 1, strip; link flags from build.rs)"
-    # Same profile plus debug info, only for the callgrind annotations.
+    # Same profile plus debug info, only for the callgrind annotations
+    # (not for the fleet section alone).
     export PROF_DIR=${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/prof}
     PROF_DIR=${PROF_DIR:-$REPO/target/bench/profile}
-    log "building the profiling copy: same, with CARGO_PROFILE_RELEASE_DEBUG=true and no strip (target dir $PROF_DIR)"
-    (cd "$REPO" && CARGO_PROFILE_RELEASE_DEBUG=true CARGO_PROFILE_RELEASE_STRIP=none cargo build --quiet --release --lib --target-dir "$PROF_DIR")
-    export PROF_SO=$PROF_DIR/release/libpam_twofactor.so
+    export PROF_SO=
+    if [[ $FLEET_ONLY -eq 0 ]]; then
+      log "building the profiling copy: same, with CARGO_PROFILE_RELEASE_DEBUG=true and no strip (target dir $PROF_DIR)"
+      (cd "$REPO" && CARGO_PROFILE_RELEASE_DEBUG=true CARGO_PROFILE_RELEASE_STRIP=none cargo build --quiet --release --lib --target-dir "$PROF_DIR")
+      PROF_SO=$PROF_DIR/release/libpam_twofactor.so
+    fi
   else
     log "building the module (smoke: debug build, shared with make test)"
     (cd "$REPO" && cargo build --quiet --lib --bin twofactor)
@@ -123,12 +135,15 @@ if [[ $INNER -eq 0 ]]; then
   if [[ $KEEP -eq 0 ]]; then trap cleanup_outer EXIT; fi
 
   if [[ -z $OUT ]]; then
-    if [[ $MODE == full ]]; then OUT=$BENCH/results.md; else OUT=$REPO/target/bench/results-smoke.md; fi
+    if [[ $FLEET_ONLY -eq 1 && $MODE == smoke ]]; then OUT=$REPO/target/bench/results-fleet-smoke.md
+    elif [[ $FLEET_ONLY -eq 1 ]]; then OUT=$REPO/target/bench/results-fleet.md
+    elif [[ $MODE == full ]]; then OUT=$BENCH/results.md; else OUT=$REPO/target/bench/results-smoke.md; fi
   fi
   export REPO BENCH
   inner_args=(--inner "--out=$OUT")
   if [[ $MODE == smoke ]]; then inner_args+=(--smoke); fi
   if [[ $RESET_BEFORE -eq 1 ]]; then inner_args+=(--reset-before); fi
+  if [[ $FLEET_ONLY -eq 1 ]]; then inner_args+=(--fleet-only); fi
   if unshare --mount --propagation private true 2>/dev/null; then
     export NAMESPACE=1
     unshare --mount --propagation private bash "$BENCH/run.sh" "${inner_args[@]}"
@@ -206,12 +221,18 @@ fi
 # libfaketime keeps a semaphore and a shared-memory file in /dev/shm per
 # process that loads it first; one that execs or forks leaves them behind.
 # A private /dev/shm takes them away with the namespace, not into the host's.
+# PostgreSQL (the fleet section) keeps its dynamic shared memory there too:
+# tmpfs takes pages only as they are used, the size is only a bound.
 if [[ $NAMESPACE -eq 1 ]]; then
-  mount -t tmpfs -o mode=1777,size=1m bench-shm /dev/shm
+  mount -t tmpfs -o mode=1777,size=256m bench-shm /dev/shm
 fi
 cleanup_inner() {
+  fleet_cleanup
   if [[ -n $SINK_PID ]]; then kill "$SINK_PID" 2>/dev/null || true; fi
 }
+# The fleet section (PostgreSQL, the agent): bench/fleet.sh.
+# shellcheck source=bench/fleet.sh
+source "$BENCH/fleet.sh"
 trap cleanup_inner EXIT
 
 # ------------------------------------------------------------ fixtures -----
@@ -992,6 +1013,7 @@ write_report() {
       done
     done
     echo
+    fleet_report
     echo "### Secondary: instruction counts (callgrind; exact and repeatable, no target)"
     echo
     if [[ $MODE == smoke ]]; then echo "Smoke run: our module only, successful login."; echo; fi
@@ -1111,12 +1133,34 @@ own_cpu_seconds() {
 
 # ----------------------------------------------------------------- main -----
 log "run directory $RUN; code $CODE, wrong code $WRONG; syslog: $SYSLOG_DESC"
-for N in "${SIZES[@]}"; do
-  log "fixture: $N enrolled users per module"
-  make_fixture "$RUN/n$N" "$N"
-done
+if [[ $FLEET_ONLY -eq 0 ]]; then
+  for N in "${SIZES[@]}"; do
+    log "fixture: $N enrolled users per module"
+    make_fixture "$RUN/n$N" "$N"
+  done
+fi
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 BUSY0=$(busy_jiffies) OWN0=$(own_cpu_seconds) T_START=$(date +%s.%N)
+if [[ $FLEET_ONLY -eq 1 ]]; then
+  measure_fleet
+  BUSY1=$(busy_jiffies) OWN1=$(own_cpu_seconds) T_END=$(date +%s.%N)
+  OTHERS=$(awk -v b0="$BUSY0" -v b1="$BUSY1" -v o0="$OWN0" -v o1="$OWN1" -v t0="$T_START" -v t1="$T_END" \
+    -v hz="$(getconf CLK_TCK)" -v n="$(nproc)" 'BEGIN {
+      v = ((b1 - b0) / hz - (o1 - o0)) / ((t1 - t0) * n) * 100; if (v < 0) v = 0; printf "%.0f", v }')
+  mkdir -p "$(dirname "$OUT")"
+  {
+    echo "## Fleet section alone, run of $(date -u '+%Y-%m-%d %H:%M UTC') ($MODE)"
+    echo
+    echo "- Machine: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | awk 'NR == 1'), $(nproc) cores, $(uname -sr)."
+    echo "- Load: other processes used ${OTHERS} % of the $(nproc) CPUs during the $(awk -v a="$T_START" -v b="$T_END" 'BEGIN {printf "%.0f", b - a}') s of measurements; load average at the start $LOAD_START."
+    echo "- Our module and agent: commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown) (src/ content hash ${SRC_HASH:-?}), $BUILD_DESC."
+    echo
+    fleet_report
+  } >"$OUT"
+  log "wrote $OUT"
+  sed -n '/^| # |/,/^$/p' "$OUT" >&2 || true
+  exit 0
+fi
 for N in "${SIZES[@]}"; do measure_size "$N"; done
 measure_times
 measure_processes
@@ -1126,6 +1170,7 @@ NC=${SIZES[${#SIZES[@]} - 1]}
 measure_concurrency "$NC"
 measure_backup
 measure_backup_memory
+measure_fleet
 if [[ -n ${PROF_SO:-} ]]; then profile_ours; fi
 BUSY1=$(busy_jiffies) OWN1=$(own_cpu_seconds) T_END=$(date +%s.%N)
 OTHERS=$(awk -v b0="$BUSY0" -v b1="$BUSY1" -v o0="$OWN0" -v o1="$OWN1" -v t0="$T_START" -v t1="$T_END" \
@@ -1140,3 +1185,4 @@ assemble "$RUN/current.md"
 log "wrote $OUT ($BUSY_DESC)"
 # A short summary on the terminal.
 sed -n '/^### Targets/,/^### Wall-clock/p' "$RUN/current.md" | grep '^|' >&2 || true
+sed -n '/^### The fleet/,/^####/p' "$RUN/current.md" | grep '^| F' >&2 || true
