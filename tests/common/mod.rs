@@ -877,6 +877,13 @@ impl Drop for Sandbox {
 /// and [`DevLog::wrap`] runs each command in a private mount namespace
 /// with it bound over `/dev/log`: the machine's `/dev/log` is never taken
 /// over, and the test still runs.
+///
+/// One `DevLog` at a time in a test process: two tests of one binary
+/// running in parallel would otherwise race, the second going private
+/// because the first holds `/dev/log`, and its namespaced commands then
+/// failing to bind over a `/dev/log` the first has removed meanwhile
+/// ("mount point does not exist"). The turn is held until the `DevLog`
+/// is dropped (after its socket is removed).
 pub struct DevLog {
     socket: std::os::unix::net::UnixDatagram,
     path: PathBuf,
@@ -884,10 +891,18 @@ pub struct DevLog {
     private: bool,
     /// `(dev, ino)` of our /dev/log, so that drop removes only ours.
     inode: (u64, u64),
+    /// This process's turn (declared last: released after the rest).
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+/// Whose turn it is to hold a [`DevLog`] in this test process.
+static DEV_LOG_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl DevLog {
     pub fn bind(sb: &Sandbox) -> DevLog {
+        let turn = DEV_LOG_TURN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         use std::os::unix::net::UnixDatagram;
         let (socket, path, private) = match UnixDatagram::bind("/dev/log") {
             Ok(socket) => (socket, PathBuf::from("/dev/log"), false),
@@ -912,6 +927,7 @@ impl DevLog {
             path,
             private,
             inode: (meta.dev(), meta.ino()),
+            _turn: turn,
         }
     }
 
