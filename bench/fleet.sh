@@ -213,7 +213,9 @@ fleet_setup() {
   "$CLI" --config "$FD/dba.toml" fleet init --json >"$FD/init.json" 2>>"$FD/cli.log" || { cat "$FD/cli.log" >&2; fail "twofactor fleet init"; }
   "$CLI" --config "$FD/dba.toml" fleet add-host bench --password-file "$FD/host.pw" --json >"$FD/add-host.json" 2>>"$FD/cli.log" ||
     { cat "$FD/cli.log" >&2; fail "twofactor fleet add-host"; }
-  psql_su 1 twofactor -c "CREATE ROLE tf_admin LOGIN IN ROLE twofactor_admin PASSWORD 'bench-admin-password'" >/dev/null
+  # The password on psql's stdin, never in an argv (/proc/PID/cmdline).
+  echo "CREATE ROLE tf_admin LOGIN IN ROLE twofactor_admin PASSWORD 'bench-admin-password'" |
+    psql_su 1 twofactor >/dev/null
   (umask 077 && echo bench-admin-password >"$FD/admin.pw")
   printf 'state_dir = "%s"\n[fleet]\ndatabase = "host=127.0.0.1 port=%s dbname=twofactor user=tf_admin sslmode=disable"\npassword_file = "%s"\nagent_socket = "%s"\n' \
     "$FD/adminstate" "$PORT_A" "$FD/admin.pw" "$FD/none.sock" >"$FD/admin.toml"
