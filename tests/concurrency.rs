@@ -221,44 +221,10 @@ fn parallel_pamtester_logins_accept_a_code_once() {
     }
     require_tools();
     let (sb, config) = setup("parallel-pamtester");
-    let pamd = sb.dir().join("etc-pam.d");
-    std::fs::create_dir(&pamd).unwrap();
-    std::fs::write(
-        pamd.join("tfpar"),
-        format!(
-            "auth required {} config={}\n",
-            module_path().display(),
-            sb.config_path().display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        pamd.join("other"),
-        "auth required pam_deny.so\naccount required pam_deny.so\n",
-    )
-    .unwrap();
+    let pamd = namespaced_pamd(sb.dir(), "tfpar", sb.config_path());
     let code = oathtool_code(SECRET, "SHA1", 6, 30, T0);
     let children: Vec<_> = (0..12)
-        .map(|_| {
-            let mut child = Command::new("unshare")
-                .args(["--mount", "--propagation", "private", "sh", "-c"])
-                // libfaketime for pamtester only: a preloaded `unshare` would
-                // create its shared-memory semaphore in the host's /dev/shm
-                // and exec away, leaving it there.
-                .arg("mount --bind \"$0\" /etc/pam.d && exec timeout 60 env LD_PRELOAD=\"$1\" pamtester tfpar daemon authenticate")
-                .arg(&pamd)
-                .arg(libfaketime())
-                .env("FAKETIME", T0)
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(format!("{code}\n").as_bytes()).unwrap();
-            child
-        })
+        .map(|_| spawn_namespaced_pamtester(&pamd, "tfpar", "daemon", &code, Some(T0)))
         .collect();
     let mut successes = 0;
     for c in children {

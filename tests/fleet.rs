@@ -15,10 +15,9 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::fleet::{Agent, Syslog, code_at, early_in_step, now};
@@ -197,13 +196,7 @@ impl Fleet {
     /// Enrolls `user` once, through the admin role, with `secret`; returns
     /// the `--json` answer (backup codes among it).
     fn enroll(&self, user: &str, secret: &str) -> Value {
-        cli_secret(
-            &self.admin,
-            &["enroll", user, "--secret-file", "-", "--json"],
-            secret,
-        )
-        .expect(0)
-        .json()
+        common::fleet::enroll_json(&self.admin, user, secret)
     }
 
     /// A row of the database as the superuser, for checking state.
@@ -278,51 +271,6 @@ fn one_enrollment_serves_every_host_and_a_code_is_used_once_fleet_wide() {
     }
 }
 
-/// `pamtester` for `user` with `code`, in a private mount namespace with
-/// `pamd` bound over /etc/pam.d (pam_wrapper is not safe in parallel).
-fn spawn_namespaced_login(pamd: &Path, user: &str, code: &str) -> Child {
-    let mut child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount --bind \"$0\" /etc/pam.d && exec timeout 60 pamtester tf \"$1\" authenticate")
-        .arg(pamd)
-        .arg(user)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{code}\n").as_bytes())
-        .unwrap();
-    child
-}
-
-/// /etc/pam.d for a host's namespaced logins: `tf` with its module line.
-fn namespaced_pamd(host: &Host) -> PathBuf {
-    let pamd = host.sb.dir().join("etc-pam.d");
-    fs::create_dir_all(&pamd).unwrap();
-    fs::write(
-        pamd.join("tf"),
-        format!(
-            "auth required {} config={}\n",
-            module_path().display(),
-            host.sb.config_path().display()
-        ),
-    )
-    .unwrap();
-    fs::write(
-        pamd.join("other"),
-        "auth required pam_deny.so\naccount required pam_deny.so\n",
-    )
-    .unwrap();
-    pamd
-}
-
 /// 40 logins at once, 20 through each host, all with the same code: one
 /// succeeds, 39 are refused (replays), and the database counts 39 failures
 /// — with `max_failures` high enough that none is refused as locked.
@@ -342,11 +290,15 @@ fn forty_parallel_logins_with_one_code_across_two_hosts_succeed_once() {
     // The deadline CI can keep for 20 logins through each agent at once.
     let f = fleet_with_deadline("parallel", 2, policy, "", 10);
     f.enroll("daemon", SECRET);
-    let pamds: Vec<PathBuf> = f.hosts.iter().map(namespaced_pamd).collect();
+    let pamds: Vec<PathBuf> = f
+        .hosts
+        .iter()
+        .map(|h| namespaced_pamd(h.sb.dir(), SVC, h.sb.config_path()))
+        .collect();
     let t = early_in_step(20);
     let code = code_at(SECRET, t);
     let children: Vec<Child> = (0..40)
-        .map(|i| spawn_namespaced_login(&pamds[i % 2], "daemon", &code))
+        .map(|i| spawn_namespaced_pamtester(&pamds[i % 2], SVC, "daemon", &code, None))
         .collect();
     let mut successes = 0;
     for child in children {

@@ -158,13 +158,7 @@ fn ha_fleet_with(name: &str, hosts: usize, policy: &str, options: HaOptions) -> 
 
 impl Fleet {
     fn enroll(&self, user: &str, secret: &str) -> Value {
-        cli_secret(
-            &self.admin,
-            &["enroll", user, "--secret-file", "-", "--json"],
-            secret,
-        )
-        .expect(0)
-        .json()
+        common::fleet::enroll_json(&self.admin, user, secret)
     }
 
     fn state(&self, user: &str) -> State {

@@ -304,3 +304,16 @@ pub fn commit_waits_for(ha: &PgHa, standby: &str, db: &str, user: &str, before: 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `twofactor enroll USER --secret-file - --json` with `admin`'s config
+/// (a fleet admin role), the seed on stdin; its JSON answer (the backup
+/// codes among it).
+pub fn enroll_json(admin: &Sandbox, user: &str, secret: &str) -> serde_json::Value {
+    super::cli_secret(
+        admin,
+        &["enroll", user, "--secret-file", "-", "--json"],
+        secret,
+    )
+    .expect(0)
+    .json()
+}

@@ -1044,6 +1044,70 @@ impl Drop for DeliveryService {
     }
 }
 
+/// A directory to bind over `/etc/pam.d` in a private mount namespace
+/// (see [`spawn_namespaced_pamtester`]): `service` with our module and
+/// `config`, and `other` denying.
+pub fn namespaced_pamd(dir: &Path, service: &str, config: &Path) -> PathBuf {
+    let pamd = dir.join("etc-pam.d");
+    fs::create_dir_all(&pamd).unwrap();
+    fs::write(
+        pamd.join(service),
+        format!(
+            "auth required {} config={}\n",
+            module_path().display(),
+            config.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        pamd.join("other"),
+        "auth required pam_deny.so\naccount required pam_deny.so\n",
+    )
+    .unwrap();
+    pamd
+}
+
+/// `pamtester SERVICE USER authenticate` answering `code`, in its own
+/// private mount namespace with `pamd` bound over /etc/pam.d: real libpam
+/// without pam_wrapper, which is not safe in parallel. Root only. With
+/// `faketime`, libfaketime is preloaded into pamtester alone (a preloaded
+/// `unshare` would create its shared-memory semaphore in the host's
+/// /dev/shm and exec away, leaving it there). Bounded by 60 s.
+pub fn spawn_namespaced_pamtester(
+    pamd: &Path,
+    service: &str,
+    user: &str,
+    code: &str,
+    faketime: Option<&str>,
+) -> std::process::Child {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/pam.d && exec timeout 60 env ${PRELOAD:+LD_PRELOAD=\"$PRELOAD\"} pamtester \"$1\" \"$2\" authenticate")
+        .arg(pamd)
+        .arg(service)
+        .arg(user)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    if let Some(at) = faketime {
+        cmd.env("PRELOAD", libfaketime())
+            .env("FAKETIME", at)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{code}\n").as_bytes())
+        .unwrap();
+    child
+}
+
 /// What one pamtester run produced. `stdout`/`stderr` are raw so tests can
 /// assert on prompts (stderr), PAM_TEXT_INFO (stdout) and PAM_ERROR_MSG
 /// (stderr) text; see the module docs for the exact layout.
