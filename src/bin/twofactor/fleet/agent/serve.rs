@@ -109,7 +109,9 @@ pub fn check_peer(stream: &UnixStream) -> Result<(), String> {
 /// not be read never quotes the request (it may hold a code or a secret).
 pub fn read_request(stream: &mut UnixStream, deadline: Instant) -> Result<Request, String> {
     let limit = usize::try_from(MAX_MESSAGE).unwrap_or(usize::MAX);
-    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(4096));
+    // All of it at once: a growing Vec would leave copies of the request
+    // (codes, a new secret) in freed memory that `Zeroizing` never wipes.
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(limit));
     let mut buffer = zeroize::Zeroizing::new([0u8; 4096]);
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());

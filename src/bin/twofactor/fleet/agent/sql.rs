@@ -381,7 +381,9 @@ fn to_reply(call: &Call, row: &Row) -> Result<Reply, BackendError> {
 }
 
 fn begin_reply(row: &Row) -> Result<BeginReply, BackendError> {
-    let enrolled = get(row, "enrolled")?.unwrap_or(false);
+    // Required: read as "not enrolled", a NULL could skip the code under
+    // `unenrolled = "skip"`; it is an error (the login is denied) instead.
+    let enrolled = required(row, "enrolled")?;
     let generation = if enrolled {
         required(row, "generation")?
     } else {
