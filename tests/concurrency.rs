@@ -226,18 +226,6 @@ fn parallel_pamtester_logins_accept_a_code_once() {
     let children: Vec<_> = (0..12)
         .map(|_| spawn_namespaced_pamtester(&pamd, "tfpar", "daemon", &code, Some(T0)))
         .collect();
-    let mut successes = 0;
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            assert!(stdout.contains(SUCCESS_LINE), "{stdout}{stderr}");
-            successes += 1;
-        } else {
-            assert!(stderr.contains(pam_err::AUTH_ERR), "{stdout}{stderr}");
-        }
-    }
-    assert_eq!(successes, 1);
+    assert_eq!(namespaced_successes(children), 1);
     assert_eq!(state(&config, "daemon").failures, 11);
 }

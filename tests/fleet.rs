@@ -300,19 +300,7 @@ fn forty_parallel_logins_with_one_code_across_two_hosts_succeed_once() {
     let children: Vec<Child> = (0..40)
         .map(|i| spawn_namespaced_pamtester(&pamds[i % 2], SVC, "daemon", &code, None))
         .collect();
-    let mut successes = 0;
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            assert!(stdout.contains(SUCCESS_LINE), "{stdout}{stderr}");
-            successes += 1;
-        } else {
-            assert!(stderr.contains(pam_err::AUTH_ERR), "{stdout}{stderr}");
-        }
-    }
-    assert_eq!(successes, 1);
+    assert_eq!(namespaced_successes(children), 1);
     assert_eq!(f.failures("daemon"), 39);
     assert_eq!(f.last_step("daemon"), Some((t / 30) as i64));
 }

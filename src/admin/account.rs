@@ -21,6 +21,21 @@ pub struct Status {
     pub deliver_to: Option<String>,
 }
 
+impl Status {
+    /// The status of a user who is not enrolled (in the files or the fleet).
+    pub fn not_enrolled() -> Status {
+        Status {
+            enrolled: false,
+            params: None,
+            backup_codes_remaining: None,
+            failed_attempts: 0,
+            locked_until: None,
+            devices: Vec::new(),
+            deliver_to: None,
+        }
+    }
+}
+
 /// One enrolled user as `list` shows it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Listed {
@@ -103,15 +118,7 @@ impl Admin {
         let user = existing_user(raw_user)?;
         let dir = self.dir()?;
         let Some(record) = UserFiles::new(&dir, &user).read_record()? else {
-            return Ok(Status {
-                enrolled: false,
-                params: None,
-                backup_codes_remaining: None,
-                failed_attempts: 0,
-                locked_until: None,
-                devices: Vec::new(),
-                deliver_to: None,
-            });
+            return Ok(Status::not_enrolled());
         };
         let state = {
             let _lock = dir.lock(&user.lock_file())?;

@@ -1108,6 +1108,24 @@ pub fn spawn_namespaced_pamtester(
     child
 }
 
+/// Waits for [`spawn_namespaced_pamtester`] logins; returns how many
+/// succeeded, each other one having failed with PAM_AUTH_ERR.
+pub fn namespaced_successes(children: Vec<std::process::Child>) -> usize {
+    let mut successes = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            assert!(stdout.contains(SUCCESS_LINE), "{stdout}{stderr}");
+            successes += 1;
+        } else {
+            assert!(stderr.contains(pam_err::AUTH_ERR), "{stdout}{stderr}");
+        }
+    }
+    successes
+}
+
 /// What one pamtester run produced. `stdout`/`stderr` are raw so tests can
 /// assert on prompts (stderr), PAM_TEXT_INFO (stdout) and PAM_ERROR_MSG
 /// (stderr) text; see the module docs for the exact layout.

@@ -290,15 +290,7 @@ impl FleetAdmin {
     pub fn status(&mut self, raw_user: &str, _now: u64) -> Result<Status, AdminError> {
         let user = existing_user(raw_user)?;
         let Some(u) = self.user(&user)? else {
-            return Ok(Status {
-                enrolled: false,
-                params: None,
-                backup_codes_remaining: None,
-                failed_attempts: 0,
-                locked_until: None,
-                devices: Vec::new(),
-                deliver_to: None,
-            });
+            return Ok(Status::not_enrolled());
         };
         let devices = self.user_devices(user.as_str())?;
         Ok(Status {
