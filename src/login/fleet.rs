@@ -32,10 +32,10 @@ use crate::fleet::protocol::{
 };
 use crate::host::accounts;
 use crate::host::clock::Clock;
-use crate::otp::backup::{self, HASH_BYTES, KdfParams};
+use crate::otp::backup::{self, HASH_BYTES, KdfParams, SALT_BYTES};
 use crate::otp::{self, Algorithm, SecretKey, TotpParams};
 use crate::policy::{DriftCheck, Failure, Verdict};
-use crate::records::DEFAULT_DEVICE;
+use crate::records::{DEFAULT_DEVICE, hex, unhex};
 use crate::records::username::Username;
 use crate::store::{Dir, LockGuard, StoreError, TrustedDir};
 
@@ -135,24 +135,24 @@ impl Begun {
 /// A backup set's argon2 salt and parameters, checked.
 struct Kdf {
     digits: u8,
-    salt: Vec<u8>,
+    salt: [u8; SALT_BYTES],
     params: KdfParams,
 }
 
 impl Kdf {
     fn from_wire(wire: &BackupKdf) -> Result<Kdf, String> {
-        let salt = data_encoding::HEXLOWER_PERMISSIVE
-            .decode(wire.salt.as_bytes())
-            .map_err(|_| "the backup salt is not hex".to_string())?;
+        // As the file store reads it: exactly SALT_BYTES of hex.
+        let salt = unhex::<SALT_BYTES>(&wire.salt).ok_or_else(|| {
+            format!("the backup salt is not {SALT_BYTES} bytes of hex")
+        })?;
         let params = KdfParams {
             m_cost: wire.m_cost,
             t_cost: wire.t_cost,
             p_cost: wire.p_cost,
         };
-        if !(8..=64).contains(&salt.len()) || !params.is_valid() {
+        if !params.is_valid() {
             return Err(format!(
-                "unusable argon2 salt or parameters (salt {} bytes, m_cost {}, t_cost {}, p_cost {})",
-                salt.len(),
+                "unusable argon2 parameters (m_cost {}, t_cost {}, p_cost {})",
                 wire.m_cost,
                 wire.t_cost,
                 wire.p_cost
@@ -167,10 +167,6 @@ impl Kdf {
             params,
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// A time from the agent (Unix seconds).

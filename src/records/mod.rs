@@ -218,13 +218,14 @@ fn to_toml<T: Serialize>(raw: &T) -> Result<String, RecordError> {
     toml::to_string(raw).map_err(RecordError::Write)
 }
 
-/// Salts and hashes are stored as lower-case hex.
-fn hex(bytes: &[u8]) -> String {
+/// Salts and hashes are stored as lower-case hex (and so the fleet's
+/// protocol carries them).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// Exactly `N` bytes of hex (either case).
-fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub(crate) fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     let hex = &data_encoding::HEXLOWER_PERMISSIVE;
     if hex.decode_len(text.len()).ok()? != N {
         return None;
