@@ -46,7 +46,7 @@ pub fn parse_oath_usersfile(text: &str) -> OathFile {
                 continue;
             }
         };
-        let Some(bytes) = unhex(secret_hex) else {
+        let Some(mut bytes) = unhex(secret_hex) else {
             file.skipped
                 .push((n, "the secret is not hexadecimal".into()));
             continue;
@@ -78,7 +78,7 @@ pub fn parse_oath_usersfile(text: &str) -> OathFile {
         file.users.push(OathUser {
             line: n,
             user: user.to_string(),
-            secret: SecretKey::new(bytes),
+            secret: SecretKey::new(std::mem::take(&mut *bytes)),
             params,
             notes,
         });
@@ -122,14 +122,13 @@ fn parse_oath_type(kind: &str) -> Result<TotpParams, String> {
     })
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-        .collect()
+/// The seed's bytes (either case), wiped on drop. (A pair such as `+f`,
+/// which `u8::from_str_radix` would take, is not hex.)
+fn unhex(text: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(text.as_bytes())
+        .ok()
+        .map(zeroize::Zeroizing::new)
 }
 
 #[cfg(test)]
