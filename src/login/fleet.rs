@@ -35,8 +35,8 @@ use crate::host::clock::Clock;
 use crate::otp::backup::{self, HASH_BYTES, KdfParams, SALT_BYTES};
 use crate::otp::{self, Algorithm, SecretKey, TotpParams};
 use crate::policy::{DriftCheck, Failure, Verdict};
-use crate::records::{DEFAULT_DEVICE, hex, unhex};
 use crate::records::username::Username;
+use crate::records::{DEFAULT_DEVICE, hex, unhex};
 use crate::store::{Dir, LockGuard, StoreError, TrustedDir};
 
 /// Told when a first-login enrollment lost to another login's.
@@ -142,9 +142,8 @@ struct Kdf {
 impl Kdf {
     fn from_wire(wire: &BackupKdf) -> Result<Kdf, String> {
         // As the file store reads it: exactly SALT_BYTES of hex.
-        let salt = unhex::<SALT_BYTES>(&wire.salt).ok_or_else(|| {
-            format!("the backup salt is not {SALT_BYTES} bytes of hex")
-        })?;
+        let salt = unhex::<SALT_BYTES>(&wire.salt)
+            .ok_or_else(|| format!("the backup salt is not {SALT_BYTES} bytes of hex"))?;
         let params = KdfParams {
             m_cost: wire.m_cost,
             t_cost: wire.t_cost,
@@ -153,9 +152,7 @@ impl Kdf {
         if !params.is_valid() {
             return Err(format!(
                 "unusable argon2 parameters (m_cost {}, t_cost {}, p_cost {})",
-                wire.m_cost,
-                wire.t_cost,
-                wire.p_cost
+                wire.m_cost, wire.t_cost, wire.p_cost
             ));
         }
         if !input::DIGITS.contains(&usize::from(wire.digits)) {
