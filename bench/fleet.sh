@@ -587,7 +587,7 @@ fleet_report() {
   echo
   echo "#### The agent's connections: reuse against a new one"
   echo
-  echo "The agent keeps up to 8 idle clients (a client idle over 1 s is checked with one round trip before use); there is no switch to turn the pool off, so a new connection is measured as a cold agent's first login (restarted before each sample: its pool is empty, the login's first call opens one connection — TCP, SCRAM-SHA-256, a new backend, and with TLS a handshake — and the second call reuses it). $FL_COLD samples each, for the agent without TLS and the one with TLS."
+  echo "The agent keeps its clients between calls (up to 16 while busy, 8 after 30 s unused; a client idle over 1 s is checked with one round trip before use); there is no switch to turn the pool off, so a new connection is measured as a cold agent's first login (restarted before each sample: its pool is empty, the login's first call opens one connection — TCP, SCRAM-SHA-256, a new backend, and with TLS a handshake — and the second call reuses it). $FL_COLD samples each, for the agent without TLS and the one with TLS."
   echo
   echo "| login through the fleet | no TLS: median ms | p99 ms | max ms | TLS: median ms | p99 ms | max ms | logins each |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"

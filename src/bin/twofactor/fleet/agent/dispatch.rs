@@ -92,8 +92,12 @@ pub struct Limits {
     /// until its deadline (a burst of logins on one host queues; a dead
     /// database cannot pile up threads).
     pub max_workers: usize,
-    /// Idle clients kept for the next calls.
+    /// Idle clients kept however long they sit unused. Up to `max_workers`
+    /// are kept while they are used: a burst that keeps every worker busy
+    /// reuses its connections instead of opening and closing one per call.
     pub max_idle: usize,
+    /// Idle clients beyond `max_idle` are closed once unused this long.
+    pub trim_idle_after: Duration,
     /// A client idle longer than this is checked before it is used.
     pub check_idle_after: Duration,
 }
@@ -107,6 +111,10 @@ impl Limits {
             // Kept open between bursts: a new connection costs a TLS
             // handshake and SCRAM's 4096 hash rounds.
             max_idle: 8,
+            // Long enough to span the gaps of a burst (a fleet-wide `ssh`
+            // loop), short enough that a quiet host soon holds no more
+            // than `max_idle` of the database's connections.
+            trim_idle_after: Duration::from_secs(30),
             // The sync client notices a closed connection only when it
             // is used: a server restart would fail the next call on each
             // idle client. One round trip first is cheap next to a login.
@@ -300,12 +308,19 @@ impl<C: Connector> Dispatcher<C> {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < self.limits.max_idle {
+        if idle.len() < self.limits.max_workers.max(self.limits.max_idle) {
             idle.push(Idle {
                 backend,
                 since: Instant::now(),
             });
         }
+        // `client()` takes the newest, so the oldest idle ones are first.
+        let stale = idle
+            .iter()
+            .take(idle.len().saturating_sub(self.limits.max_idle))
+            .take_while(|i| i.since.elapsed() >= self.limits.trim_idle_after)
+            .count();
+        idle.drain(..stale);
     }
 }
 
@@ -523,6 +538,46 @@ pub mod tests {
             assert_eq!(dispatcher.idle(), 0);
         }
         assert_eq!(connects.load(Ordering::SeqCst), 2);
+    }
+
+    /// A burst that keeps every worker busy reuses its clients (beyond
+    /// `max_idle`); once they have sat unused for `trim_idle_after`, the
+    /// pool shrinks back to `max_idle` at the next call.
+    #[test]
+    fn a_burst_reuses_its_clients_and_the_pool_shrinks_when_quiet() {
+        let fake = Fake::new(Behaviour::Answer(Duration::from_millis(150)));
+        let connects = Arc::clone(&fake.connects);
+        let limits = Limits {
+            max_workers: 4,
+            max_idle: 1,
+            trim_idle_after: Duration::from_millis(400),
+            ..Limits::new(Duration::from_secs(5))
+        };
+        let dispatcher = Dispatcher::new(fake, limits);
+        let burst = || {
+            let calls: Vec<_> = (0..4)
+                .map(|_| {
+                    let dispatcher = Arc::clone(&dispatcher);
+                    std::thread::spawn(move || {
+                        dispatcher.dispatch(begin(), Instant::now() + Duration::from_secs(5))
+                    })
+                })
+                .collect();
+            for call in calls {
+                assert_eq!(call.join().ok(), Some(allow()));
+            }
+            wait_for("the workers to end", || dispatcher.workers() == 0);
+        };
+        burst();
+        assert_eq!(connects.load(Ordering::SeqCst), 4);
+        assert_eq!(dispatcher.idle(), 4, "all four kept while in use");
+        burst();
+        assert_eq!(connects.load(Ordering::SeqCst), 4, "the second burst reconnected");
+        std::thread::sleep(Duration::from_millis(500));
+        dispatcher.dispatch(begin(), Instant::now() + Duration::from_secs(5));
+        wait_for("the worker to end", || dispatcher.workers() == 0);
+        assert_eq!(connects.load(Ordering::SeqCst), 4);
+        assert_eq!(dispatcher.idle(), 1, "the stale clients were closed");
     }
 
     /// A pooled client that the connection reports closed is not used.
