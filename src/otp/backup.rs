@@ -39,19 +39,24 @@ impl KdfParams {
         p_cost: 1,
     };
 
+    fn params(self) -> Option<argon2::Params> {
+        argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(HASH_BYTES)).ok()
+    }
+
+    /// Built only to hash: `Argon2::new` probes the CPU (CPUID, a trap to
+    /// the hypervisor in a VM) in every process that loads the module, so
+    /// a TOTP login, which never hashes, must not build one.
     fn argon2(self) -> Option<argon2::Argon2<'static>> {
-        let params =
-            argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(HASH_BYTES)).ok()?;
         Some(argon2::Argon2::new(
             argon2::Algorithm::Argon2id,
             argon2::Version::V0x13,
-            params,
+            self.params()?,
         ))
     }
 
     /// Whether argon2 accepts these parameters (checked when records load).
     pub fn is_valid(self) -> bool {
-        self.m_cost <= 262_144 && self.t_cost <= 16 && self.argon2().is_some()
+        self.m_cost <= 262_144 && self.t_cost <= 16 && self.params().is_some()
     }
 }
 
