@@ -138,6 +138,7 @@ inner() {
   check_stat /lib/systemd/system/pam-twofactor-agent.socket "644 root:root regular file"
   check_stat /lib/systemd/system/pam-twofactor-agent.service "644 root:root regular file"
   check_stat /usr/share/pam-twofactor/sql/001_init.sql "644 root:root regular file"
+  check_stat /usr/share/pam-twofactor/sql/002_login_calls_plpgsql.sql "644 root:root regular file"
   check_stat /usr/share/bash-completion/completions/twofactor "644 root:root regular file"
   check_stat /usr/share/zsh/vendor-completions/_twofactor "644 root:root regular file"
   check_stat /usr/share/fish/vendor_completions.d/twofactor.fish "644 root:root regular file"

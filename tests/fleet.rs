@@ -126,7 +126,7 @@ fn fleet_with_deadline(
         &["fleet", "init", "--no-require-sync-standby", "--json"],
     )
     .expect(0);
-    assert_eq!(init.json()["schema_version"], 1, "{}", init.stdout);
+    assert_eq!(init.json()["schema_version"], 2, "{}", init.stdout);
 
     let admin = Sandbox::new(&format!("{name}-admin"));
     pg.client(DB, common::pg::SUPERUSER)
@@ -753,7 +753,7 @@ fn check_and_status_on_a_host() {
     let status = run_cli(host, &["fleet", "status", "--json"]);
     assert_eq!(status.status.code(), Some(1));
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(status["schema_version"], 1, "{status}");
+    assert_eq!(status["schema_version"], 2, "{status}");
     assert_eq!(status["host_can_read_seeds"], false, "{status}");
 }
 

@@ -896,7 +896,7 @@ fn roles_get_only_their_functions() {
     let status = host
         .query_one("SELECT * FROM twofactor.fleet_status()", &[])
         .expect("host may read fleet_status");
-    assert_eq!(status.get::<_, Option<i32>>("schema_version"), Some(1));
+    assert_eq!(status.get::<_, Option<i32>>("schema_version"), Some(2));
     assert!(!status.get::<_, bool>("host_can_read_seeds"));
     let begin = host
         .query_one("SELECT * FROM twofactor.begin_login('alice', NULL)", &[])
@@ -1773,4 +1773,153 @@ fn admin_functions_change_enrollments_the_safe_way() {
         .expect("count")
         .get(0);
     assert_eq!(left, 0, "disable removes every row of the user");
+}
+
+// ---------------------------------------------------------------- upgrade
+
+/// A database made at schema version 1 takes sql/002 as `fleet init`
+/// applies it (one transaction): the login functions become PL/pgSQL with
+/// their owner, rights, SECURITY DEFINER and search_path kept, and an
+/// enrolled user logs in through the host role before and after, the
+/// replay refused across the upgrade.
+#[test]
+fn version_1_upgrades_to_version_2_keeping_users_and_rights() {
+    if !root_or_skip(
+        "version_1_upgrades_to_version_2_keeping_users_and_rights",
+        "starts its own PostgreSQL as the postgres user",
+        &[Needs::Program("oathtool", "oathtool")],
+    ) {
+        return;
+    }
+    let files = common::pg::sql_files();
+    let name = |f: &std::path::PathBuf| f.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        files.iter().map(name).collect::<Vec<_>>(),
+        ["001_init.sql", "002_login_calls_plpgsql.sql"]
+    );
+    let apply = |db: &mut postgres::Client, file: &std::path::PathBuf| {
+        let mut tx = db.transaction().expect("begin");
+        tx.batch_execute(&std::fs::read_to_string(file).expect("read sql"))
+            .unwrap_or_else(|e| panic!("apply {}: {}", file.display(), error_text(&e)));
+        tx.commit().expect("commit");
+    };
+    let pg = Cluster::start();
+    pg.client("postgres", "postgres")
+        .batch_execute("CREATE DATABASE v1")
+        .expect("create database");
+    let mut su = pg.client("v1", "postgres");
+    apply(&mut su, &files[0]);
+    let generation = enroll(&mut su, "alice");
+    let bob = enroll(&mut su, "bob");
+    su.batch_execute("CREATE ROLE host1 LOGIN IN ROLE twofactor_host")
+        .expect("host role");
+    pg.set_password("host1", "pw-host1");
+    set_policy(&mut su, r#"{"require_sync_standby": false}"#);
+
+    const LOGIN_FUNCTIONS: [&str; 7] = [
+        "_clock",
+        "_valid_host",
+        "_store",
+        "begin_login",
+        "attempt",
+        "record_delivery",
+        "enroll_first",
+    ];
+    let described = |db: &mut postgres::Client| -> Vec<(String, String, bool, String, String)> {
+        db.query(
+            "SELECT p.proname::text, l.lanname::text, p.prosecdef, pg_get_userbyid(p.proowner)::text, \
+                    array_to_string(p.proconfig, ',') \
+               FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang \
+              WHERE p.pronamespace = 'twofactor'::regnamespace AND p.proname = ANY($1) \
+              ORDER BY 1",
+            &[&LOGIN_FUNCTIONS.as_slice()],
+        )
+        .expect("pg_proc")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+    };
+    let version = |db: &mut postgres::Client| -> i32 {
+        db.query_one("SELECT max(version) FROM twofactor.schema_version", &[])
+            .expect("schema_version")
+            .get(0)
+    };
+    assert_eq!(version(&mut su), 1);
+    let before = described(&mut su);
+    assert_eq!(before.len(), LOGIN_FUNCTIONS.len(), "{before:?}");
+    assert!(before.iter().all(|f| f.1 == "sql"), "{before:?}");
+
+    let attempt = |host: &mut postgres::Client, code: &str| -> String {
+        host.query_one(
+            "SELECT verdict FROM twofactor.attempt('alice', $1, $2, NULL, false, NULL, NULL, NULL)",
+            &[&generation, &code],
+        )
+        .unwrap_or_else(|e| panic!("attempt: {}", error_text(&e)))
+        .get(0)
+    };
+    let mut host = pg.client("v1", "host1");
+    let now = settle_in_step(&mut su);
+    let code = oathtool_code(SECRET_A_B32, "SHA1", 6, 30, &format!("@{now}"));
+    assert_eq!(attempt(&mut host, &code), "allow_totp");
+    drop(host);
+
+    apply(&mut su, &files[1]);
+    assert_eq!(version(&mut su), 2);
+    let after = described(&mut su);
+    assert_eq!(after.len(), before.len());
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.1, "plpgsql", "{a:?}");
+        assert_eq!((&b.0, b.2, &b.3, &b.4), (&a.0, a.2, &a.3, &a.4), "kept");
+    }
+
+    let mut host = pg.client("v1", "host1");
+    let begin = host
+        .query_one(
+            "SELECT enrolled, generation FROM twofactor.begin_login('alice', NULL)",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("begin_login: {}", error_text(&e)));
+    assert!(begin.get::<_, bool>(0));
+    assert_eq!(begin.get::<_, i64>(1), generation);
+    assert_eq!(
+        attempt(&mut host, &code),
+        "replayed",
+        "the step used before the upgrade"
+    );
+    for sql in [
+        "SELECT twofactor._clock()",
+        "SELECT twofactor._valid_host('h')",
+        "SELECT twofactor._store(u) FROM twofactor.users u",
+    ] {
+        assert_denied(&mut host, sql);
+    }
+    // bob, enrolled before the upgrade, logs in after it with the same step.
+    let verdict: String = host
+        .query_one(
+            "SELECT verdict FROM twofactor.attempt('bob', $1, $2, NULL, false, NULL, NULL, NULL)",
+            &[&bob, &code],
+        )
+        .unwrap_or_else(|e| panic!("attempt: {}", error_text(&e)))
+        .get(0);
+    assert_eq!(verdict, "allow_totp");
+    let rows = su
+        .query(
+            "SELECT u.name::text, u.failures, d.last_accepted_step FROM twofactor.users u \
+               JOIN twofactor.devices d ON d.user_name = u.name ORDER BY 1",
+            &[],
+        )
+        .expect("state");
+    let state: Vec<(String, i32, Option<i64>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let step = i64::try_from(now / 30).unwrap();
+    assert_eq!(
+        state,
+        [
+            ("alice".to_string(), 1, Some(step)),
+            ("bob".to_string(), 0, Some(step))
+        ],
+        "the replay counted as alice's failure"
+    );
 }

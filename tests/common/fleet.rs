@@ -251,13 +251,13 @@ pub fn state(ha: &PgHa, db: &str, user: &str) -> State {
 }
 
 /// `twofactor fleet init` run by the DBA's sandbox `dba` on the HA cluster
-/// (its `[fleet]` naming database `db`): schema version 1,
+/// (its `[fleet]` naming database `db`): schema version 2,
 /// `require_sync_standby` left on (the default), `fleet status` seeing
 /// `standbys` synchronous standbys; then the admin role `tf_admin` (a
 /// member of `twofactor_admin`, logging in by certificate).
 pub fn init_on_ha(ha: &PgHa, dba: &Sandbox, db: &str, standbys: usize) {
     let init = super::cli(dba, &["fleet", "init", "--json"]).expect(0);
-    assert_eq!(init.json()["schema_version"], 1, "{}", init.stdout);
+    assert_eq!(init.json()["schema_version"], 2, "{}", init.stdout);
     let require: bool = ha
         .superuser(db)
         .query_one("SELECT require_sync_standby FROM twofactor.policy", &[])

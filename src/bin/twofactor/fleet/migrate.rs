@@ -13,11 +13,18 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first (a new file goes at the end).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "001_init.sql",
-    sql: include_str!("../../../../sql/001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "001_init.sql",
+        sql: include_str!("../../../../sql/001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "002_login_calls_plpgsql.sql",
+        sql: include_str!("../../../../sql/002_login_calls_plpgsql.sql"),
+    },
+];
 
 /// The schema version this binary's newest migration leaves.
 pub fn newest() -> i32 {

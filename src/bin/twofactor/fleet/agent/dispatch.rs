@@ -572,7 +572,11 @@ pub mod tests {
         assert_eq!(connects.load(Ordering::SeqCst), 4);
         assert_eq!(dispatcher.idle(), 4, "all four kept while in use");
         burst();
-        assert_eq!(connects.load(Ordering::SeqCst), 4, "the second burst reconnected");
+        assert_eq!(
+            connects.load(Ordering::SeqCst),
+            4,
+            "the second burst reconnected"
+        );
         std::thread::sleep(Duration::from_millis(500));
         dispatcher.dispatch(begin(), Instant::now() + Duration::from_secs(5));
         wait_for("the worker to end", || dispatcher.workers() == 0);
