@@ -580,6 +580,35 @@ fn with_two_standbys_one_may_fail() {
     assert_eq!(f.state("daemon").backup_used, 2);
 }
 
+/// `twofactor ARGS` as `sb`'s config says, and how long it took; fails the
+/// test (after killing it) if it runs longer than `limit`.
+fn cli_within(sb: &Sandbox, args: &[&str], limit: Duration) -> (std::process::Output, Duration) {
+    let mut cmd = std::process::Command::new(cli_path());
+    cmd.arg("--config").arg(sb.config_path()).args(args);
+    clean_env(&mut cmd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("run twofactor");
+    while child.try_wait().expect("wait for twofactor").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reap twofactor");
+            panic!(
+                "twofactor {args:?} still running after {limit:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    (
+        child.wait_with_output().expect("read twofactor's output"),
+        took,
+    )
+}
+
 /// A failover whose old primary hangs instead of dying (SIGSTOP to all
 /// its processes: its kernel still accepts connections and nothing
 /// answers — a hung postmaster, or a proxy whose backend is gone). The
@@ -603,6 +632,23 @@ fn a_hung_old_primary_is_skipped_after_a_failover() {
     let hung = f.ha.freeze_primary();
     f.ha.promote_standby("standby1");
     f.ha.add_standby("standby1");
+    // An admin command names the hung server first, like the agents: it is
+    // answered from the promoted one within deadline_seconds, not held by
+    // the hung one's TLS handshake forever.
+    let (status, took) = cli_within(
+        &f.admin,
+        &["fleet", "status", "--json"],
+        Duration::from_secs(DEADLINE + 10),
+    );
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "fleet status --json: {e}\n{stdout}\n{}",
+            String::from_utf8_lossy(&status.stderr)
+        )
+    });
+    assert_eq!(json["schema_version"], 2, "{json}");
+    assert!(took < Duration::from_secs(DEADLINE + 2), "{took:?}");
     let started = Instant::now();
     let mut next = backup.iter();
     for (h, host) in f.hosts.iter().enumerate() {

@@ -6,6 +6,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
@@ -31,6 +32,9 @@ pub enum DbError {
     Tls(String),
     /// The database could not be reached, or refused the credentials.
     Connect(postgres::Error),
+    /// No server of `[fleet] database` gave a connection in time: why, for
+    /// each one in order.
+    NoServer(Vec<String>),
 }
 
 impl fmt::Display for DbError {
@@ -44,15 +48,25 @@ impl fmt::Display for DbError {
             DbError::Tls(e) => write!(f, "[fleet] TLS set-up: {e}"),
             // postgres::Error's own text is only "db error" for the
             // server's refusals: show the server's message.
-            DbError::Connect(e) => match e.as_db_error() {
-                Some(db) => write!(f, "cannot connect to the fleet database: {}", db.message()),
-                None => write!(f, "cannot connect to the fleet database: {e}"),
-            },
+            DbError::Connect(e) => {
+                write!(f, "cannot connect to the fleet database: {}", reason(e))
+            }
+            DbError::NoServer(each) => {
+                write!(f, "cannot connect to the fleet database: {}", each.join("; "))
+            }
         }
     }
 }
 
 impl std::error::Error for DbError {}
+
+/// The server's message for its refusals, the client's text otherwise.
+fn reason(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
 
 /// The client configuration from `fleet`, with `timeout` for connecting.
 pub fn config(fleet: &Fleet, timeout: Duration) -> Result<Config, DbError> {
@@ -153,10 +167,46 @@ pub fn per_server(config: &Config) -> Vec<Config> {
 
 /// Connects as `fleet` says, TLS unless `sslmode=disable` (with TLS the
 /// server's certificate and name are always verified, against
-/// `sslrootcert` or the system's CAs).
-#[allow(dead_code)] // for the fleet commands; the agent uses connect_with
+/// `sslrootcert` or the system's CAs). For the one-shot admin commands:
+/// each server of `[fleet] database` is tried in order for at most its
+/// share of `timeout` in all, TLS and start-up included (see
+/// [`per_server`]), so an admin is answered within `timeout` even when a
+/// server accepts connections and never answers — a failover is when
+/// admins run these commands. An attempt past its share is left to the
+/// end of the process; the agent, which lives on, keeps count of its own
+/// (`agent::sql::PgConnector`).
 pub fn connect(fleet: &Fleet, timeout: Duration) -> Result<Client, DbError> {
-    connect_with(fleet, &config(fleet, timeout)?)
+    let config = config(fleet, timeout)?;
+    let servers = per_server(&config);
+    let count = servers.len();
+    let share = timeout / u32::try_from(count).unwrap_or(u32::MAX);
+    let mut errors = Vec::new();
+    for (i, mut server) in servers.into_iter().enumerate() {
+        server.connect_timeout(share);
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let fleet = fleet.clone();
+        std::thread::Builder::new()
+            .name("connect".into())
+            .spawn(move || {
+                let _ = sender.send(connect_with(&fleet, &server));
+            })
+            .map_err(|e| DbError::NoServer(vec![format!("cannot start a thread: {e}")]))?;
+        match receiver.recv_timeout(share) {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(DbError::Connect(e))) if count == 1 => return Err(DbError::Connect(e)),
+            Ok(Err(DbError::Connect(e))) => {
+                errors.push(format!("server {}: {}", i + 1, reason(&e)))
+            }
+            // TLS files or the password file: the same for every server.
+            Ok(Err(other)) => return Err(other),
+            Err(_) => errors.push(format!(
+                "server {} did not complete a connection within {:.1} s",
+                i + 1,
+                share.as_secs_f64()
+            )),
+        }
+    }
+    Err(DbError::NoServer(errors))
 }
 
 /// Connects with `config` (from [`config`], with the caller's additions
