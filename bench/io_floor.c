@@ -12,6 +12,11 @@
  * With -D the directory is not fsynced: google-authenticator's and
  * pam_oath's update (write, fsync, rename).
  *
+ * With -X, ours (TrustedDir::replace_via_spare): instead of a new temp
+ * file, a spare made once before timing is written over (O_WRONLY, no
+ * O_TRUNC; ftruncate to the length), fsynced, swapped with the state file
+ * by renameat2(RENAME_EXCHANGE), and the directory is fsynced.
+ *
  * The state file (-f NAME in -d DIR) is created from -s SRC first; it is the
  * program's own file, never a module's. Times come from the raw
  * clock_gettime syscall (libfaketime cannot touch them).
@@ -28,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -61,7 +67,7 @@ static void write_all(int fd, const char *buf, size_t len, const char *what)
 }
 
 /* One durable update; the bytes read are written back. */
-static void update(const char *dir, const char *name, const char *tmp, int dir_fsync)
+static void update(const char *dir, const char *name, const char *tmp, int dir_fsync, int spare)
 {
     char buf[65536];
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -77,14 +83,20 @@ static void update(const char *dir, const char *name, const char *tmp, int dir_f
     if (n < 0)
         die("read", name);
     close(fd);
-    int tfd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (spare ? 0 : O_EXCL);
+    int tfd = openat(dfd, tmp, flags, 0600);
     if (tfd < 0)
         die("create", tmp);
     write_all(tfd, buf, (size_t)n, tmp);
+    if (spare && ftruncate(tfd, n) != 0)
+        die("ftruncate", tmp);
     if (fsync(tfd) != 0)
         die("fsync", tmp);
     close(tfd);
-    if (renameat(dfd, tmp, dfd, name) != 0)
+    if (spare) {
+        if (syscall(SYS_renameat2, dfd, tmp, dfd, name, RENAME_EXCHANGE) != 0)
+            die("renameat2", tmp);
+    } else if (renameat(dfd, tmp, dfd, name) != 0)
         die("rename", tmp);
     if (dir_fsync && fsync(dfd) != 0)
         die("fsync", dir);
@@ -100,8 +112,8 @@ static int cmp_u64(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     const char *dir = NULL, *name = "io_floor.state", *src = NULL, *raw = NULL;
-    int iters = 100, warmup = 5, dir_fsync = 1, opt;
-    while ((opt = getopt(argc, argv, "d:f:s:n:w:o:D")) != -1) {
+    int iters = 100, warmup = 5, dir_fsync = 1, spare = 0, opt;
+    while ((opt = getopt(argc, argv, "d:f:s:n:w:o:DX")) != -1) {
         switch (opt) {
         case 'd': dir = optarg; break;
         case 'f': name = optarg; break;
@@ -110,10 +122,12 @@ int main(int argc, char **argv)
         case 'w': warmup = atoi(optarg); break;
         case 'o': raw = optarg; break;
         case 'D': dir_fsync = 0; break;
+        case 'X': spare = 1; break;
         default:
             fprintf(stderr, "usage: io_floor -d DIR -s SRC [-f NAME] [-n ITER] [-w WARMUP]"
-                            " [-o FILE] [-D]\n"
-                            "  -D  no fsync of the directory (google-authenticator's update)\n");
+                            " [-o FILE] [-D] [-X]\n"
+                            "  -D  no fsync of the directory (google-authenticator's update)\n"
+                            "  -X  write over a spare and swap it in (ours)\n");
             return 3;
         }
     }
@@ -139,11 +153,22 @@ int main(int argc, char **argv)
     if (fsync(out) != 0)
         die("fsync", path);
     close(out);
+    if (spare) {
+        char spare_path[4096];
+        snprintf(spare_path, sizeof spare_path, "%s/%s", dir, tmp);
+        out = open(spare_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (out < 0)
+            die("create", spare_path);
+        write_all(out, buf, (size_t)n, spare_path);
+        if (fsync(out) != 0)
+            die("fsync", spare_path);
+        close(out);
+    }
 
     uint64_t *v = calloc((size_t)iters, sizeof *v);
     for (int i = 0; i < warmup + iters; i++) {
         uint64_t t0 = now_ns();
-        update(dir, name, tmp, dir_fsync);
+        update(dir, name, tmp, dir_fsync, spare);
         uint64_t t1 = now_ns();
         if (i >= warmup)
             v[i - warmup] = t1 - t0;
@@ -158,8 +183,13 @@ int main(int argc, char **argv)
     }
     qsort(v, (size_t)iters, sizeof *v, cmp_u64);
     double median = iters % 2 ? v[iters / 2] / 1000.0 : (v[iters / 2 - 1] + v[iters / 2]) / 2000.0;
-    printf("mode=floor iters=%d dir_fsync=%d median_us=%.1f p95_us=%.1f\n", iters, dir_fsync,
-           median, v[(int)(0.95 * (iters - 1) + 0.5)] / 1000.0);
+    printf("mode=floor iters=%d dir_fsync=%d spare=%d median_us=%.1f p95_us=%.1f\n", iters, dir_fsync,
+           spare, median, v[(int)(0.95 * (iters - 1) + 0.5)] / 1000.0);
     unlink(path);
+    if (spare) {
+        char spare_path[4096];
+        snprintf(spare_path, sizeof spare_path, "%s/%s", dir, tmp);
+        unlink(spare_path);
+    }
     return 0;
 }

@@ -437,7 +437,7 @@ measure_size() { # N
 
 # Wall and CPU time and page faults of in-process logins, and the I/O floor.
 # T_ROUNDS rounds; in each, every (module, size, outcome) case runs T_PER
-# logins and io_floor T_PER updates (with and without the directory fsync),
+# logins and io_floor T_PER updates (ours, with -X; and GA's pattern, -D),
 # modules in rotated order. Raw samples go to $RUN/t/CASE.ROUND.
 measure_times() {
   local rep N F U m o ans exp k item
@@ -449,8 +449,8 @@ measure_times() {
     while read -r item; do
       if [[ $item == floor ]]; then
         F=$RUN/n${SIZES[0]}
-        "$IO_FLOOR" -d "$F/ours" -s "$F/pristine/ours.state" -n "$T_PER" -w "$T_WARM" -o "$RUN/t/floor.dir.$rep" >/dev/null ||
-          fail "io_floor"
+        "$IO_FLOOR" -d "$F/ours" -s "$F/pristine/ours.state" -n "$T_PER" -w "$T_WARM" -X -o "$RUN/t/floor.dir.$rep" >/dev/null ||
+          fail "io_floor -X"
         "$IO_FLOOR" -d "$F/ours" -s "$F/pristine/ours.state" -n "$T_PER" -w "$T_WARM" -D -o "$RUN/t/floor.nodir.$rep" >/dev/null ||
           fail "io_floor -D"
         continue
@@ -902,7 +902,7 @@ write_report() {
       if [[ $N != "$Nlo" ]]; then
         echo "Milliseconds, in-process, as above."
       else
-        echo "Milliseconds. In-process: pam_bench.c through the real libpam (\`pam_start_confdir\`). Per process: \`pamtester\` started by pam_bench -X, fork to exit. The I/O floor row is bench/io_floor.c in our state directory, in the same rounds: the durable update alone, for each module's pattern (ours: temp file, fsync, rename, fsync of the directory; GA and pam_oath: no directory fsync)."
+        echo "Milliseconds. In-process: pam_bench.c through the real libpam (\`pam_start_confdir\`). Per process: \`pamtester\` started by pam_bench -X, fork to exit. The I/O floor row is bench/io_floor.c in our state directory, in the same rounds: the durable update alone, for each module's pattern (ours: the state's spare written over, fsync, the two names swapped with renameat2(RENAME_EXCHANGE), fsync of the directory; GA and pam_oath: a new temp file, fsync, rename, no directory fsync)."
       fi
       echo
       echo "| figure | ours | GA | oath | ours/GA | ours/oath |"

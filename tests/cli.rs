@@ -750,6 +750,44 @@ fn disable_removes_the_enrollment_and_login_is_then_denied() {
     cli(&sb, &["disable", USER]).expect(5);
 }
 
+/// From its second write on, the state keeps a spare (`.daemon.state.spare`,
+/// 0600, the version before): `check` accepts it when it is as safe as the
+/// state, names it when it is not, and `disable` removes it with the rest.
+#[test]
+fn the_state_spare_is_checked_and_removed_with_the_enrollment() {
+    let (sb, _) = enrolled("spare", "");
+    assert_eq!(
+        entries(&sb),
+        ["daemon.lock", "daemon.secret", "daemon.state"],
+        "the first write renames its spare into place"
+    );
+    let enrolled_state = fs::read_to_string(file(&sb, "daemon.state")).unwrap();
+    let out = login(&sb, &oathtool_code(SECRET, "SHA1", 6, 30, T0), T0);
+    assert!(out.succeeded(), "{out}");
+    assert_eq!(
+        entries(&sb),
+        [
+            ".daemon.state.spare",
+            "daemon.lock",
+            "daemon.secret",
+            "daemon.state"
+        ]
+    );
+    let spare = file(&sb, ".daemon.state.spare");
+    assert_eq!(mode(&spare), 0o600);
+    assert_eq!(fs::read_to_string(&spare).unwrap(), enrolled_state);
+    let logged_in = fs::read_to_string(file(&sb, "daemon.state")).unwrap();
+    assert_ne!(logged_in, enrolled_state);
+    cli(&sb, &["check"]).expect(0);
+
+    fs::set_permissions(&spare, fs::Permissions::from_mode(0o644)).unwrap();
+    let v = cli(&sb, &["check", "--json"]).expect(1).json();
+    assert_problems(&v, &[(&spare, "the spare of daemon's state")]);
+
+    cli(&sb, &["disable", USER]).expect(0);
+    assert_eq!(entries(&sb), ["daemon.lock"]);
+}
+
 /// `check` on a freshly enrolled sandbox exits 0 and says OK; `--json` says
 /// `{"ok":true,"problems":[]}`.
 #[test]

@@ -321,11 +321,13 @@ fn assert_clean_run(sb: &Sandbox, run: &Run, iterations: u32, cycles: u32) {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    // Temp files start with a dot; so do the argon2 slot locks, which stay.
+    // Temp files start with a dot; so do the argon2 slot locks and the
+    // state's spare, which stay.
+    let spares = [USER, STRICT_USER].map(|user| format!(".{user}.state.spare"));
     assert!(
-        names
-            .iter()
-            .all(|n| !n.starts_with('.') || pam_twofactor::login::is_kdf_slot(n)),
+        names.iter().all(|n| !n.starts_with('.')
+            || pam_twofactor::login::is_kdf_slot(n)
+            || spares.contains(n)),
         "temp files left: {names:?}"
     );
     let state = sb.state_dir().join(format!("{USER}.state"));

@@ -180,6 +180,18 @@ impl Admin {
             if crate::login::is_kdf_slot(&name) {
                 continue;
             }
+            // A state's spare (`.<user>.state.spare`): never read, but it
+            // must be as safe as the state it once was.
+            if let Some(stem) = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".state.spare"))
+                .filter(|stem| Username::parse(stem).is_ok())
+            {
+                if let Err(e) = dir.read(&name, Access::Private, MAX_RECORD_BYTES) {
+                    report(format!("{e} (the spare of {stem}'s state)"));
+                }
+                continue;
+            }
             let (stem, kind) = match name.rsplit_once('.') {
                 Some((stem, kind @ ("secret" | "state" | "lock"))) => (stem, kind),
                 _ => {

@@ -128,13 +128,16 @@ impl<'a> UserFiles<'a> {
         }
     }
 
-    /// Replaces the state atomically and durably (the caller holds the lock).
+    /// Replaces the state atomically and durably (the caller holds the
+    /// lock), through its spare: a login writes the state every time.
     pub fn write_state(&self, state: &State) -> Result<(), FilesError> {
         let name = self.user.state_file();
         let text = state
             .to_toml()
             .map_err(|error| self.record_error(&name, error))?;
-        Ok(self.dir.replace(&name, text.as_bytes())?)
+        Ok(self
+            .dir
+            .replace_via_spare(&name, &self.user.state_spare_file(), text.as_bytes())?)
     }
 
     /// Replaces the secret record atomically and durably (the caller holds
@@ -152,6 +155,7 @@ impl<'a> UserFiles<'a> {
     pub fn remove(&self) -> Result<(), FilesError> {
         self.dir.remove(&self.user.secret_file())?;
         self.dir.remove(&self.user.state_file())?;
+        self.dir.remove(&self.user.state_spare_file())?;
         Ok(())
     }
 

@@ -75,6 +75,13 @@ impl Username {
         format!("{}.state", self.0)
     }
 
+    /// The state's previous version, written over with the next one and
+    /// swapped in (`TrustedDir::replace_via_spare`); never read. A leading
+    /// dot: no user name starts with one.
+    pub fn state_spare_file(&self) -> String {
+        format!(".{}.state.spare", self.0)
+    }
+
     /// The per-user lock file, never unlinked.
     pub fn lock_file(&self) -> String {
         format!("{}.lock", self.0)

@@ -49,6 +49,7 @@ mod tests {
     use std::path::Path;
 
     const OLD: &[u8] = b"version = 1\nfailures = 1\n";
+    const SPARE: &str = ".u.state.spare";
     const NEW: &[u8] = b"version = 1\nfailures = 2\nrate_window_attempts = 7\n";
 
     /// An I/O error at any step of a replace leaves the old file (or, once
@@ -92,8 +93,13 @@ mod tests {
             .find(|s| format!("{s:?}") == step)
             .unwrap();
         let dir = TrustedDir::open(Path::new(&dir), Dir::Private).unwrap();
+        let spare = std::env::var("TF_CRASH_SPARE").is_ok();
         inject(step, Fault::Abort);
-        let _ = dir.replace("u.state", NEW);
+        let _ = if spare {
+            dir.replace_via_spare("u.state", SPARE, NEW)
+        } else {
+            dir.replace("u.state", NEW)
+        };
         panic!("did not crash at {step:?}");
     }
 
@@ -128,6 +134,70 @@ mod tests {
             // A crash may leave a temp file (reported by `twofactor check`);
             // a later write skips its name.
             dir.replace("u.state", NEW).unwrap();
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+
+    /// `replace_via_spare`: an I/O error at any step leaves the state
+    /// whole — the old one until the names are swapped, the new one after —
+    /// and reports the error; the spare is never read.
+    #[test]
+    fn spare_io_error_at_every_step_keeps_a_whole_file() {
+        for step in Step::ALL {
+            let path = scratch(&format!("spare-fail-{step:?}"));
+            let dir = TrustedDir::open(&path, Dir::Private).unwrap();
+            dir.replace_via_spare("u.state", SPARE, b"first").unwrap();
+            dir.replace_via_spare("u.state", SPARE, OLD).unwrap();
+            inject(step, Fault::Fail);
+            let result = dir.replace_via_spare("u.state", SPARE, NEW);
+            clear();
+            assert!(result.is_err(), "{step:?}");
+            let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
+            let want = if step == Step::FsyncDir { NEW } else { OLD };
+            assert_eq!(now.as_slice(), want, "{step:?}");
+            assert_eq!(
+                dir.entries().unwrap(),
+                vec![SPARE.to_string(), "u.state".to_string()],
+                "{step:?}"
+            );
+            // The next write goes through.
+            dir.replace_via_spare("u.state", SPARE, NEW).unwrap();
+            let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
+            assert_eq!(now.as_slice(), NEW, "{step:?}");
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+
+    /// `replace_via_spare`: a crash (abort) at any step leaves the old or
+    /// the new state, never a torn one, and the next write works.
+    #[test]
+    fn spare_crash_at_every_step_leaves_old_or_new_file() {
+        for step in Step::ALL {
+            let path = scratch(&format!("spare-crash-{step:?}"));
+            let dir = TrustedDir::open(&path, Dir::Private).unwrap();
+            dir.replace_via_spare("u.state", SPARE, b"first").unwrap();
+            dir.replace_via_spare("u.state", SPARE, OLD).unwrap();
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "store::faults::tests::crash_child",
+                    "--test-threads=1",
+                ])
+                .env("TF_CRASH_DIR", &path)
+                .env("TF_CRASH_STEP", format!("{step:?}"))
+                .env("TF_CRASH_SPARE", "1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert_eq!(status.signal(), Some(libc::SIGABRT), "{step:?}: {status}");
+            let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
+            let want = if step == Step::FsyncDir { NEW } else { OLD };
+            assert_eq!(now.as_slice(), want, "{step:?}");
+            dir.replace_via_spare("u.state", SPARE, b"after").unwrap();
+            let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
+            assert_eq!(now.as_slice(), b"after", "{step:?}");
             std::fs::remove_dir_all(path).unwrap();
         }
     }

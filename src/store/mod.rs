@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::fcntl::{Flock, FlockArg, OFlag, openat, renameat};
+use nix::fcntl::{Flock, FlockArg, OFlag, RenameFlags, openat, renameat, renameat2};
 use nix::sys::stat::{Mode, fstatat};
 use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
 use zeroize::Zeroizing;
@@ -408,6 +408,72 @@ impl<'p> TrustedDir<'p> {
             .map_err(|e| io_err(self.path, "fsync", e))
     }
 
+    /// Replaces `name` with `contents` as durably and atomically as
+    /// [`replace`](Self::replace), without making or freeing a file:
+    /// `contents` is written over `spare` (created 0600 the first time; it
+    /// holds the version before last, which nothing reads), the spare is
+    /// fsynced, the two names are swapped with `renameat2(RENAME_EXCHANGE)`
+    /// and the directory is fsynced. A crash leaves `name` whole, old or
+    /// new, as with `replace`. On ext4 this update costs a fraction of
+    /// `replace`'s: a new inode, its allocation and the old one's release
+    /// were most of a login's I/O (bench/results.md). Where the file
+    /// system cannot swap names (EINVAL), and for the first version of
+    /// `name`, the spare is renamed over it instead.
+    pub fn replace_via_spare(
+        &self,
+        name: &str,
+        spare: &str,
+        contents: &[u8],
+    ) -> Result<(), StoreError> {
+        let spare_path = || self.child(spare);
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = checkpoint(Step::CreateTemp)
+            .and_then(|()| openat(&self.fd, spare, flags, Mode::from_bits_truncate(0o600)))
+            .map_err(|e| match e {
+                Errno::ELOOP => insecure(&spare_path(), "is a symbolic link".into()),
+                other => io_err(&spare_path(), "open", other),
+            })?;
+        let mut file = File::from(fd);
+        // Like every file here: ours, a regular file with one link.
+        check_file(
+            spare_path,
+            &fd_metadata(&file, spare_path)?,
+            Access::Private,
+        )?;
+        let half = if cfg!(any(test, fuzzing)) {
+            contents.len() / 2
+        } else {
+            contents.len()
+        };
+        file.write_all(&contents[..half])
+            .map_err(|e| io_err(&spare_path(), "write", errno_of(&e)))?;
+        checkpoint(Step::Write).map_err(|e| io_err(&spare_path(), "write", e))?;
+        file.write_all(&contents[half..])
+            .and_then(|()| file.set_len(contents.len() as u64))
+            .map_err(|e| io_err(&spare_path(), "write", errno_of(&e)))?;
+        checkpoint(Step::FsyncFile)
+            .and_then(|()| fsync(&file))
+            .map_err(|e| io_err(&spare_path(), "fsync", e))?;
+        drop(file);
+        checkpoint(Step::Rename)
+            .and_then(|()| {
+                match renameat2(
+                    &self.fd,
+                    spare,
+                    &self.fd,
+                    name,
+                    RenameFlags::RENAME_EXCHANGE,
+                ) {
+                    Err(Errno::ENOENT | Errno::EINVAL) => renameat(&self.fd, spare, &self.fd, name),
+                    done => done,
+                }
+            })
+            .map_err(|e| io_err(&self.child(name), "rename", e))?;
+        checkpoint(Step::FsyncDir)
+            .and_then(|()| fsync(&self.fd))
+            .map_err(|e| io_err(self.path, "fsync", e))
+    }
+
     /// Removes `name` (missing is fine) and makes the removal durable.
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
         match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
@@ -616,6 +682,79 @@ mod tests {
             dir.read("nobody.state", Access::Private, 10)
                 .unwrap()
                 .is_none()
+        );
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    /// `replace_via_spare` makes the spare once, then only swaps names: the
+    /// state and its spare keep their two inodes, the spare holds the
+    /// version before, and a shorter version leaves no tail of the longer.
+    #[test]
+    fn replace_via_spare_swaps_two_files() {
+        use std::os::unix::fs::MetadataExt;
+        let path = scratch("spare-swap");
+        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
+        let read = |name: &str| {
+            dir.read(name, Access::Private, 100)
+                .unwrap()
+                .map(|b| b.to_vec())
+        };
+        let inode = |name: &str| std::fs::metadata(path.join(name)).unwrap().ino();
+        dir.replace_via_spare("u.state", ".u.state.spare", b"first version")
+            .unwrap();
+        assert_eq!(read("u.state"), Some(b"first version".to_vec()));
+        assert_eq!(read(".u.state.spare"), None, "renamed into place");
+        dir.replace_via_spare("u.state", ".u.state.spare", b"second, longer version")
+            .unwrap();
+        assert_eq!(read(".u.state.spare"), Some(b"first version".to_vec()));
+        let mut inodes = vec![inode("u.state"), inode(".u.state.spare")];
+        inodes.sort_unstable();
+        dir.replace_via_spare("u.state", ".u.state.spare", b"third")
+            .unwrap();
+        assert_eq!(read("u.state"), Some(b"third".to_vec()));
+        assert_eq!(
+            read(".u.state.spare"),
+            Some(b"second, longer version".to_vec())
+        );
+        let mut now = vec![inode("u.state"), inode(".u.state.spare")];
+        now.sort_unstable();
+        assert_eq!(now, inodes, "no file made or freed");
+        for name in ["u.state", ".u.state.spare"] {
+            let mode = std::fs::metadata(path.join(name)).unwrap().mode() & 0o7777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    /// A spare that is a symbolic link, or readable by others, is refused
+    /// and the state stays as it was.
+    #[test]
+    fn an_unsafe_spare_is_refused() {
+        let path = scratch("spare-unsafe");
+        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
+        dir.replace_via_spare("u.state", ".u.state.spare", b"kept")
+            .unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", path.join(".u.state.spare")).unwrap();
+        let e = dir
+            .replace_via_spare("u.state", ".u.state.spare", b"new")
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Insecure { .. }), "{e}");
+        std::fs::remove_file(path.join(".u.state.spare")).unwrap();
+        std::fs::write(path.join(".u.state.spare"), b"x").unwrap();
+        std::fs::set_permissions(
+            path.join(".u.state.spare"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        let e = dir
+            .replace_via_spare("u.state", ".u.state.spare", b"new")
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Insecure { .. }), "{e}");
+        assert_eq!(
+            dir.read("u.state", Access::Private, 100)
+                .unwrap()
+                .map(|b| b.to_vec()),
+            Some(b"kept".to_vec())
         );
         std::fs::remove_dir_all(path).unwrap();
     }
