@@ -687,6 +687,7 @@ fn assert_no_stray_files(dir: &Path, context: &str) {
             [".secret", ".state", ".lock"]
                 .iter()
                 .any(|x| name == format!("{u}{x}"))
+                || name == format!(".{u}.state.spare")
         });
         assert!(
             ours,

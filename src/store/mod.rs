@@ -426,7 +426,13 @@ impl<'p> TrustedDir<'p> {
         contents: &[u8],
     ) -> Result<(), StoreError> {
         let spare_path = || self.child(spare);
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        // O_NONBLOCK as for every open here: a FIFO in its place must not
+        // hang the login (it is then refused as not a regular file).
+        let flags = OFlag::O_WRONLY
+            | OFlag::O_CREAT
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC;
         let fd = checkpoint(Step::CreateTemp)
             .and_then(|()| openat(&self.fd, spare, flags, Mode::from_bits_truncate(0o600)))
             .map_err(|e| match e {
@@ -464,7 +470,9 @@ impl<'p> TrustedDir<'p> {
                     name,
                     RenameFlags::RENAME_EXCHANGE,
                 ) {
-                    Err(Errno::ENOENT | Errno::EINVAL) => renameat(&self.fd, spare, &self.fd, name),
+                    Err(Errno::ENOENT | Errno::EINVAL | Errno::ENOSYS) => {
+                        renameat(&self.fd, spare, &self.fd, name)
+                    }
                     done => done,
                 }
             })
