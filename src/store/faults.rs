@@ -103,6 +103,28 @@ mod tests {
         panic!("did not crash at {step:?}");
     }
 
+    /// Runs `crash_child` on `path`: a write (`replace`, or with `spare`
+    /// `replace_via_spare`) that aborts the process at `step`.
+    fn crash_at(path: &Path, step: Step, spare: bool) {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--ignored",
+                "--exact",
+                "store::faults::tests::crash_child",
+                "--test-threads=1",
+            ])
+            .env("TF_CRASH_DIR", path)
+            .env("TF_CRASH_STEP", format!("{step:?}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if spare {
+            child.env("TF_CRASH_SPARE", "1");
+        }
+        let status = child.status().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGABRT), "{step:?}: {status}");
+    }
+
     /// A crash (abort) at any step leaves the old or the new file, never a
     /// torn one: before the rename the old, after it the new.
     #[test]
@@ -113,20 +135,7 @@ mod tests {
                 .unwrap()
                 .replace("u.state", OLD)
                 .unwrap();
-            let status = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--ignored",
-                    "--exact",
-                    "store::faults::tests::crash_child",
-                    "--test-threads=1",
-                ])
-                .env("TF_CRASH_DIR", &path)
-                .env("TF_CRASH_STEP", format!("{step:?}"))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap();
-            assert_eq!(status.signal(), Some(libc::SIGABRT), "{step:?}: {status}");
+            crash_at(&path, step, false);
             let dir = TrustedDir::open(&path, Dir::Private).unwrap();
             let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
             let want = if step == Step::FsyncDir { NEW } else { OLD };
@@ -138,66 +147,39 @@ mod tests {
         }
     }
 
-    /// `replace_via_spare`: an I/O error at any step leaves the state
-    /// whole — the old one until the names are swapped, the new one after —
-    /// and reports the error; the spare is never read.
+    /// `replace_via_spare`: an I/O error or a crash (abort) at any step
+    /// leaves the state whole — the old one until the names are swapped,
+    /// the new one after — and the next write goes through; the spare is
+    /// never read.
     #[test]
-    fn spare_io_error_at_every_step_keeps_a_whole_file() {
-        for step in Step::ALL {
-            let path = scratch(&format!("spare-fail-{step:?}"));
+    fn spare_fault_at_every_step_keeps_a_whole_file() {
+        for (step, fault) in Step::ALL
+            .into_iter()
+            .flat_map(|s| [(s, Fault::Fail), (s, Fault::Abort)])
+        {
+            let path = scratch(&format!("spare-{fault:?}-{step:?}"));
             let dir = TrustedDir::open(&path, Dir::Private).unwrap();
             dir.replace_via_spare("u.state", SPARE, b"first").unwrap();
             dir.replace_via_spare("u.state", SPARE, OLD).unwrap();
-            inject(step, Fault::Fail);
-            let result = dir.replace_via_spare("u.state", SPARE, NEW);
-            clear();
-            assert!(result.is_err(), "{step:?}");
+            if fault == Fault::Abort {
+                crash_at(&path, step, true);
+            } else {
+                inject(step, fault);
+                let result = dir.replace_via_spare("u.state", SPARE, NEW);
+                clear();
+                assert!(result.is_err(), "{step:?}");
+            }
             let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
             let want = if step == Step::FsyncDir { NEW } else { OLD };
-            assert_eq!(now.as_slice(), want, "{step:?}");
+            assert_eq!(now.as_slice(), want, "{fault:?} at {step:?}");
             assert_eq!(
                 dir.entries().unwrap(),
                 vec![SPARE.to_string(), "u.state".to_string()],
-                "{step:?}"
+                "{fault:?} at {step:?}"
             );
-            // The next write goes through.
-            dir.replace_via_spare("u.state", SPARE, NEW).unwrap();
-            let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
-            assert_eq!(now.as_slice(), NEW, "{step:?}");
-            std::fs::remove_dir_all(path).unwrap();
-        }
-    }
-
-    /// `replace_via_spare`: a crash (abort) at any step leaves the old or
-    /// the new state, never a torn one, and the next write works.
-    #[test]
-    fn spare_crash_at_every_step_leaves_old_or_new_file() {
-        for step in Step::ALL {
-            let path = scratch(&format!("spare-crash-{step:?}"));
-            let dir = TrustedDir::open(&path, Dir::Private).unwrap();
-            dir.replace_via_spare("u.state", SPARE, b"first").unwrap();
-            dir.replace_via_spare("u.state", SPARE, OLD).unwrap();
-            let status = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--ignored",
-                    "--exact",
-                    "store::faults::tests::crash_child",
-                    "--test-threads=1",
-                ])
-                .env("TF_CRASH_DIR", &path)
-                .env("TF_CRASH_STEP", format!("{step:?}"))
-                .env("TF_CRASH_SPARE", "1")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap();
-            assert_eq!(status.signal(), Some(libc::SIGABRT), "{step:?}: {status}");
-            let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
-            let want = if step == Step::FsyncDir { NEW } else { OLD };
-            assert_eq!(now.as_slice(), want, "{step:?}");
             dir.replace_via_spare("u.state", SPARE, b"after").unwrap();
             let now = dir.read("u.state", Access::Private, 100).unwrap().unwrap();
-            assert_eq!(now.as_slice(), b"after", "{step:?}");
+            assert_eq!(now.as_slice(), b"after", "{fault:?} at {step:?}");
             std::fs::remove_dir_all(path).unwrap();
         }
     }

@@ -20,6 +20,7 @@ pub mod faults;
 mod named;
 #[cfg(test)]
 pub(crate) mod testdir;
+mod write;
 
 pub use checks::{check_executable, check_socket, read_path};
 pub use named::{Named, read_at_most, read_named};
@@ -27,17 +28,15 @@ pub use named::{Named, read_at_most, read_named};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
-use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::fcntl::{Flock, FlockArg, OFlag, RenameFlags, openat, renameat, renameat2};
+use nix::fcntl::{Flock, FlockArg, OFlag, openat};
 use nix::sys::stat::{Mode, fstatat};
 use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
 use zeroize::Zeroizing;
@@ -56,9 +55,6 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// lock file) was tried and was slower still: on two cores the woken
 /// waiters crowd out the next holder.
 const LOCK_RETRY: Duration = Duration::from_micros(250);
-/// Temp names tried past the first when one is taken (see `temp_name`).
-const TEMP_ATTEMPTS: u32 = 8;
-
 /// What went wrong in the store, with the path, so an admin can act on it.
 #[derive(Debug)]
 pub enum StoreError {
@@ -182,20 +178,6 @@ fn insecure(path: &Path, reason: String) -> StoreError {
         path: path.to_path_buf(),
         reason,
     }
-}
-
-/// Temp files made by this process so far (see `temp_name`).
-static TEMP_SERIAL: AtomicU32 = AtomicU32::new(0);
-
-/// `.<name>.tmp-<pid>-<serial>`, in the same directory as `name` (rename is
-/// atomic only within one). Unpredictable names are not needed: the
-/// directory is root-only (0700, checked on every open), the temp file is
-/// created with `O_EXCL | O_NOFOLLOW`, and pid + a per-process serial keep
-/// live writers apart (threads of one host included). A leftover of a
-/// crashed process whose pid came back only makes `O_EXCL` fail, and the
-/// next serial is tried (`replace`).
-fn temp_name(name: &str, pid: u32, serial: u32) -> String {
-    format!(".{name}.tmp-{pid}-{serial}")
 }
 
 /// A directory we walked to from `/` without following links, every
@@ -340,148 +322,6 @@ impl<'p> TrustedDir<'p> {
         Ok(OwnedFd::from(file))
     }
 
-    /// Atomically replaces `name` with `contents` and makes it durable:
-    /// temp file (O_EXCL, 0600) in this directory, fsync, rename, fsync dir.
-    /// On any failure the old file is intact and the temp file is removed.
-    pub fn replace(&self, name: &str, contents: &[u8]) -> Result<(), StoreError> {
-        let flags =
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let pid = std::process::id();
-        let mut attempts = 0;
-        let (fd, tmp_name) = loop {
-            let tmp_name = temp_name(name, pid, TEMP_SERIAL.fetch_add(1, Ordering::Relaxed));
-            let created = checkpoint(Step::CreateTemp).and_then(|()| {
-                openat(
-                    &self.fd,
-                    tmp_name.as_str(),
-                    flags,
-                    Mode::from_bits_truncate(0o600),
-                )
-            });
-            match created {
-                Ok(fd) => break (fd, tmp_name),
-                // A crashed process's leftover under a reused pid.
-                Err(Errno::EEXIST) if attempts < TEMP_ATTEMPTS => attempts += 1,
-                Err(e) => return Err(io_err(&self.child(&tmp_name), "create", e)),
-            }
-        };
-        let result = self.finish_replace(fd, &tmp_name, name, contents);
-        if result.is_err() {
-            let _ = unlinkat(&self.fd, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
-        }
-        result
-    }
-
-    fn finish_replace(
-        &self,
-        fd: OwnedFd,
-        tmp_name: &str,
-        name: &str,
-        contents: &[u8],
-    ) -> Result<(), StoreError> {
-        let tmp_path = || self.child(tmp_name);
-        let mut file = File::from(fd);
-        // The umask may have removed bits, never added; make the mode exact.
-        nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(0o600))
-            .map_err(|e| io_err(&tmp_path(), "chmod", e))?;
-        // Tests stop a write half-way (Step::Write); a real build writes
-        // everything with one call.
-        let half = if cfg!(any(test, fuzzing)) {
-            contents.len() / 2
-        } else {
-            contents.len()
-        };
-        file.write_all(&contents[..half])
-            .map_err(|e| io_err(&tmp_path(), "write", errno_of(&e)))?;
-        checkpoint(Step::Write).map_err(|e| io_err(&tmp_path(), "write", e))?;
-        file.write_all(&contents[half..])
-            .map_err(|e| io_err(&tmp_path(), "write", errno_of(&e)))?;
-        checkpoint(Step::FsyncFile)
-            .and_then(|()| fsync(&file))
-            .map_err(|e| io_err(&tmp_path(), "fsync", e))?;
-        drop(file);
-        checkpoint(Step::Rename)
-            .and_then(|()| renameat(&self.fd, tmp_name, &self.fd, name))
-            .map_err(|e| io_err(&self.child(name), "rename", e))?;
-        checkpoint(Step::FsyncDir)
-            .and_then(|()| fsync(&self.fd))
-            .map_err(|e| io_err(self.path, "fsync", e))
-    }
-
-    /// Replaces `name` with `contents` as durably and atomically as
-    /// [`replace`](Self::replace), without making or freeing a file:
-    /// `contents` is written over `spare` (created 0600 the first time; it
-    /// holds the version before last, which nothing reads), the spare is
-    /// fsynced, the two names are swapped with `renameat2(RENAME_EXCHANGE)`
-    /// and the directory is fsynced. A crash leaves `name` whole, old or
-    /// new, as with `replace`. On ext4 this update costs a fraction of
-    /// `replace`'s: a new inode, its allocation and the old one's release
-    /// were most of a login's I/O (bench/results.md). Where the file
-    /// system cannot swap names (EINVAL), and for the first version of
-    /// `name`, the spare is renamed over it instead.
-    pub fn replace_via_spare(
-        &self,
-        name: &str,
-        spare: &str,
-        contents: &[u8],
-    ) -> Result<(), StoreError> {
-        let spare_path = || self.child(spare);
-        // O_NONBLOCK as for every open here: a FIFO in its place must not
-        // hang the login (it is then refused as not a regular file).
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_CLOEXEC;
-        let fd = checkpoint(Step::CreateTemp)
-            .and_then(|()| openat(&self.fd, spare, flags, Mode::from_bits_truncate(0o600)))
-            .map_err(|e| match e {
-                Errno::ELOOP => insecure(&spare_path(), "is a symbolic link".into()),
-                other => io_err(&spare_path(), "open", other),
-            })?;
-        let mut file = File::from(fd);
-        // Like every file here: ours, a regular file with one link.
-        check_file(
-            spare_path,
-            &fd_metadata(&file, spare_path)?,
-            Access::Private,
-        )?;
-        let half = if cfg!(any(test, fuzzing)) {
-            contents.len() / 2
-        } else {
-            contents.len()
-        };
-        file.write_all(&contents[..half])
-            .map_err(|e| io_err(&spare_path(), "write", errno_of(&e)))?;
-        checkpoint(Step::Write).map_err(|e| io_err(&spare_path(), "write", e))?;
-        file.write_all(&contents[half..])
-            .and_then(|()| file.set_len(contents.len() as u64))
-            .map_err(|e| io_err(&spare_path(), "write", errno_of(&e)))?;
-        checkpoint(Step::FsyncFile)
-            .and_then(|()| fsync(&file))
-            .map_err(|e| io_err(&spare_path(), "fsync", e))?;
-        drop(file);
-        checkpoint(Step::Rename)
-            .and_then(|()| {
-                match renameat2(
-                    &self.fd,
-                    spare,
-                    &self.fd,
-                    name,
-                    RenameFlags::RENAME_EXCHANGE,
-                ) {
-                    Err(Errno::ENOENT | Errno::EINVAL | Errno::ENOSYS) => {
-                        renameat(&self.fd, spare, &self.fd, name)
-                    }
-                    done => done,
-                }
-            })
-            .map_err(|e| io_err(&self.child(name), "rename", e))?;
-        checkpoint(Step::FsyncDir)
-            .and_then(|()| fsync(&self.fd))
-            .map_err(|e| io_err(self.path, "fsync", e))
-    }
-
     /// Removes `name` (missing is fine) and makes the removal durable.
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
         match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
@@ -585,9 +425,6 @@ mod tests {
         dir.remove("f").unwrap();
         assert_eq!(dir.file_id("f").unwrap(), None);
     }
-    use std::os::unix::fs::MetadataExt;
-
-    const NEW: &[u8] = b"version = 1\nfailures = 2\nrate_window_attempts = 7\n";
 
     /// `lock_any` hands out each of its locks once: with all of them held
     /// the next taker gives up after the bounded wait; once one is
@@ -609,52 +446,6 @@ mod tests {
         held.remove(1);
         let _again = dir.lock_any(&slots).unwrap();
         assert_eq!(held.len(), 2);
-    }
-
-    /// A temp name taken by a leftover (a crashed writer whose pid came
-    /// back) does not stop the replace; the leftover is left alone.
-    #[test]
-    fn leftover_temp_with_our_name_is_skipped() {
-        let path = scratch("temp-taken");
-        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
-        let next = TEMP_SERIAL.load(Ordering::Relaxed);
-        let pid = std::process::id();
-        // Leftovers under the next few serials this process would use.
-        for serial in next..next + 3 {
-            std::fs::write(path.join(temp_name("u.state", pid, serial)), b"old").unwrap();
-        }
-        dir.replace("u.state", NEW).unwrap();
-        assert_eq!(std::fs::read(path.join("u.state")).unwrap(), NEW);
-        let temps = std::fs::read_dir(&path)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .contains(".tmp-")
-            })
-            .count();
-        // The three leftovers, untouched; ours was renamed to u.state.
-        assert_eq!(temps, 3);
-    }
-
-    /// A replaced file has the new contents, mode 0600 and no temp file beside it.
-    #[test]
-    fn replace_writes_new_contents_with_private_mode_and_no_temp_file() {
-        let path = scratch("replace");
-        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
-        dir.replace("alice.state", b"one").unwrap();
-        dir.replace("alice.state", b"two").unwrap();
-        let read = dir
-            .read("alice.state", Access::Private, 100)
-            .unwrap()
-            .unwrap();
-        assert_eq!(read.as_slice(), b"two");
-        let meta = std::fs::metadata(path.join("alice.state")).unwrap();
-        assert_eq!(meta.mode() & 0o7777, 0o600);
-        assert_eq!(dir.entries().unwrap(), vec!["alice.state".to_string()]);
-        std::fs::remove_dir_all(path).unwrap();
     }
 
     /// A symlink where a record should be is refused, not followed.
@@ -690,79 +481,6 @@ mod tests {
             dir.read("nobody.state", Access::Private, 10)
                 .unwrap()
                 .is_none()
-        );
-        std::fs::remove_dir_all(path).unwrap();
-    }
-
-    /// `replace_via_spare` makes the spare once, then only swaps names: the
-    /// state and its spare keep their two inodes, the spare holds the
-    /// version before, and a shorter version leaves no tail of the longer.
-    #[test]
-    fn replace_via_spare_swaps_two_files() {
-        use std::os::unix::fs::MetadataExt;
-        let path = scratch("spare-swap");
-        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
-        let read = |name: &str| {
-            dir.read(name, Access::Private, 100)
-                .unwrap()
-                .map(|b| b.to_vec())
-        };
-        let inode = |name: &str| std::fs::metadata(path.join(name)).unwrap().ino();
-        dir.replace_via_spare("u.state", ".u.state.spare", b"first version")
-            .unwrap();
-        assert_eq!(read("u.state"), Some(b"first version".to_vec()));
-        assert_eq!(read(".u.state.spare"), None, "renamed into place");
-        dir.replace_via_spare("u.state", ".u.state.spare", b"second, longer version")
-            .unwrap();
-        assert_eq!(read(".u.state.spare"), Some(b"first version".to_vec()));
-        let mut inodes = vec![inode("u.state"), inode(".u.state.spare")];
-        inodes.sort_unstable();
-        dir.replace_via_spare("u.state", ".u.state.spare", b"third")
-            .unwrap();
-        assert_eq!(read("u.state"), Some(b"third".to_vec()));
-        assert_eq!(
-            read(".u.state.spare"),
-            Some(b"second, longer version".to_vec())
-        );
-        let mut now = vec![inode("u.state"), inode(".u.state.spare")];
-        now.sort_unstable();
-        assert_eq!(now, inodes, "no file made or freed");
-        for name in ["u.state", ".u.state.spare"] {
-            let mode = std::fs::metadata(path.join(name)).unwrap().mode() & 0o7777;
-            assert_eq!(mode, 0o600, "{name}");
-        }
-        std::fs::remove_dir_all(path).unwrap();
-    }
-
-    /// A spare that is a symbolic link, or readable by others, is refused
-    /// and the state stays as it was.
-    #[test]
-    fn an_unsafe_spare_is_refused() {
-        let path = scratch("spare-unsafe");
-        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
-        dir.replace_via_spare("u.state", ".u.state.spare", b"kept")
-            .unwrap();
-        std::os::unix::fs::symlink("/etc/hostname", path.join(".u.state.spare")).unwrap();
-        let e = dir
-            .replace_via_spare("u.state", ".u.state.spare", b"new")
-            .unwrap_err();
-        assert!(matches!(e, StoreError::Insecure { .. }), "{e}");
-        std::fs::remove_file(path.join(".u.state.spare")).unwrap();
-        std::fs::write(path.join(".u.state.spare"), b"x").unwrap();
-        std::fs::set_permissions(
-            path.join(".u.state.spare"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )
-        .unwrap();
-        let e = dir
-            .replace_via_spare("u.state", ".u.state.spare", b"new")
-            .unwrap_err();
-        assert!(matches!(e, StoreError::Insecure { .. }), "{e}");
-        assert_eq!(
-            dir.read("u.state", Access::Private, 100)
-                .unwrap()
-                .map(|b| b.to_vec()),
-            Some(b"kept".to_vec())
         );
         std::fs::remove_dir_all(path).unwrap();
     }
