@@ -355,18 +355,12 @@ impl PgHa {
             let _ = kill(pid(p), Signal::SIGKILL);
         }
         let _ = child.wait();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let alive: Vec<u32> = pids.iter().copied().filter(|&p| is_alive(p)).collect();
-            if alive.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "processes of the killed primary still alive after 10 s: {alive:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        let alive = || -> Vec<u32> { pids.iter().copied().filter(|&p| is_alive(p)).collect() };
+        poll(
+            10,
+            || alive().is_empty(),
+            || format!("processes of the killed primary still alive: {:?}", alive()),
+        );
         pids
     }
 
@@ -413,26 +407,22 @@ impl PgHa {
             .unwrap_or_else(|e| panic!("pg_promote on {name}: {e}\n{}", self.logs()))
             .get(0);
         assert!(promoted, "{name} was not promoted within 30 s");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut client = self.node_superuser(i, "postgres");
-            let recovery: bool = client
-                .query_one("SELECT pg_is_in_recovery()", &[])
-                .unwrap()
-                .get(0);
-            let read_only: String = client
-                .query_one("SHOW transaction_read_only", &[])
-                .unwrap()
-                .get(0);
-            if !recovery && read_only == "off" {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} still read-only after 30 s"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        poll(
+            30,
+            || {
+                let mut client = self.node_superuser(i, "postgres");
+                let recovery: bool = client
+                    .query_one("SELECT pg_is_in_recovery()", &[])
+                    .unwrap()
+                    .get(0);
+                let read_only: String = client
+                    .query_one("SHOW transaction_read_only", &[])
+                    .unwrap()
+                    .get(0);
+                !recovery && read_only == "off"
+            },
+            || format!("{name} still read-only"),
+        );
         self.nodes.lock().unwrap()[i].standby_as = None;
         *self.primary.lock().unwrap() = i;
     }
@@ -491,19 +481,18 @@ impl PgHa {
         ))
         .unwrap();
         su.batch_execute("SELECT pg_reload_conf()").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let now: String = self
-                .superuser("postgres")
-                .query_one("SHOW synchronous_standby_names", &[])
-                .unwrap()
-                .get(0);
-            if now == value {
-                return;
-            }
-            assert!(Instant::now() < deadline, "reload not seen after 10 s");
-            thread::sleep(Duration::from_millis(20));
-        }
+        poll(
+            10,
+            || {
+                let now: String = self
+                    .superuser("postgres")
+                    .query_one("SHOW synchronous_standby_names", &[])
+                    .unwrap()
+                    .get(0);
+                now == value
+            },
+            || "reload not seen".to_string(),
+        );
     }
 
     /// Waits until the primary reports the standby `name` as `sync` or
@@ -759,71 +748,53 @@ impl PgHa {
         self.wait_replication(name, "state = 'streaming'", "streaming");
     }
 
+    /// The primary's `pg_stat_replication` rows matching `cond` (SQL).
+    fn replication_rows(&self, cond: &str) -> i64 {
+        self.superuser("postgres")
+            .query_one(
+                &format!("SELECT count(*) FROM pg_stat_replication WHERE {cond}"),
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    }
+
     /// Waits until the primary has a standby row for `name` matching `cond`.
     fn wait_replication(&self, name: &str, cond: &str, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let sql = format!(
-            "SELECT count(*) FROM pg_stat_replication WHERE application_name = $1 AND {cond}"
+        let cond = format!("application_name = '{name}' AND {cond}");
+        poll(
+            30,
+            || self.replication_rows(&cond) > 0,
+            || format!("{name} not {what}:\n{}", self.logs()),
         );
-        loop {
-            let n: i64 = self
-                .superuser("postgres")
-                .query_one(&sql, &[&name])
-                .unwrap()
-                .get(0);
-            if n > 0 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} not {what} after 30 s:\n{}",
-                self.logs()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
     }
 
     fn wait_gone_from_replication(&self, name: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let n: i64 = self
-                .superuser("postgres")
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_replication WHERE application_name = $1",
-                    &[&name],
-                )
-                .unwrap()
-                .get(0);
-            if n == 0 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{name} still replicating");
-            thread::sleep(Duration::from_millis(20));
-        }
+        let cond = format!("application_name = '{name}'");
+        poll(
+            30,
+            || self.replication_rows(&cond) == 0,
+            || format!("{name} still replicating"),
+        );
     }
 
     /// Waits until the primary reports a synchronous standby.
     fn wait_synchronous(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let n: i64 = self
-                .superuser("postgres")
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')",
-                    &[],
-                )
-                .unwrap()
-                .get(0);
-            if n > 0 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no synchronous standby after 30 s:\n{}",
-                self.logs()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        poll(
+            30,
+            || self.replication_rows("sync_state IN ('sync', 'quorum')") > 0,
+            || format!("no synchronous standby:\n{}", self.logs()),
+        );
+    }
+}
+
+/// Polls `done` every 20 ms for up to `seconds`; fails the test with
+/// `what()` if it never holds.
+fn poll(seconds: u64, mut done: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !done() {
+        assert!(Instant::now() < deadline, "after {seconds} s: {}", what());
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
