@@ -77,10 +77,11 @@ mod tests {
     }
 
     /// Not a test of its own: the child half of
-    /// `crash_at_every_step_leaves_old_or_new_file`, which runs it with
-    /// `--ignored --exact`; it aborts inside a replace.
+    /// `crash_at_every_step_leaves_old_or_new_file` and
+    /// `spare_fault_at_every_step_keeps_a_whole_file` (through `crash_at`),
+    /// which run it with `--ignored --exact`; it aborts inside a write.
     #[test]
-    #[ignore = "helper of crash_at_every_step_leaves_old_or_new_file"]
+    #[ignore = "helper of crash_at_every_step_leaves_old_or_new_file and spare_fault_at_every_step_keeps_a_whole_file"]
     fn crash_child() {
         let (Ok(dir), Ok(step)) = (
             std::env::var("TF_CRASH_DIR"),

@@ -125,7 +125,9 @@ impl TrustedDir<'_> {
     /// `replace`'s: a new inode, its allocation and the old one's release
     /// were most of a login's I/O (bench/results.md). Where the file
     /// system cannot swap names (EINVAL, ENOSYS), and for the first version
-    /// of `name`, the spare is renamed over it instead.
+    /// of `name`, the spare is renamed over it instead. The caller holds
+    /// the lock that guards `name`: unlike `replace`'s temp files, the
+    /// spare is one file that two writers would share.
     pub fn replace_via_spare(
         &self,
         name: &str,
