@@ -149,12 +149,16 @@ impl TrustedDir<'_> {
                 other => io_err(&spare_path(), "open", other),
             })?;
         let mut file = File::from(fd);
-        // Like every file here: ours, a regular file with one link, 0600.
+        // Like every file here: ours, a regular file with one link, no
+        // access for others; then exactly 0600, as `replace` makes it (a
+        // new spare got the host's umask).
         check_file(
             spare_path,
             &fd_metadata(&file, spare_path)?,
             Access::Private,
         )?;
+        nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(0o600))
+            .map_err(|e| io_err(&spare_path(), "chmod", e))?;
         write_synced(&mut file, spare_path, contents)?;
         drop(file);
         checkpoint(Step::Rename)
