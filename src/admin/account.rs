@@ -145,13 +145,13 @@ impl Admin {
         }
         let files = UserFiles::new(&dir, &user);
         let _lock = files.lock()?;
-        let mut state = files.read_state()?;
+        let (mut state, slot) = files.read_state_for_update()?;
         let before = state.clone();
         policy::unlock(&mut state);
         if state == before {
             return Ok(false);
         }
-        files.write_state(&state)?;
+        files.write_state(&state, slot)?;
         Ok(true)
     }
 
@@ -171,9 +171,9 @@ impl Admin {
             .ok_or(AdminError::Crypto)?;
         record.backup = backup;
         UserFiles::new(&dir, &user).write_record(&record)?;
-        let mut state = UserFiles::new(&dir, &user).read_state()?;
+        let (mut state, slot) = UserFiles::new(&dir, &user).read_state_for_update()?;
         state.used_backup_codes.clear();
-        UserFiles::new(&dir, &user).write_state(&state)?;
+        UserFiles::new(&dir, &user).write_state(&state, slot)?;
         Ok(codes)
     }
 

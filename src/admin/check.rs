@@ -8,8 +8,9 @@ use super::pam_stacks::{self, System};
 use super::{Admin, AdminError};
 use crate::config::{self, Unenrolled};
 use crate::delivery::{self, DeliveryError};
+use crate::records::user::{FilesError, UserFiles};
 use crate::records::username::Username;
-use crate::records::{MAX_RECORD_BYTES, SecretRecord, State};
+use crate::records::{MAX_RECORD_BYTES, SecretRecord};
 use crate::store::{self, Access, StoreError};
 
 /// One finding of `twofactor check`.
@@ -180,15 +181,26 @@ impl Admin {
             if crate::login::is_kdf_slot(&name) {
                 continue;
             }
-            // A state's spare (`.<user>.state.spare`): never read, but it
-            // must be as safe as the state it once was.
+            // A state's other copy (`.<user>.state.spare`): read with the
+            // state (below); it must be as safe as the state.
             if let Some(stem) = name
                 .strip_prefix('.')
                 .and_then(|n| n.strip_suffix(".state.spare"))
                 .filter(|stem| Username::parse(stem).is_ok())
             {
                 if let Err(e) = dir.read(&name, Access::Private, MAX_RECORD_BYTES) {
-                    report(format!("{e} (the spare of {stem}'s state)"));
+                    report(format!("{e} (the other copy of {stem}'s state)"));
+                }
+                continue;
+            }
+            // A lock's wake-up FIFO (`.<user>.lock.wake`): a FIFO, root's, 0600.
+            if let Some(stem) = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".lock.wake"))
+                .filter(|stem| Username::parse(stem).is_ok())
+            {
+                if let Err(e) = dir.check_wake(&name) {
+                    report(format!("{e} (the wake-up FIFO of {stem}'s lock)"));
                 }
                 continue;
             }
@@ -227,13 +239,19 @@ impl Admin {
                         ));
                     }
                 }
-                "state" => {
-                    if let Err(e) = State::parse(&bytes) {
-                        report(format!(
-                            "{e} (logins of {user} fail until this is fixed; move the file away to reset it, which also forgets used backup codes: then run twofactor backup-codes {user})"
-                        ));
+                "state" => match UserFiles::new(&dir, &user).read_state() {
+                    Ok(_) => {}
+                    Err(FilesError::Record { error, .. }) => report(format!(
+                        "{error} (logins of {user} fail until this is fixed; move it and .{user}.state.spare away to reset the state, which also forgets used backup codes: then run twofactor backup-codes {user})"
+                    )),
+                    // The other copy's own problems are reported at its name.
+                    Err(FilesError::Store(e)) => {
+                        let (at, problem) = split_path(&e);
+                        if at == path {
+                            report(problem);
+                        }
                     }
-                }
+                },
                 _ => {}
             }
         }

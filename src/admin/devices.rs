@@ -44,11 +44,11 @@ impl Admin {
         user: &Username,
         label: &str,
     ) -> Result<(), AdminError> {
-        let mut state = UserFiles::new(dir, user).read_state()?;
+        let (mut state, slot) = UserFiles::new(dir, user).read_state_for_update()?;
         let used = state.last_accepted_step.remove(label).is_some();
         let drift = state.drift_steps.remove(label).is_some();
         if used || drift {
-            UserFiles::new(dir, user).write_state(&state)?;
+            UserFiles::new(dir, user).write_state(&state, slot)?;
         }
         Ok(())
     }

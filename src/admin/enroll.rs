@@ -185,7 +185,7 @@ impl Admin {
             };
             // State first: a fresh start for the new secret (no stale lock or
             // replay step), then the record that makes the user enrolled.
-            UserFiles::new(&dir, user).write_state(&State::default())?;
+            UserFiles::new(&dir, user).reset_state(&State::default())?;
             UserFiles::new(&dir, user).write_record(&record)?;
             codes
         };

@@ -72,7 +72,7 @@ pub(super) fn enroll_at_login(
         }
         let mut state = State::default();
         state.last_accepted_step.insert(DEFAULT_DEVICE.into(), step);
-        files.write_state(&state)?;
+        files.reset_state(&state)?;
         files.write_record(&record)?;
     }
     super::notice::tell(

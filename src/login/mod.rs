@@ -55,12 +55,12 @@ fn update_state<T>(
     if !files.record_is(record)? {
         return Ok(Err(RecordChanged));
     }
-    let state = files.read_state()?;
+    let (state, slot) = files.read_state_for_update()?;
     let (result, new) = change(&state, clock.now());
     if new != state {
         // Durable before anything is acted on: a code we cannot mark as
         // used is not accepted (google-authenticator #543).
-        files.write_state(&new)?;
+        files.write_state(&new, slot)?;
     }
     Ok(Ok(result))
 }

@@ -21,7 +21,7 @@ pub mod user;
 pub mod username;
 
 pub use secret::{BackupSet, Device, SecretRecord};
-pub use state::{Delivered, State};
+pub use state::{Delivered, STATE_VERSION, State, StateFile};
 
 use std::fmt;
 
@@ -58,6 +58,9 @@ pub enum RecordError {
     Invalid(Invalid),
     /// The record could not be serialized (nothing was written).
     Write(toml::ser::Error),
+    /// A state file that does not match its checksum, or has zeros in it:
+    /// a write cut short (a crash), or an edit by hand.
+    Torn,
 }
 
 /// What is wrong with a field of a record that parsed as TOML.
@@ -102,6 +105,8 @@ pub enum Invalid {
     DeliveredHash,
     /// An entry of `used_backup_codes` is not a hash in hex.
     UsedBackupHash,
+    /// A version 2 state without `generation`, or a version 1 state with one.
+    Generation,
 }
 
 impl fmt::Display for RecordError {
@@ -111,11 +116,17 @@ impl fmt::Display for RecordError {
             RecordError::Version(v) => {
                 write!(
                     f,
-                    "format version {v} is not supported (this build reads {VERSION})"
+                    "format version {v} is not supported (this build reads secret records of \
+                     version {VERSION}, states of versions {VERSION} and {STATE_VERSION})"
                 )
             }
             RecordError::Invalid(what) => write!(f, "invalid: {what}"),
             RecordError::Write(e) => write!(f, "cannot be written: {e}"),
+            RecordError::Torn => write!(
+                f,
+                "does not match its checksum: a write was cut short (a crash) or it was \
+                 edited by hand (change a state only with twofactor unlock)"
+            ),
         }
     }
 }
@@ -192,6 +203,10 @@ impl fmt::Display for Invalid {
                 f,
                 "bad used backup code hash (expected {} hex digits each)",
                 hex_digits(HASH_BYTES)
+            ),
+            Invalid::Generation => write!(
+                f,
+                "a version 2 state needs a generation, a version 1 state has none"
             ),
         }
     }
@@ -302,7 +317,7 @@ mod tests {
             ),
             (
                 RecordError::Version(2),
-                "format version 2 is not supported (this build reads 1)",
+                "format version 2 is not supported (this build reads secret records of version 1, states of versions 1 and 2)",
             ),
             (
                 RecordError::Write(write),
@@ -412,6 +427,10 @@ mod tests {
             (
                 Invalid::UsedBackupHash.into(),
                 "invalid: bad used backup code hash (expected 64 hex digits each)",
+            ),
+            (
+                Invalid::Generation.into(),
+                "invalid: a version 2 state needs a generation, a version 1 state has none",
             ),
         ];
         for (error, want) in cases {

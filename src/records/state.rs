@@ -2,10 +2,17 @@
 //! `twofactor unlock`: last accepted step per device, failures, lock,
 //! rate-limit window, used backup codes, learned drift, grace hosts and
 //! the code last delivered.
+//!
+//! A state file (format version 2) starts with a line `checksum = "…"`,
+//! the SHA-256 of the rest, and carries a `generation` that every write
+//! raises by one: the user's two state files (`user::UserFiles`) are told
+//! apart by it after a crash, and a copy whose write was cut short by one
+//! by its checksum. Version 1 files (neither) are read as generation 0.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::{
     Invalid, MAX_DEVICES, MAX_DRIFT_STEPS, MAX_GRACE_HOSTS, RecordError, VERSION, from_toml, hex,
@@ -17,6 +24,24 @@ use crate::otp::backup::HASH_BYTES;
 const MAX_USED_BACKUP_CODES: usize = 1000;
 /// Send times a state may remember (`[delivery] max_per_hour` is at most 100).
 const MAX_DELIVERIES: usize = 100;
+/// The state format this build writes (`VERSION`, 1, is still read).
+pub const STATE_VERSION: u32 = 2;
+/// How a version 2 state file begins: its checksum line.
+const CHECKSUM_KEY: &[u8] = b"checksum = ";
+
+/// A state file's contents: the state and the generation it was written as.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StateFile {
+    pub state: State,
+    pub generation: u64,
+}
+
+/// A version 2 state file's first line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Head {
+    checksum: String,
+}
 
 /// The mutable state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -57,6 +82,8 @@ pub struct Delivered {
 #[serde(deny_unknown_fields)]
 struct RawState {
     version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    generation: Option<u64>,
     #[serde(default)]
     failures: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,10 +113,52 @@ struct RawState {
 impl State {
     /// Parses and checks a state file.
     pub fn parse(bytes: &[u8]) -> Result<State, RecordError> {
-        let raw: RawState = from_toml(bytes)?;
-        if raw.version != VERSION {
-            return Err(RecordError::Version(raw.version));
+        Ok(State::parse_file(bytes)?.state)
+    }
+
+    /// Parses and checks a state file, with its generation: a version 2
+    /// file must match its checksum ([`RecordError::Torn`] if not) and
+    /// have a generation; a version 1 file has neither (generation 0).
+    pub fn parse_file(bytes: &[u8]) -> Result<StateFile, RecordError> {
+        // NUL never appears in TOML; zeros are what a file extended by a
+        // write that did not reach the disk reads as.
+        if bytes.contains(&0) {
+            return Err(RecordError::Torn);
         }
+        if !bytes.starts_with(CHECKSUM_KEY) {
+            let raw: RawState = from_toml(bytes)?;
+            return match (raw.version, raw.generation) {
+                (VERSION, None) => Ok(StateFile {
+                    state: State::from_raw(raw)?,
+                    generation: 0,
+                }),
+                (VERSION, Some(_)) | (STATE_VERSION, _) => Err(Invalid::Generation.into()),
+                (other, _) => Err(RecordError::Version(other)),
+            };
+        }
+        let line = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(RecordError::Torn)?;
+        let (head, body) = bytes.split_at(line + 1);
+        let head: Head = from_toml(head)?;
+        let sum: [u8; 32] = Sha256::digest(body).into();
+        if unhex::<32>(&head.checksum) != Some(sum) {
+            return Err(RecordError::Torn);
+        }
+        let raw: RawState = from_toml(body)?;
+        match (raw.version, raw.generation) {
+            (STATE_VERSION, Some(generation)) => Ok(StateFile {
+                state: State::from_raw(raw)?,
+                generation,
+            }),
+            (STATE_VERSION | VERSION, _) => Err(Invalid::Generation.into()),
+            (other, _) => Err(RecordError::Version(other)),
+        }
+    }
+
+    /// The state's fields from a parsed file, checked.
+    fn from_raw(raw: RawState) -> Result<State, RecordError> {
         for (field, len, max) in [
             (
                 "used_backup_codes",
@@ -166,10 +235,12 @@ impl State {
         })
     }
 
-    /// Serializes the state.
-    pub fn to_toml(&self) -> Result<String, RecordError> {
-        to_toml(&RawState {
-            version: VERSION,
+    /// The text of the state file of `generation`: the checksum line,
+    /// then the state.
+    pub fn to_file(&self, generation: u64) -> Result<String, RecordError> {
+        let body = to_toml(&RawState {
+            version: STATE_VERSION,
+            generation: Some(generation),
             failures: self.failures,
             locked_until: self.locked_until,
             rate_window_start: self.rate_window_start,
@@ -182,7 +253,9 @@ impl State {
             drift_steps: self.drift_steps.clone(),
             grace: self.grace.clone(),
             last_success: self.last_success,
-        })
+        })?;
+        let sum = Sha256::digest(body.as_bytes());
+        Ok(format!("checksum = \"{}\"\n{body}", hex(&sum)))
     }
 }
 
@@ -233,11 +306,81 @@ mod tests {
         state
             .last_accepted_step
             .insert("default".into(), 63_333_333);
-        for state in [State::default(), state, every_field_state()] {
-            let text = state.to_toml().unwrap();
-            assert!(text.starts_with("version = 1\n"), "{text}");
-            assert_eq!(State::parse(text.as_bytes()).unwrap(), state);
+        for (generation, state) in [State::default(), state, every_field_state()]
+            .into_iter()
+            .enumerate()
+        {
+            let generation = generation as u64 + 7;
+            let text = state.to_file(generation).unwrap();
+            assert!(text.starts_with("checksum = \""), "{text}");
+            assert!(text.contains("\nversion = 2\ngeneration = "), "{text}");
+            assert_eq!(
+                State::parse_file(text.as_bytes()).unwrap(),
+                StateFile { state, generation }
+            );
         }
+    }
+
+    /// A version 2 file, byte for byte (its checksum from `sha256sum` of
+    /// the lines after the first), reads as its state and generation; one
+    /// changed byte anywhere, or zeros at its end, make it `Torn`.
+    #[test]
+    fn a_state_file_is_checked_against_its_checksum() {
+        let body = "version = 2\ngeneration = 41\nfailures = 2\nrate_window_start = 0\nrate_window_attempts = 0\nused_backup_codes = []\n\n[last_accepted_step]\ndefault = 63591840\n";
+        let text = format!(
+            "checksum = \"2d0ab7948e0580a854550256dc213a6b8e51c111afb70f9324e9dc3bc40613c9\"\n{body}"
+        );
+        let mut want = State {
+            failures: 2,
+            ..State::default()
+        };
+        want.last_accepted_step.insert("default".into(), 63_591_840);
+        assert_eq!(
+            State::parse_file(text.as_bytes()).unwrap(),
+            StateFile {
+                state: want.clone(),
+                generation: 41
+            }
+        );
+        assert_eq!(want.to_file(41).unwrap(), text, "written the same way");
+        let edited = text.replace("failures = 2", "failures = 0");
+        assert_eq!(State::parse_file(edited.as_bytes()), Err(RecordError::Torn));
+        let sum_edited = text.replacen("2d0a", "2d0b", 1);
+        assert_eq!(
+            State::parse_file(sum_edited.as_bytes()),
+            Err(RecordError::Torn)
+        );
+        let cut = &text[..text.len() - 10];
+        assert_eq!(State::parse_file(cut.as_bytes()), Err(RecordError::Torn));
+        let zeros = [text.as_bytes(), &[0u8; 64]].concat();
+        assert_eq!(State::parse_file(&zeros), Err(RecordError::Torn));
+    }
+
+    /// Version 1 files read as generation 0; a generation must come with
+    /// version 2 and its checksum, and version 2 must have one.
+    #[test]
+    fn generations_belong_to_version_2() {
+        assert_eq!(
+            State::parse_file(b"version = 1\nfailures = 1\n")
+                .unwrap()
+                .generation,
+            0
+        );
+        for text in [
+            "version = 1\ngeneration = 3\n",
+            "version = 2\ngeneration = 3\n",
+            "version = 2\n",
+        ] {
+            assert_eq!(
+                State::parse_file(text.as_bytes()),
+                Err(Invalid::Generation.into()),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            State::parse_file(b"version = 3\n"),
+            Err(RecordError::Version(3))
+        );
     }
 
     /// States as builds before serde wrote them (a hand writer), byte for
@@ -289,12 +432,12 @@ tablet = 3
     fn last_success_is_optional_and_round_trips() {
         let old = State::parse(b"version = 1\nfailures = 1\n").unwrap();
         assert_eq!(old.last_success, None);
-        assert!(!old.to_toml().unwrap().contains("last_success"));
+        assert!(!old.to_file(1).unwrap().contains("last_success"));
         let state = State {
             last_success: Some(1_781_524_800),
             ..State::default()
         };
-        let text = state.to_toml().unwrap();
+        let text = state.to_file(1).unwrap();
         assert!(text.contains("\nlast_success = 1781524800\n"), "{text}");
         assert_eq!(State::parse(text.as_bytes()).unwrap(), state);
     }
@@ -314,7 +457,7 @@ tablet = 3
                 .insert(label.to_string(), i as u64 + 1);
             state.drift_steps.insert(label.to_string(), -(i as i64) - 1);
         }
-        let text = state.to_toml().unwrap();
+        let text = state.to_file(1).unwrap();
         assert!(text.contains("\n\"work.phone\" = 1\n"), "{text}");
         assert!(text.contains("\n\"work.phone\" = -1\n"), "{text}");
         assert!(text.contains("\nphone-2 = 2\n"), "{text}");
@@ -336,7 +479,7 @@ tablet = 3
                 ["192.0.2.1"],
                 "{text}"
             );
-            let again = state.to_toml().unwrap();
+            let again = state.to_file(1).unwrap();
             assert_eq!(State::parse(again.as_bytes()).unwrap(), state);
         }
     }

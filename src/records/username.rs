@@ -75,9 +75,9 @@ impl Username {
         format!("{}.state", self.0)
     }
 
-    /// The state's previous version, written over with the next one and
-    /// swapped in (`TrustedDir::replace_via_spare`); never read. A leading
-    /// dot: no user name starts with one.
+    /// The state's other copy: the version before `<user>.state`'s,
+    /// written over with the next one and swapped in (`UserFiles`). A
+    /// leading dot: no user name starts with one.
     pub fn state_spare_file(&self) -> String {
         format!(".{}.state.spare", self.0)
     }

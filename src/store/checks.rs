@@ -171,6 +171,18 @@ pub(super) fn check_file(
     check_owner_and_mode(make_path, meta, access)
 }
 
+/// A lock's wake-up FIFO (`lock::TrustedDir::lock`): a FIFO, ours, one
+/// link, no access for others.
+pub(super) fn check_fifo(
+    make_path: impl Fn() -> PathBuf,
+    meta: &Metadata,
+) -> Result<(), StoreError> {
+    if !meta.file_type().is_fifo() {
+        return Err(insecure(&make_path(), "is not a FIFO".into()));
+    }
+    check_owner_and_mode(make_path, meta, Access::Private)
+}
+
 /// The owner, link-count and mode rules of [`check_file`], for any type.
 fn check_owner_and_mode(
     make_path: impl Fn() -> PathBuf,

@@ -17,26 +17,26 @@
 mod checks;
 #[cfg(any(test, fuzzing))]
 pub mod faults;
+mod lock;
 mod named;
 #[cfg(test)]
 pub(crate) mod testdir;
 mod write;
 
 pub use checks::{check_executable, check_socket, read_path};
+pub use lock::LockGuard;
 pub use named::{Named, read_at_most, read_named};
 
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::fcntl::{Flock, FlockArg, OFlag, openat};
+use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, fstatat};
 use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
 use zeroize::Zeroizing;
@@ -44,17 +44,6 @@ use zeroize::Zeroizing;
 use checks::{check_file, fd_metadata};
 use named::read_sized;
 
-/// How long a login waits for another process holding the same user's lock.
-/// Bounded so a stuck process can never hang sshd (LoginGraceTime).
-const LOCK_WAIT: Duration = Duration::from_secs(3);
-/// flock has no timeout and the host's signals (sshd's `SIGALRM`) are not
-/// ours to use, so a waiter polls. The step is short because a holder keeps
-/// a user's lock for about half a millisecond (its two fsyncs): waiting in
-/// 10 ms steps made parallel logins of one user take about twice as long
-/// (bench/results.md). Waking every waiter on each release (inotify on the
-/// lock file) was tried and was slower still: on two cores the woken
-/// waiters crowd out the next holder.
-const LOCK_RETRY: Duration = Duration::from_micros(250);
 /// What went wrong in the store, with the path, so an admin can act on it.
 #[derive(Debug)]
 pub enum StoreError {
@@ -90,7 +79,7 @@ impl fmt::Display for StoreError {
                 f,
                 "{} is locked by another process; gave up after {} ms",
                 path.display(),
-                LOCK_WAIT.as_millis()
+                lock::LOCK_WAIT.as_millis()
             ),
             StoreError::BadPath { path } => write!(
                 f,
@@ -103,18 +92,19 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// The steps of `TrustedDir::replace`, where tests inject faults.
+/// The steps of `TrustedDir::replace` and `write_copy`, where tests
+/// inject faults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Creating the temp file.
+    /// Creating the temp file (opening the copy).
     CreateTemp,
-    /// Writing the temp file (a fault here leaves half the bytes written).
+    /// Writing the file (a fault here leaves half the bytes written).
     Write,
-    /// fsync of the temp file.
+    /// fsync (fdatasync) of the file.
     FsyncFile,
-    /// rename over the old file.
+    /// rename over the old file (swap with it).
     Rename,
-    /// fsync of the directory.
+    /// fsync of the directory (for a copy: only when one was made).
     FsyncDir,
 }
 
@@ -127,6 +117,9 @@ impl Step {
         Step::Rename,
         Step::FsyncDir,
     ];
+    /// The steps of a state write over an existing copy (`write_copy`
+    /// syncs the directory only when it makes a file).
+    pub const COPY: [Step; 4] = [Step::CreateTemp, Step::Write, Step::FsyncFile, Step::Rename];
 }
 
 /// A point where a test may inject a fault; nothing in a real build.
@@ -269,59 +262,6 @@ impl<'p> TrustedDir<'p> {
         }
     }
 
-    /// Takes the exclusive lock `name` (created 0600 if missing, never
-    /// unlinked so every process locks the same inode), waiting a bounded time.
-    pub fn lock(&self, name: &str) -> Result<LockGuard, StoreError> {
-        self.lock_any(&[name])
-    }
-
-    /// Takes whichever of the exclusive locks `names` is free first (each
-    /// created and checked like `lock`), waiting a bounded time for one:
-    /// a counting semaphore of `names.len()` slots that a crashed holder
-    /// releases with its fds.
-    pub fn lock_any(&self, names: &[&str]) -> Result<LockGuard, StoreError> {
-        let mut fds = Vec::with_capacity(names.len());
-        for name in names {
-            fds.push(Some(self.open_lock(name)?));
-        }
-        let path = || self.child(names.first().copied().unwrap_or_default());
-        let deadline = Instant::now() + LOCK_WAIT;
-        loop {
-            for (slot, name) in fds.iter_mut().zip(names) {
-                let Some(fd) = slot.take() else { continue };
-                match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
-                    Ok(lock) => return Ok(LockGuard { _lock: lock }),
-                    Err((back, Errno::EWOULDBLOCK | Errno::EINTR)) => *slot = Some(back),
-                    Err((_, e)) => return Err(io_err(&self.child(name), "flock", e)),
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(StoreError::LockTimeout { path: path() });
-            }
-            std::thread::sleep(left.min(LOCK_RETRY));
-        }
-    }
-
-    /// Opens (creating 0600 if missing) and checks the lock file `name`.
-    fn open_lock(&self, name: &str) -> Result<OwnedFd, StoreError> {
-        let path = || self.child(name);
-        let flags = OFlag::O_RDWR
-            | OFlag::O_CREAT
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_CLOEXEC;
-        let fd = openat(&self.fd, name, flags, Mode::from_bits_truncate(0o600)).map_err(
-            |e| match e {
-                Errno::ELOOP => insecure(&path(), "is a symbolic link".into()),
-                other => io_err(&path(), "open", other),
-            },
-        )?;
-        let file = File::from(fd);
-        check_file(path, &fd_metadata(&file, path)?, Access::Private)?;
-        Ok(OwnedFd::from(file))
-    }
-
     /// Removes `name` (missing is fine) and makes the removal durable.
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
         match unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
@@ -379,32 +319,10 @@ pub struct KeptFile {
     _file: File,
 }
 
-/// A held exclusive lock; released when dropped (the fd is closed).
-#[derive(Debug)]
-pub struct LockGuard {
-    _lock: Flock<OwnedFd>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::testdir::scratch;
     use super::*;
-
-    /// A waiter takes the lock once its holder lets go (woken by the
-    /// holder's close, within the bounded wait).
-    #[test]
-    fn a_waiter_takes_the_lock_when_its_holder_lets_go() {
-        let path = super::testdir::scratch("lockwake");
-        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
-        let held = dir.lock("u.lock").unwrap();
-        let releaser = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            drop(held);
-        });
-        let got = dir.lock("u.lock");
-        releaser.join().unwrap();
-        assert!(got.is_ok(), "{got:?}");
-    }
 
     /// `file_id` tells a kept file from one renamed over it, from one
     /// rewritten in place with the same size, and from none at all.
@@ -424,28 +342,6 @@ mod tests {
         assert_ne!(dir.file_id("f").unwrap(), Some(kept.id), "written in place");
         dir.remove("f").unwrap();
         assert_eq!(dir.file_id("f").unwrap(), None);
-    }
-
-    /// `lock_any` hands out each of its locks once: with all of them held
-    /// the next taker gives up after the bounded wait; once one is
-    /// released, that one is taken.
-    #[test]
-    fn lock_any_is_a_bounded_semaphore() {
-        let path = scratch("lockany");
-        let dir = TrustedDir::open(&path, Dir::Private).unwrap();
-        let slots = ["s0.lock", "s1.lock", "s2.lock"];
-        // Three takers get three different locks (flock on separate opens
-        // of one file would conflict).
-        let mut held: Vec<LockGuard> = (0..3).map(|_| dir.lock_any(&slots).unwrap()).collect();
-        let started = std::time::Instant::now();
-        assert!(matches!(
-            dir.lock_any(&slots),
-            Err(StoreError::LockTimeout { .. })
-        ));
-        assert!(started.elapsed() < Duration::from_secs(10));
-        held.remove(1);
-        let _again = dir.lock_any(&slots).unwrap();
-        assert_eq!(held.len(), 2);
     }
 
     /// A symlink where a record should be is refused, not followed.

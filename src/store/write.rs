@@ -1,8 +1,9 @@
-//! Durable, atomic replacement of a file in a [`TrustedDir`]: the
-//! general way (a new temp file renamed over the old one) and the state's
-//! way (written over its spare and swapped in by name, which makes and
-//! frees no file). Both fsync the new contents before the name changes and
-//! the directory after; a crash at any step leaves the old or the new file.
+//! Durable writes in a [`TrustedDir`]. `replace`: atomic replacement (a
+//! new temp file, fsynced, renamed over the old one, the directory
+//! fsynced); a crash at any step leaves the old or the new file.
+//! `write_copy`: the state's way, written over the older of two copies and
+//! swapped in by name, which makes and frees no file; what makes it safe
+//! against a crash is in the copies themselves (`records::user`).
 
 use std::fs::File;
 use std::io::Write;
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, RenameFlags, openat, renameat, renameat2};
 use nix::sys::stat::Mode;
-use nix::unistd::{UnlinkatFlags, fsync, unlinkat};
+use nix::unistd::{UnlinkatFlags, fdatasync, fsync, unlinkat};
 
 use super::checks::{check_file, fd_metadata};
 use super::{Access, Step, StoreError, TrustedDir, checkpoint, errno_of, insecure, io_err};
@@ -35,12 +36,22 @@ fn temp_name(name: &str, pid: u32, serial: u32) -> String {
     format!(".{name}.tmp-{pid}-{serial}")
 }
 
-/// Writes `contents` to the start of `file`, cuts it there and fsyncs it
+/// How much of a file `write_synced` makes durable.
+#[derive(Clone, Copy)]
+enum Sync {
+    /// `fsync`: data and every attribute (a new file's mode and owner).
+    All,
+    /// `fdatasync`: the data and what reading it needs (the length).
+    Data,
+}
+
+/// Writes `contents` to the start of `file`, cuts it there and syncs it
 /// (the steps `Write` and `FsyncFile`).
 fn write_synced(
     file: &mut File,
     path: impl Fn() -> PathBuf,
     contents: &[u8],
+    sync: Sync,
 ) -> Result<(), StoreError> {
     // Tests stop a write half-way (Step::Write); a real build writes
     // everything with one call.
@@ -56,7 +67,10 @@ fn write_synced(
         .and_then(|()| file.set_len(contents.len() as u64))
         .map_err(|e| io_err(&path(), "write", errno_of(&e)))?;
     checkpoint(Step::FsyncFile)
-        .and_then(|()| fsync(&*file))
+        .and_then(|()| match sync {
+            Sync::All => fsync(&*file),
+            Sync::Data => fdatasync(&*file),
+        })
         .map_err(|e| io_err(&path(), "fsync", e))
 }
 
@@ -105,7 +119,7 @@ impl TrustedDir<'_> {
         // The umask may have removed bits, never added; make the mode exact.
         nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(0o600))
             .map_err(|e| io_err(&tmp_path(), "chmod", e))?;
-        write_synced(&mut file, tmp_path, contents)?;
+        write_synced(&mut file, tmp_path, contents, Sync::All)?;
         drop(file);
         checkpoint(Step::Rename)
             .and_then(|()| renameat(&self.fd, tmp_name, &self.fd, name))
@@ -115,71 +129,82 @@ impl TrustedDir<'_> {
             .map_err(|e| io_err(self.path, "fsync", e))
     }
 
-    /// Replaces `name` with `contents` as durably and atomically as
-    /// [`replace`](Self::replace), without making or freeing a file:
-    /// `contents` is written over `spare` (created 0600 the first time; it
-    /// holds the version before last, which nothing reads), the spare is
-    /// fsynced, the two names are swapped with `renameat2(RENAME_EXCHANGE)`
-    /// and the directory is fsynced. A crash leaves `name` whole, old or
-    /// new, as with `replace`. On ext4 this update costs a fraction of
-    /// `replace`'s: a new inode, its allocation and the old one's release
-    /// were most of a login's I/O (bench/results.md). Where the file
-    /// system cannot swap names (EINVAL, ENOSYS), and for the first version
-    /// of `name`, the spare is renamed over it instead. The caller holds
-    /// the lock that guards `name`: unlike `replace`'s temp files, the
-    /// spare is one file that two writers would share.
-    pub fn replace_via_spare(
+    /// Writes `contents` over the file `target` (created 0600 if missing)
+    /// and makes them durable (`fdatasync`: data and length); then, with
+    /// `swap_with`, swaps the two names (`renameat2(RENAME_EXCHANGE)`; a
+    /// plain rename where `swap_with` does not exist yet or the file
+    /// system cannot swap). This makes and frees no file: on ext4 a new
+    /// inode per write, its allocation and the old one's release were
+    /// most of a login's I/O (bench/results.md).
+    ///
+    /// Not atomic by itself, and the directory is synced only when a name
+    /// was made or removed: the caller keeps two copies that say which is
+    /// newer and whether they are whole (`records::user`), and holds the
+    /// lock that guards them.
+    pub fn write_copy(
         &self,
-        name: &str,
-        spare: &str,
+        target: &str,
+        swap_with: Option<&str>,
         contents: &[u8],
     ) -> Result<(), StoreError> {
-        let spare_path = || self.child(spare);
+        let path = || self.child(target);
         // O_NONBLOCK as for every open here: a FIFO in its place must not
         // hang the login (it is then refused as not a regular file).
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_CLOEXEC;
-        let fd = checkpoint(Step::CreateTemp)
-            .and_then(|()| openat(&self.fd, spare, flags, Mode::from_bits_truncate(0o600)))
-            .map_err(|e| match e {
-                Errno::ELOOP => insecure(&spare_path(), "is a symbolic link".into()),
-                other => io_err(&spare_path(), "open", other),
-            })?;
+        let flags = OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let open = |flags| {
+            checkpoint(Step::CreateTemp)
+                .and_then(|()| openat(&self.fd, target, flags, Mode::from_bits_truncate(0o600)))
+                .map_err(|e| match e {
+                    Errno::ELOOP => insecure(&path(), "is a symbolic link".into()),
+                    other => io_err(&path(), "open", other),
+                })
+        };
+        let (fd, created) = match open(flags) {
+            Err(StoreError::Io {
+                errno: Errno::ENOENT,
+                ..
+            }) => (open(flags | OFlag::O_CREAT | OFlag::O_EXCL)?, true),
+            other => (other?, false),
+        };
         let mut file = File::from(fd);
         // Like every file here: ours, a regular file with one link, no
-        // access for others; then exactly 0600, as `replace` makes it (a
-        // new spare got the host's umask).
-        check_file(
-            spare_path,
-            &fd_metadata(&file, spare_path)?,
-            Access::Private,
-        )?;
-        nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(0o600))
-            .map_err(|e| io_err(&spare_path(), "chmod", e))?;
-        write_synced(&mut file, spare_path, contents)?;
+        // access for others; a new one exactly 0600 (it got the umask).
+        check_file(path, &fd_metadata(&file, path)?, Access::Private)?;
+        if created {
+            nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(0o600))
+                .map_err(|e| io_err(&path(), "chmod", e))?;
+        }
+        // A new file's mode and owner with it; after that only its data
+        // and length change.
+        let sync = if created { Sync::All } else { Sync::Data };
+        write_synced(&mut file, path, contents, sync)?;
         drop(file);
-        checkpoint(Step::Rename)
-            .and_then(|()| {
-                match renameat2(
-                    &self.fd,
-                    spare,
-                    &self.fd,
-                    name,
-                    RenameFlags::RENAME_EXCHANGE,
-                ) {
-                    Err(Errno::ENOENT | Errno::EINVAL | Errno::ENOSYS) => {
-                        renameat(&self.fd, spare, &self.fd, name)
+        let mut renamed = false;
+        if let Some(name) = swap_with {
+            checkpoint(Step::Rename)
+                .and_then(|()| {
+                    match renameat2(
+                        &self.fd,
+                        target,
+                        &self.fd,
+                        name,
+                        RenameFlags::RENAME_EXCHANGE,
+                    ) {
+                        Err(Errno::ENOENT | Errno::EINVAL | Errno::ENOSYS) => {
+                            renamed = true;
+                            renameat(&self.fd, target, &self.fd, name)
+                        }
+                        done => done,
                     }
-                    done => done,
-                }
-            })
-            .map_err(|e| io_err(&self.child(name), "rename", e))?;
-        checkpoint(Step::FsyncDir)
-            .and_then(|()| fsync(&self.fd))
-            .map_err(|e| io_err(self.path, "fsync", e))
+                })
+                .map_err(|e| io_err(&self.child(name), "rename", e))?;
+        }
+        if created || renamed {
+            checkpoint(Step::FsyncDir)
+                .and_then(|()| fsync(&self.fd))
+                .map_err(|e| io_err(self.path, "fsync", e))?;
+        }
+        Ok(())
     }
 }
 
@@ -238,11 +263,12 @@ mod tests {
         std::fs::remove_dir_all(path).unwrap();
     }
 
-    /// `replace_via_spare` makes the spare once, then only swaps names: the
-    /// state and its spare keep their two inodes, the spare holds the
-    /// version before, and a shorter version leaves no tail of the longer.
+    /// `write_copy` with a swap makes the spare once, then only swaps
+    /// names: the state and its spare keep their two inodes, the spare
+    /// holds the version before, and a shorter version leaves no tail of
+    /// the longer. Without a swap it writes over the file named.
     #[test]
-    fn replace_via_spare_swaps_two_files() {
+    fn write_copy_swaps_two_files() {
         use std::os::unix::fs::MetadataExt;
         let path = scratch("spare-swap");
         let dir = TrustedDir::open(&path, Dir::Private).unwrap();
@@ -252,16 +278,16 @@ mod tests {
                 .map(|b| b.to_vec())
         };
         let inode = |name: &str| std::fs::metadata(path.join(name)).unwrap().ino();
-        dir.replace_via_spare("u.state", ".u.state.spare", b"first version")
+        dir.write_copy(".u.state.spare", Some("u.state"), b"first version")
             .unwrap();
         assert_eq!(read("u.state"), Some(b"first version".to_vec()));
         assert_eq!(read(".u.state.spare"), None, "renamed into place");
-        dir.replace_via_spare("u.state", ".u.state.spare", b"second, longer version")
+        dir.write_copy(".u.state.spare", Some("u.state"), b"second, longer version")
             .unwrap();
         assert_eq!(read(".u.state.spare"), Some(b"first version".to_vec()));
         let mut inodes = vec![inode("u.state"), inode(".u.state.spare")];
         inodes.sort_unstable();
-        dir.replace_via_spare("u.state", ".u.state.spare", b"third")
+        dir.write_copy(".u.state.spare", Some("u.state"), b"third")
             .unwrap();
         assert_eq!(read("u.state"), Some(b"third".to_vec()));
         assert_eq!(
@@ -271,6 +297,10 @@ mod tests {
         let mut now = vec![inode("u.state"), inode(".u.state.spare")];
         now.sort_unstable();
         assert_eq!(now, inodes, "no file made or freed");
+        let named = inode("u.state");
+        dir.write_copy("u.state", None, b"fourth").unwrap();
+        assert_eq!(read("u.state"), Some(b"fourth".to_vec()));
+        assert_eq!(inode("u.state"), named, "written over, not swapped");
         for name in ["u.state", ".u.state.spare"] {
             let mode = std::fs::metadata(path.join(name)).unwrap().mode() & 0o7777;
             assert_eq!(mode, 0o600, "{name}");
@@ -284,11 +314,11 @@ mod tests {
     fn an_unsafe_spare_is_refused() {
         let path = scratch("spare-unsafe");
         let dir = TrustedDir::open(&path, Dir::Private).unwrap();
-        dir.replace_via_spare("u.state", ".u.state.spare", b"kept")
+        dir.write_copy(".u.state.spare", Some("u.state"), b"kept")
             .unwrap();
         std::os::unix::fs::symlink("/etc/hostname", path.join(".u.state.spare")).unwrap();
         let e = dir
-            .replace_via_spare("u.state", ".u.state.spare", b"new")
+            .write_copy(".u.state.spare", Some("u.state"), b"new")
             .unwrap_err();
         assert!(matches!(e, StoreError::Insecure { .. }), "{e}");
         std::fs::remove_file(path.join(".u.state.spare")).unwrap();
@@ -299,7 +329,7 @@ mod tests {
         )
         .unwrap();
         let e = dir
-            .replace_via_spare("u.state", ".u.state.spare", b"new")
+            .write_copy(".u.state.spare", Some("u.state"), b"new")
             .unwrap_err();
         assert!(matches!(e, StoreError::Insecure { .. }), "{e}");
         assert_eq!(

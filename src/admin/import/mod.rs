@@ -184,7 +184,7 @@ impl Admin {
         if existing == Existing::Keep && UserFiles::new(&dir, user).record_exists()? {
             return Err(AdminError::AlreadyEnrolled(user.to_string()));
         }
-        UserFiles::new(&dir, user).write_state(&State::default())?;
+        UserFiles::new(&dir, user).reset_state(&State::default())?;
         UserFiles::new(&dir, user).write_record(record)?;
         Ok(())
     }
