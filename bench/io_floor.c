@@ -12,10 +12,11 @@
  * With -D the directory is not fsynced: google-authenticator's and
  * pam_oath's update (write, fsync, rename).
  *
- * With -X, ours (TrustedDir::replace_via_spare): instead of a new temp
- * file, a spare made once before timing is written over (O_WRONLY, no
- * O_TRUNC; ftruncate to the length), fsynced, swapped with the state file
- * by renameat2(RENAME_EXCHANGE), and the directory is fsynced.
+ * With -X, ours (UserFiles::write_state, TrustedDir::write_copy): the
+ * state's other copy, made once before timing, is read too, then written
+ * over (O_WRONLY, no O_TRUNC; ftruncate to the length), fdatasynced and
+ * swapped with the state file by renameat2(RENAME_EXCHANGE); the directory
+ * is not fsynced (the copies carry a generation and a checksum instead).
  *
  * The state file (-f NAME in -d DIR) is created from -s SRC first; it is the
  * program's own file, never a module's. Times come from the raw
@@ -83,6 +84,17 @@ static void update(const char *dir, const char *name, const char *tmp, int dir_f
     if (n < 0)
         die("read", name);
     close(fd);
+    if (spare) {
+        char other[65536];
+        int sfd = openat(dfd, tmp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (sfd < 0)
+            die("open", tmp);
+        if (fstat(sfd, &st) != 0)
+            die("fstat", tmp);
+        if (read(sfd, other, sizeof other) < 0)
+            die("read", tmp);
+        close(sfd);
+    }
     int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (spare ? 0 : O_EXCL);
     int tfd = openat(dfd, tmp, flags, 0600);
     if (tfd < 0)
@@ -90,7 +102,7 @@ static void update(const char *dir, const char *name, const char *tmp, int dir_f
     write_all(tfd, buf, (size_t)n, tmp);
     if (spare && ftruncate(tfd, n) != 0)
         die("ftruncate", tmp);
-    if (fsync(tfd) != 0)
+    if ((spare ? fdatasync(tfd) : fsync(tfd)) != 0)
         die("fsync", tmp);
     close(tfd);
     if (spare) {
@@ -122,12 +134,12 @@ int main(int argc, char **argv)
         case 'w': warmup = atoi(optarg); break;
         case 'o': raw = optarg; break;
         case 'D': dir_fsync = 0; break;
-        case 'X': spare = 1; break;
+        case 'X': spare = 1; dir_fsync = 0; break;
         default:
             fprintf(stderr, "usage: io_floor -d DIR -s SRC [-f NAME] [-n ITER] [-w WARMUP]"
                             " [-o FILE] [-D] [-X]\n"
                             "  -D  no fsync of the directory (google-authenticator's update)\n"
-                            "  -X  write over a spare and swap it in (ours)\n");
+                            "  -X  read both copies, write over the spare, fdatasync, swap it in (ours)\n");
             return 3;
         }
     }

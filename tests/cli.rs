@@ -750,9 +750,10 @@ fn disable_removes_the_enrollment_and_login_is_then_denied() {
     cli(&sb, &["disable", USER]).expect(5);
 }
 
-/// From its second write on, the state keeps a spare (`.daemon.state.spare`,
-/// 0600, the version before): `check` accepts it when it is as safe as the
-/// state, names it when it is not, and `disable` removes it with the rest.
+/// From its second write on, the state keeps a second copy
+/// (`.daemon.state.spare`, 0600, the version before): `check` accepts it
+/// when it is as safe as the state, names it (once) when it is not, and
+/// `disable` removes it with the rest.
 #[test]
 fn the_state_spare_is_checked_and_removed_with_the_enrollment() {
     let (sb, _) = enrolled("spare", "");
@@ -782,7 +783,7 @@ fn the_state_spare_is_checked_and_removed_with_the_enrollment() {
 
     fs::set_permissions(&spare, fs::Permissions::from_mode(0o644)).unwrap();
     let v = cli(&sb, &["check", "--json"]).expect(1).json();
-    assert_problems(&v, &[(&spare, "the spare of daemon's state")]);
+    assert_problems(&v, &[(&spare, "the other copy of daemon's state")]);
 
     cli(&sb, &["disable", USER]).expect(0);
     assert_eq!(entries(&sb), ["daemon.lock"]);
