@@ -902,7 +902,7 @@ write_report() {
       if [[ $N != "$Nlo" ]]; then
         echo "Milliseconds, in-process, as above."
       else
-        echo "Milliseconds. In-process: pam_bench.c through the real libpam (\`pam_start_confdir\`). Per process: \`pamtester\` started by pam_bench -X, fork to exit. The I/O floor row is bench/io_floor.c in our state directory, in the same rounds: the durable update alone, for each module's pattern (ours: the state's spare written over, fsync, the two names swapped with renameat2(RENAME_EXCHANGE), fsync of the directory; GA and pam_oath: a new temp file, fsync, rename, no directory fsync)."
+        echo "Milliseconds. In-process: pam_bench.c through the real libpam (\`pam_start_confdir\`). Per process: \`pamtester\` started by pam_bench -X, fork to exit. The I/O floor row is bench/io_floor.c in our state directory, in the same rounds: the durable update alone, for each module's pattern (ours: the other copy of the state read too, written over, fdatasync, the two names swapped with renameat2(RENAME_EXCHANGE), no directory fsync; GA and pam_oath: a new temp file, fsync, rename, no directory fsync)."
       fi
       echo
       echo "| figure | ours | GA | oath | ours/GA | ours/oath |"
