@@ -789,6 +789,57 @@ fn the_state_spare_is_checked_and_removed_with_the_enrollment() {
     assert_eq!(entries(&sb), ["daemon.lock"]);
 }
 
+/// A state copy edited by hand no longer matches its checksum: logins read
+/// the other copy (the version before) and `check` names the edited one;
+/// the next login writes over it and `check` passes again. With both
+/// copies damaged the login is refused and `check` names the state.
+#[test]
+fn a_state_copy_that_fails_its_checksum_is_named_and_not_used() {
+    let (sb, _) = enrolled("state-checksum", "");
+    let first = login(&sb, &oathtool_code(SECRET, "SHA1", 6, 30, T0), T0);
+    assert!(first.succeeded(), "{first}");
+    let state = file(&sb, "daemon.state");
+    let spare = file(&sb, ".daemon.state.spare");
+    let logged_in = fs::read_to_string(&state).unwrap();
+    assert!(logged_in.starts_with("checksum = \""), "{logged_in}");
+    assert!(
+        logged_in.contains("\nversion = 2\ngeneration = 2\n"),
+        "{logged_in}"
+    );
+    let edited = logged_in.replace("failures = 0", "failures = 4");
+    assert_ne!(edited, logged_in);
+    fs::write(&state, &edited).unwrap();
+    let v = cli(&sb, &["check", "--json"]).expect(1).json();
+    assert_problems(&v, &[(&state, "does not match its checksum")]);
+
+    // The copy read is the enrolled state, without the step just used:
+    // the next step's code logs in, and is written over the edited copy.
+    let t1 = at_offset(T0, 30);
+    let ok = login(&sb, &oathtool_code(SECRET, "SHA1", 6, 30, &t1), &t1);
+    assert!(ok.succeeded(), "{ok}");
+    let now = fs::read_to_string(&state).unwrap();
+    assert!(now.contains("\ngeneration = 2\n"), "{now}");
+    assert!(now.contains("failures = 0"), "{now}");
+    cli(&sb, &["check"]).expect(0);
+
+    fs::write(&state, &edited).unwrap();
+    let other = fs::read_to_string(&spare).unwrap();
+    fs::write(&spare, other.replace("failures = 0", "failures = 9")).unwrap();
+    let t2 = at_offset(T0, 60);
+    let refused = login(&sb, &oathtool_code(SECRET, "SHA1", 6, 30, &t2), &t2);
+    assert!(!refused.succeeded(), "{refused}");
+    assert_eq!(
+        refused.pam_error(),
+        Some(pam_err::AUTHINFO_UNAVAIL),
+        "{refused}"
+    );
+    let v = cli(&sb, &["check", "--json"]).expect(1).json();
+    assert_problems(
+        &v,
+        &[(&state, "does not match its checksum: a write was cut short")],
+    );
+}
+
 /// `check` on a freshly enrolled sandbox exits 0 and says OK; `--json` says
 /// `{"ok":true,"problems":[]}`.
 #[test]

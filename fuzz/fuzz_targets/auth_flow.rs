@@ -838,7 +838,7 @@ fn run(data: &[u8]) {
             }
             write_private(
                 &state_path,
-                pre.to_toml()
+                pre.to_file(1)
                     .expect("harness: writing the state")
                     .as_bytes(),
             );

@@ -10,7 +10,7 @@ use crate::config::{self, Unenrolled};
 use crate::delivery::{self, DeliveryError};
 use crate::records::user::{FilesError, UserFiles};
 use crate::records::username::Username;
-use crate::records::{MAX_RECORD_BYTES, SecretRecord};
+use crate::records::{MAX_RECORD_BYTES, RecordError, SecretRecord, State};
 use crate::store::{self, Access, StoreError};
 
 /// One finding of `twofactor check`.
@@ -240,7 +240,15 @@ impl Admin {
                     }
                 }
                 "state" => match UserFiles::new(&dir, &user).read_state() {
-                    Ok(_) => {}
+                    // Readable through the other copy: say so if this one
+                    // does not match its checksum.
+                    Ok(_) => {
+                        if let Err(e @ RecordError::Torn) = State::parse_file(&bytes) {
+                            report(format!(
+                                "{e}; logins read the other copy (.{user}.state.spare), and the next login writes over this one"
+                            ));
+                        }
+                    }
                     Err(FilesError::Record { error, .. }) => report(format!(
                         "{error} (logins of {user} fail until this is fixed; move it and .{user}.state.spare away to reset the state, which also forgets used backup codes: then run twofactor backup-codes {user})"
                     )),
