@@ -23,17 +23,18 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use pam_twofactor::config::net::Cidr;
+use pam_twofactor::config::{Config, Unenrolled};
+use pam_twofactor::host::clock;
 use pam_twofactor::login::{
     self, AuthError, ConvError, Conversation, DenyReason, Method, Outcome, SkipReason,
 };
 use pam_twofactor::otp::backup::{BackupCode, HASH_BYTES, KdfParams, SALT_BYTES};
-use pam_twofactor::host::clock;
-use pam_twofactor::config::{Config, Unenrolled};
-use pam_twofactor::config::net::Cidr;
 use pam_twofactor::otp::{Algorithm, SecretKey, TotpParams};
 use pam_twofactor::policy::Failure;
 use pam_twofactor::records::{
-    BackupSet, DEFAULT_DEVICE, Device, MAX_GRACE_HOSTS, SecretRecord, State, valid_host,
+    BackupSet, DEFAULT_DEVICE, Device, MAX_GRACE_HOSTS, RecordError, SecretRecord, State,
+    valid_host,
 };
 use pam_twofactor::store::{
     Step,
@@ -676,6 +677,38 @@ fn decode_answer(
     answer
 }
 
+/// The bytes of the copy of `user`'s state that the module reads, and the
+/// steps a write of the state goes through; modelled on the rules in
+/// docs/design.md ("The state's two copies"), not on the module's code: of
+/// the copies that match their checksum the higher generation (the named
+/// one on a tie; a named copy damaged otherwise is what is read, and
+/// refused). A write goes over the other copy; over the spare it is then
+/// swapped in (`Rename`); the directory is synced when a copy is made or
+/// renamed into a missing name (`FsyncDir`).
+fn current_copy(dir: &Path, user: &str) -> (Option<Vec<u8>>, Vec<Step>) {
+    let named = read_opt(&dir.join(format!("{user}.state")));
+    let spare = read_opt(&dir.join(format!(".{user}.state.spare")));
+    let parse = |b: &Option<Vec<u8>>| b.as_deref().map(State::parse_file);
+    let spare_newer = match (parse(&named), parse(&spare)) {
+        (Some(Ok(n)), Some(Ok(s))) => s.generation > n.generation,
+        (None | Some(Err(RecordError::Torn)), Some(Ok(_))) => true,
+        _ => false,
+    };
+    let mut steps = vec![Step::CreateTemp, Step::Write, Step::FsyncFile];
+    if spare_newer {
+        if named.is_none() {
+            steps.push(Step::FsyncDir);
+        }
+        (spare, steps)
+    } else {
+        steps.push(Step::Rename);
+        if spare.is_none() || named.is_none() {
+            steps.push(Step::FsyncDir);
+        }
+        (named, steps)
+    }
+}
+
 /// Panics if anything but the users' own files is in the directory.
 fn assert_no_stray_files(dir: &Path, context: &str) {
     for entry in fs::read_dir(dir).expect("harness: readdir").flatten() {
@@ -868,7 +901,10 @@ fn run(data: &[u8]) {
         };
         let rhost = RHOSTS[usize::from(who >> 4) % RHOSTS.len()];
 
-        let before_bytes = read_opt(&state_path);
+        let (before_bytes, steps) = current_copy(&fx.dir, USER);
+        // A fault injected at a step the write does not go through is
+        // never met.
+        let fault_met = fault.filter(|f| user != USER || steps.contains(f));
         let before = match &before_bytes {
             None => Some(State::default()),
             Some(bytes) => State::parse(bytes).ok(),
@@ -946,7 +982,7 @@ fn run(data: &[u8]) {
         }) {
             Expected::simple(Want::Outcome(Outcome::Skip(SkipReason::Grace)), vec![])
         } else {
-            expect_enrolled(&model, &before, rhost, now, fault, || {
+            expect_enrolled(&model, &before, rhost, now, fault_met, || {
                 let a = match first.take() {
                     Some(a) => a,
                     None => decode_answer(&mut r, &devices, now, &mut last_code, &mut last_answer),
@@ -971,7 +1007,7 @@ fn run(data: &[u8]) {
             login::authenticate_from(&config, user, rhost, &mut script, &clock::FixedClock(now));
         faults::clear();
 
-        let after_bytes = read_opt(&state_path);
+        let (after_bytes, _) = current_copy(&fx.dir, USER);
         let shown: Vec<String> = script
             .answers
             .iter()
@@ -1025,7 +1061,7 @@ fn run(data: &[u8]) {
                 }
             }
         }
-        if fault.is_some() {
+        if fault_met.is_some() {
             assert!(
                 !matches!(result, Ok(Outcome::Allow(_))),
                 "a login succeeded although its state could not be stored\n{context}"
@@ -1041,9 +1077,17 @@ fn run(data: &[u8]) {
                 matches!(&on_disk, Some(Ok(s)) if s == want),
                 "wrong state stored (model: {want:?})\n{context}"
             ),
-            Disk::FailedWrite(Step::FsyncDir, want) => assert!(
+            // Once the new copy is whole it is the newer one, and read.
+            Disk::FailedWrite(Step::FsyncFile | Step::Rename | Step::FsyncDir, want) => assert!(
                 matches!(&on_disk, Some(Ok(s)) if s == want),
-                "after a failed directory fsync the new state should be in place\n{context}"
+                "after a failed sync or swap the new state should be read\n{context}"
+            ),
+            // Half the bytes written over the older copy: it fails its
+            // checksum and the state is unchanged, unless the other half
+            // was already the same (the copy then is the new state, whole).
+            Disk::FailedWrite(Step::Write, want) => assert!(
+                unchanged || matches!(&on_disk, Some(Ok(s)) if s == want),
+                "a failed write left neither the old nor the new state\n{context}"
             ),
             Disk::FailedWrite(..) => {
                 assert!(unchanged, "a failed write changed the state\n{context}")
