@@ -71,6 +71,9 @@ pub struct StateSlot {
     generation: u64,
 }
 
+/// The state as read (or why it cannot be used), and where a write goes.
+type Loaded = (Result<State, FilesError>, StateSlot);
+
 /// A copy of the state, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Copy {
@@ -189,8 +192,7 @@ impl<'a> UserFiles<'a> {
     /// comment). The state is an error when the copy named `<user>.state`
     /// is damaged in any way but a cut-short write, or both are damaged;
     /// the slot is good in every case, so that a reset can write.
-    #[allow(clippy::type_complexity)]
-    fn load_state(&self) -> Result<(Result<State, FilesError>, StateSlot), FilesError> {
+    fn load_state(&self) -> Result<Loaded, FilesError> {
         let name = self.user.state_file();
         let spare_name = self.user.state_spare_file();
         let named = self.read_copy(&name)?;
