@@ -9,10 +9,12 @@
 //! `O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC` and checked on the open fd
 //! (CVE-2024-22365: a FIFO must not hang us; CVE-2024-47191: no symlinks).
 //!
-//! Here: the errors, [`TrustedDir`] (read, lock, replace, remove, list)
-//! and its lock guard. `checks`: the checks made on an open descriptor and
-//! the walk from `/`. `named`: bounded reads and files an admin names on
-//! the command line. `faults`: the hooks tests use to break a replace.
+//! Here: the errors and [`TrustedDir`] (open, read, remove, list).
+//! `lock`: per-user locks with a bounded wait and their wake-up FIFO, and
+//! the argon2 slots. `write`: durable writes (`replace`, `write_copy`).
+//! `checks`: the checks made on an open descriptor and the walk from `/`.
+//! `named`: bounded reads and files an admin names on the command line.
+//! `faults`: the hooks tests use to break a write.
 
 mod checks;
 #[cfg(any(test, fuzzing))]
