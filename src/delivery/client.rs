@@ -453,9 +453,9 @@ mod tests {
     /// runs it in a child process. SIGPIPE at its default disposition, as
     /// in sshd; a request of 4 MiB, more than a socket buffer holds, so the
     /// write is still going on when the service closes the connection.
+    #[allow(unsafe_code)]
     #[test]
     #[ignore = "helper of a_closed_connection_is_an_error_not_a_sigpipe"]
-    #[allow(unsafe_code)]
     fn closed_peer_helper_requests() {
         use nix::sys::signal::{SigHandler, signal};
         let Some(path) = std::env::var_os(CLOSED_PEER_SOCKET) else {
