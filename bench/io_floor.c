@@ -67,6 +67,36 @@ static void write_all(int fd, const char *buf, size_t len, const char *what)
     }
 }
 
+/* Opens `name` in `dfd`, fstats and reads it (at most `cap` bytes) as a
+ * login reads a state file; returns the length read. */
+static ssize_t read_at(int dfd, const char *name, char *buf, size_t cap)
+{
+    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        die("open", name);
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        die("fstat", name);
+    ssize_t n = read(fd, buf, cap);
+    if (n < 0)
+        die("read", name);
+    close(fd);
+    return n;
+}
+
+/* Creates (or truncates) `path` with `len` bytes of `buf`, fsynced: the
+ * files the timed updates start from. */
+static void put_file(const char *path, const char *buf, size_t len)
+{
+    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (out < 0)
+        die("create", path);
+    write_all(out, buf, len, path);
+    if (fsync(out) != 0)
+        die("fsync", path);
+    close(out);
+}
+
 /* One durable update; the bytes read are written back. */
 static void update(const char *dir, const char *name, const char *tmp, int dir_fsync, int spare)
 {
@@ -74,26 +104,10 @@ static void update(const char *dir, const char *name, const char *tmp, int dir_f
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         die("open", dir);
-    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        die("open", name);
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        die("fstat", name);
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n < 0)
-        die("read", name);
-    close(fd);
+    ssize_t n = read_at(dfd, name, buf, sizeof buf);
     if (spare) {
         char other[65536];
-        int sfd = openat(dfd, tmp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (sfd < 0)
-            die("open", tmp);
-        if (fstat(sfd, &st) != 0)
-            die("fstat", tmp);
-        if (read(sfd, other, sizeof other) < 0)
-            die("read", tmp);
-        close(sfd);
+        read_at(dfd, tmp, other, sizeof other);
     }
     int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (spare ? 0 : O_EXCL);
     int tfd = openat(dfd, tmp, flags, 0600);
@@ -158,23 +172,11 @@ int main(int argc, char **argv)
     char path[4096], tmp[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s.tmp-%d", name, (int)getpid());
-    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (out < 0)
-        die("create", path);
-    write_all(out, buf, (size_t)n, path);
-    if (fsync(out) != 0)
-        die("fsync", path);
-    close(out);
+    put_file(path, buf, (size_t)n);
     if (spare) {
         char spare_path[4096];
         snprintf(spare_path, sizeof spare_path, "%s/%s", dir, tmp);
-        out = open(spare_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (out < 0)
-            die("create", spare_path);
-        write_all(out, buf, (size_t)n, spare_path);
-        if (fsync(out) != 0)
-            die("fsync", spare_path);
-        close(out);
+        put_file(spare_path, buf, (size_t)n);
     }
 
     uint64_t *v = calloc((size_t)iters, sizeof *v);
