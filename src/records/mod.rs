@@ -107,6 +107,8 @@ pub enum Invalid {
     UsedBackupHash,
     /// A version 2 state without `generation`, or a version 1 state with one.
     Generation,
+    /// A version 2 state that does not begin with its checksum line.
+    NoChecksum,
 }
 
 impl fmt::Display for RecordError {
@@ -207,6 +209,10 @@ impl fmt::Display for Invalid {
             Invalid::Generation => write!(
                 f,
                 "a version 2 state needs a generation, a version 1 state has none"
+            ),
+            Invalid::NoChecksum => write!(
+                f,
+                "a version 2 state must begin with its checksum line (it was edited by hand?)"
             ),
         }
     }
@@ -431,6 +437,10 @@ mod tests {
             (
                 Invalid::Generation.into(),
                 "invalid: a version 2 state needs a generation, a version 1 state has none",
+            ),
+            (
+                Invalid::NoChecksum.into(),
+                "invalid: a version 2 state must begin with its checksum line (it was edited by hand?)",
             ),
         ];
         for (error, want) in cases {

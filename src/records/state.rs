@@ -132,7 +132,8 @@ impl State {
                     state: State::from_raw(raw)?,
                     generation: 0,
                 }),
-                (VERSION, Some(_)) | (STATE_VERSION, _) => Err(Invalid::Generation.into()),
+                (VERSION, Some(_)) => Err(Invalid::Generation.into()),
+                (STATE_VERSION, _) => Err(Invalid::NoChecksum.into()),
                 (other, _) => Err(RecordError::Version(other)),
             };
         }
@@ -357,26 +358,37 @@ mod tests {
     }
 
     /// Version 1 files read as generation 0; a generation must come with
-    /// version 2 and its checksum, and version 2 must have one.
+    /// version 2, and version 2 must have one and begin with its checksum.
     #[test]
-    fn generations_belong_to_version_2() {
+    fn generations_and_checksums_belong_to_version_2() {
         assert_eq!(
             State::parse_file(b"version = 1\nfailures = 1\n")
                 .unwrap()
                 .generation,
             0
         );
-        for text in [
-            "version = 1\ngeneration = 3\n",
-            "version = 2\ngeneration = 3\n",
-            "version = 2\n",
-        ] {
+        assert_eq!(
+            State::parse_file(b"version = 1\ngeneration = 3\n"),
+            Err(Invalid::Generation.into())
+        );
+        // Version 2 without its checksum line: the line was removed by hand.
+        for text in ["version = 2\ngeneration = 3\n", "version = 2\n"] {
             assert_eq!(
                 State::parse_file(text.as_bytes()),
-                Err(Invalid::Generation.into()),
+                Err(Invalid::NoChecksum.into()),
                 "{text}"
             );
         }
+        // With its checksum line but no generation.
+        let body = "version = 2\n";
+        let text = format!(
+            "checksum = \"{}\"\n{body}",
+            super::super::hex(&Sha256::digest(body.as_bytes()))
+        );
+        assert_eq!(
+            State::parse_file(text.as_bytes()),
+            Err(Invalid::Generation.into())
+        );
         assert_eq!(
             State::parse_file(b"version = 3\n"),
             Err(RecordError::Version(3))

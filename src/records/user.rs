@@ -202,6 +202,9 @@ impl<'a> UserFiles<'a> {
             generation,
         };
         Ok(match (named, spare) {
+            // Nothing yet, or a first write cut short before it had a name
+            // (a named copy, once there, is only ever swapped, never removed
+            // but with the enrollment).
             (None, None) | (None, Some(Err(_))) => (Ok(State::default()), slot(Copy::Spare, 0)),
             (Some(Ok(n)), Some(Ok(s))) if s.generation > n.generation => {
                 (Ok(s.state), slot(Copy::Named, s.generation))
